@@ -1,0 +1,131 @@
+/**
+ * The one declarative list of every command's options: yargs help, preset validation and the
+ * README's option tables are all generated from it, so they cannot drift apart.
+ */
+
+export type OptionType = 'string' | 'number' | 'integer' | 'boolean' | 'string[]';
+
+export interface OptionSpec {
+  name: string;
+  type: OptionType;
+  describe: string;
+  default?: string | number | boolean | string[];
+  choices?: readonly string[];
+  /** Inclusive bounds for numbers. */
+  min?: number;
+  max?: number;
+  /** Lower bound that the value must exceed (e.g. a learning rate > 0). */
+  above?: number;
+  /** Whether a preset file may set it (paths to the user's own data may not). */
+  presettable?: boolean;
+  alias?: string;
+}
+
+export type CommandName = 'invert' | 'dreambooth' | 'generate';
+
+const MODEL: OptionSpec = {
+  name: 'model',
+  type: 'string',
+  describe: 'Base model: a diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/) or a single-file .safetensors checkpoint',
+  presettable: true,
+};
+
+const ARCH: OptionSpec = {
+  name: 'arch',
+  type: 'string',
+  choices: ['auto', 'sd1', 'sd2'],
+  default: 'auto',
+  describe: 'Architecture of a single-file checkpoint when it cannot be inferred (sd1: CLIP ViT-L text encoder, sd2: OpenCLIP ViT-H)',
+  presettable: true,
+};
+
+const SEED: OptionSpec = { name: 'seed', type: 'integer', min: 0, max: 2 ** 32 - 1, default: 0, describe: 'Random seed: same seed and settings give the same result on the same backend' };
+
+/** Options shared by the two training commands (the training engine's). */
+const TRAINING: OptionSpec[] = [
+  MODEL,
+  ARCH,
+  { name: 'preset', type: 'string', describe: 'Recipe to start from: a name in presets/ (e.g. invert-object) or a path to a YAML file; flags you pass override it' },
+  { name: 'out', type: 'string', describe: 'Run folder for checkpoints, logs, samples and the result (default: ./runs/<command>-<time>)' },
+  { name: 'resume', type: 'string', describe: 'Resume from a checkpoint folder, or "latest" for the newest checkpoint in --out' },
+  { name: 'steps', type: 'integer', min: 1, default: 1000, describe: 'Number of optimisation steps', presettable: true },
+  { name: 'batch', type: 'integer', min: 1, default: 1, describe: 'Images per step', presettable: true },
+  { name: 'grad-accum', type: 'integer', min: 1, default: 1, describe: 'Gradient accumulation: steps whose gradients are summed before one update', presettable: true },
+  { name: 'resolution', type: 'integer', min: 8, describe: 'Training resolution in pixels: images are resized and cropped to it; a multiple of the model\'s latent factor (default: the model\'s native size)', presettable: true },
+  { name: 'center-crop', type: 'boolean', default: true, describe: 'Center-crop after resizing (--no-center-crop takes random crops)', presettable: true },
+  { name: 'flip', type: 'boolean', default: true, describe: 'Random horizontal-flip augmentation', presettable: true },
+  { name: 'lr', type: 'number', above: 0, default: 5e-4, describe: 'Learning rate (AdamW)', presettable: true },
+  { name: 'scale-lr', type: 'boolean', default: false, describe: 'Multiply the learning rate by batch × grad-accum, as diffusers\' --scale_lr does', presettable: true },
+  { name: 'lr-schedule', type: 'string', choices: ['constant', 'cosine', 'linear'], default: 'constant', describe: 'Learning-rate schedule after warmup', presettable: true },
+  { name: 'warmup-steps', type: 'integer', min: 0, default: 0, describe: 'Linear learning-rate warmup steps', presettable: true },
+  { name: 'weight-decay', type: 'number', min: 0, default: 0.01, describe: 'AdamW decoupled weight decay', presettable: true },
+  { name: 'max-grad-norm', type: 'number', min: 0, default: 1, describe: 'Clip the global gradient norm to this value (0 disables clipping)', presettable: true },
+  { name: 'min-snr-gamma', type: 'number', min: 0, default: 0, describe: 'Min-SNR-γ loss weighting (0 disables; 5 is the paper\'s choice)', presettable: true },
+  { name: 'noise-offset', type: 'number', min: 0, default: 0, describe: 'Offset-noise strength (0 disables; ~0.05 helps very dark/bright images)', presettable: true },
+  { name: 'checkpoint-every', type: 'integer', min: 1, default: 500, describe: 'Write a resumable checkpoint every N steps (also on Ctrl-C)', presettable: true },
+  { name: 'validation-prompt', type: 'string', describe: 'Prompt for validation samples ({token} / {identifier} / {class} are filled in)', presettable: true },
+  { name: 'validation-every', type: 'integer', min: 0, default: 250, describe: 'Render a validation grid every N steps (0 disables)', presettable: true },
+  { name: 'skip-bad-images', type: 'boolean', default: false, describe: 'Skip unreadable images with a warning instead of stopping', presettable: true },
+  SEED,
+];
+
+export const INVERT_OPTIONS: OptionSpec[] = [
+  { name: 'token', type: 'string', describe: 'The new placeholder word to learn, e.g. "<cat>" (must not exist in the vocabulary)' },
+  { name: 'init-token', type: 'string', describe: 'An existing single token whose embedding initialises the new one (e.g. "cat")', presettable: true },
+  { name: 'vectors', type: 'integer', min: 1, max: 75, default: 1, describe: 'Embedding vectors per placeholder (multi-vector Textual Inversion)', presettable: true },
+  { name: 'mode', type: 'string', choices: ['object', 'style'], default: 'object', describe: 'Prompt templates of the Textual Inversion paper: "a photo of a {}" (object) or "a painting in the style of {}" (style)', presettable: true },
+  ...TRAINING,
+];
+
+export const DREAMBOOTH_OPTIONS: OptionSpec[] = [
+  { name: 'class', type: 'string', describe: 'The subject\'s class noun, e.g. "dog" (required)' },
+  { name: 'identifier', type: 'string', describe: 'Rare-token identifier for the subject (default: chosen from rarely used vocabulary tokens and printed)' },
+  { name: 'instance-prompt', type: 'string', default: 'a photo of {identifier} {class}', describe: 'Prompt for the subject images', presettable: true },
+  { name: 'class-prompt', type: 'string', default: 'a photo of a {class}', describe: 'Prompt for prior-preservation class images', presettable: true },
+  { name: 'prior-preservation', type: 'boolean', default: true, describe: 'Prior-preservation loss with class images generated by the frozen model (--no-prior-preservation turns it off)', presettable: true },
+  { name: 'class-images', type: 'integer', min: 0, default: 200, describe: 'Number of class images (generated once into --class-dir and reused)', presettable: true },
+  { name: 'class-dir', type: 'string', describe: 'Folder of class images (default: a cache keyed by model, class prompt and settings)' },
+  { name: 'prior-weight', type: 'number', min: 0, default: 1, describe: 'λ in L = L_instance + λ·L_prior', presettable: true },
+  { name: 'mode', type: 'string', choices: ['full', 'lora'], default: 'lora', describe: 'Train the full UNet, or LoRA adapters on its attention projections', presettable: true },
+  { name: 'rank', type: 'integer', min: 1, default: 4, describe: 'LoRA rank', presettable: true },
+  { name: 'alpha', type: 'number', above: 0, describe: 'LoRA alpha (scale = alpha / rank; default: rank)', presettable: true },
+  { name: 'train-text-encoder', type: 'boolean', default: false, describe: 'Also train the text encoder (full or LoRA, following --mode)', presettable: true },
+  { name: 'format', type: 'string', choices: ['diffusers', 'kohya'], default: 'diffusers', describe: 'Key naming of the LoRA output file', presettable: true },
+  ...TRAINING,
+];
+
+export const GENERATE_OPTIONS: OptionSpec[] = [
+  MODEL,
+  ARCH,
+  { name: 'negative', type: 'string', default: '', describe: 'Negative prompt (what the image should not show)' },
+  { name: 'steps', type: 'integer', min: 1, max: 1000, default: 30, describe: 'Denoising steps' },
+  { name: 'guidance', type: 'number', min: 0, default: 7.5, describe: 'Classifier-free guidance scale (1 skips the unconditional pass)' },
+  { name: 'scheduler', type: 'string', choices: ['ddim', 'pndm', 'euler-a', 'dpm++2m'], default: 'dpm++2m', describe: 'Sampler' },
+  SEED,
+  { name: 'count', type: 'integer', min: 1, default: 1, describe: 'Number of images (seeds seed, seed+1, …)' },
+  { name: 'batch', type: 'integer', min: 1, default: 1, describe: 'Images computed together' },
+  { name: 'width', type: 'integer', min: 8, describe: 'Image width in pixels (multiple of the latent factor; default: the model\'s size)' },
+  { name: 'height', type: 'integer', min: 8, describe: 'Image height in pixels (multiple of the latent factor; default: the model\'s size)' },
+  { name: 'out', type: 'string', default: './outputs', describe: 'Output folder for PNG files' },
+  { name: 'embedding', type: 'string[]', describe: 'Textual Inversion file(s): painter, diffusers learned_embeds, AUTOMATIC1111 .pt/.safetensors' },
+  { name: 'token', type: 'string', describe: 'Prompt token for a single --embedding (default: from the file)' },
+  { name: 'lora', type: 'string[]', describe: 'LoRA file(s) as FILE[:SCALE] (diffusers or kohya naming)' },
+  { name: 'clip-skip', type: 'integer', min: 0, max: 11, default: 0, describe: 'Use the text encoder\'s output this many layers before the last' },
+  { name: 'latents', type: 'string', describe: 'Initial latents: a safetensors file with one tensor [B, C, h, w] (NCHW), for exact reproduction across tools' },
+];
+
+export function optionsFor(command: CommandName): OptionSpec[] {
+  switch (command) {
+    case 'invert':
+      return INVERT_OPTIONS;
+    case 'dreambooth':
+      return DREAMBOOTH_OPTIONS;
+    case 'generate':
+      return GENERATE_OPTIONS;
+  }
+}
+
+/** camelCase key of a kebab-case option name (the key yargs and configs use). */
+export function camel(name: string): string {
+  return name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+}

@@ -1,0 +1,314 @@
+/**
+ * diffusers' AutoencoderKL (the Stable Diffusion VAE) on NHWC tensors. Weights are addressed
+ * by their checkpoint keys (`encoder.down_blocks.0.resnets.0.conv1.weight`) in tfjs layout.
+ *
+ *   encode: x → Encoder → quant_conv → moments = [mean | logvar]   (DiagonalGaussianDistribution)
+ *   decode: z → post_quant_conv → Decoder → image
+ * Latents are raw (the pipeline divides by scaling_factor before decoding, multiplies after encoding).
+ */
+import * as tf from '@tensorflow/tfjs';
+import { PainterError } from '../../errors.js';
+import { attention, conv2d, gelu, groupNorm, linear, silu, upsampleNearest2x } from '../ops.js';
+import { param, type ParamShapes, type Params } from '../params.js';
+
+export type VaeDownBlockType = 'DownEncoderBlock2D';
+export type VaeUpBlockType = 'UpDecoderBlock2D';
+export type VaeActFn = 'silu' | 'swish' | 'gelu' | 'relu';
+
+/** diffusers' AutoencoderKL config (the fields SD 1.x / 2.x VAEs use). */
+export interface VaeConfig {
+  in_channels: number;
+  out_channels: number;
+  down_block_types: VaeDownBlockType[];
+  up_block_types: VaeUpBlockType[];
+  block_out_channels: number[];
+  layers_per_block: number;
+  act_fn: VaeActFn;
+  latent_channels: number;
+  norm_num_groups: number;
+  sample_size: number;
+  scaling_factor: number;
+  shift_factor: number | null;
+  use_quant_conv: boolean;
+  use_post_quant_conv: boolean;
+  mid_block_add_attention: boolean;
+  force_upcast: boolean;
+}
+
+const ACT_FNS: readonly VaeActFn[] = ['silu', 'swish', 'gelu', 'relu'];
+
+// Every GroupNorm inside diffusers' VAE Encoder/Decoder uses eps 1e-6.
+const NORM_EPS = 1e-6;
+
+/** Validates vae/config.json; missing fields take AutoencoderKL's defaults. All problems are reported at once. */
+export function parseVaeConfig(json: unknown, source: string): VaeConfig {
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) {
+    throw new PainterError(`${source}: expected a JSON object with the VAE (AutoencoderKL) config`);
+  }
+  const o = json as Record<string, unknown>;
+  const problems: string[] = [];
+  const get = (key: string, fallback: unknown): unknown => (o[key] === undefined ? fallback : o[key]);
+  const int = (key: string, fallback: number): number => {
+    const v = get(key, fallback);
+    if (typeof v === 'number' && Number.isInteger(v) && v >= 1) return v;
+    problems.push(`"${key}" must be a positive integer (got ${JSON.stringify(v)})`);
+    return fallback;
+  };
+  const num = (key: string, fallback: number): number => {
+    const v = get(key, fallback);
+    if (typeof v === 'number' && Number.isFinite(v)) return v;
+    problems.push(`"${key}" must be a number (got ${JSON.stringify(v)})`);
+    return fallback;
+  };
+  const bool = (key: string, fallback: boolean): boolean => {
+    const v = get(key, fallback);
+    if (typeof v === 'boolean') return v;
+    problems.push(`"${key}" must be true or false (got ${JSON.stringify(v)})`);
+    return fallback;
+  };
+  const list = <T>(key: string, fallback: T[], ok: (v: unknown) => v is T, what: string): T[] => {
+    const v = get(key, fallback);
+    if (Array.isArray(v) && v.length > 0 && v.every(ok)) return v;
+    problems.push(`"${key}" must be a non-empty list of ${what} (got ${JSON.stringify(v)})`);
+    return fallback;
+  };
+  const isPosInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 1;
+  const cfg: VaeConfig = {
+    in_channels: int('in_channels', 3),
+    out_channels: int('out_channels', 3),
+    down_block_types: list('down_block_types', ['DownEncoderBlock2D'], (v): v is VaeDownBlockType => v === 'DownEncoderBlock2D', '"DownEncoderBlock2D"'),
+    up_block_types: list('up_block_types', ['UpDecoderBlock2D'], (v): v is VaeUpBlockType => v === 'UpDecoderBlock2D', '"UpDecoderBlock2D"'),
+    block_out_channels: list('block_out_channels', [64], isPosInt, 'positive integers'),
+    layers_per_block: int('layers_per_block', 1),
+    act_fn: 'silu',
+    latent_channels: int('latent_channels', 4),
+    norm_num_groups: int('norm_num_groups', 32),
+    sample_size: int('sample_size', 32),
+    scaling_factor: num('scaling_factor', 0.18215),
+    shift_factor: null,
+    use_quant_conv: bool('use_quant_conv', true),
+    use_post_quant_conv: bool('use_post_quant_conv', true),
+    mid_block_add_attention: bool('mid_block_add_attention', true),
+    force_upcast: bool('force_upcast', true),
+  };
+  const act = get('act_fn', 'silu');
+  if (ACT_FNS.includes(act as VaeActFn)) cfg.act_fn = act as VaeActFn;
+  else problems.push(`"act_fn" must be one of ${ACT_FNS.join(', ')} (got ${JSON.stringify(act)})`);
+  const shift = get('shift_factor', null);
+  if (shift === null || (typeof shift === 'number' && Number.isFinite(shift))) cfg.shift_factor = shift;
+  else problems.push(`"shift_factor" must be a number or null (got ${JSON.stringify(shift)})`);
+  const n = cfg.block_out_channels.length;
+  if (cfg.down_block_types.length !== n || cfg.up_block_types.length !== n) {
+    problems.push(`"down_block_types" and "up_block_types" must have one entry per "block_out_channels" entry (${n})`);
+  }
+  for (const c of cfg.block_out_channels) {
+    if (c % cfg.norm_num_groups !== 0) problems.push(`"block_out_channels" entry ${c} is not divisible by "norm_num_groups" (${cfg.norm_num_groups})`);
+  }
+  if (problems.length > 0) throw new PainterError(`${source}: invalid VAE config: ${problems.join('; ')}`);
+  return cfg;
+}
+
+/** Spatial downsampling factor between image and latents: 2^(number of blocks − 1). */
+export function vaeLatentFactor(config: VaeConfig): number {
+  return 2 ** (config.block_out_channels.length - 1);
+}
+
+// ---- parameter shapes (tfjs layout: conv HWIO, linear [in, out]) ----
+
+function convShape(s: ParamShapes, key: string, k: number, cin: number, cout: number): void {
+  s.set(`${key}.weight`, [k, k, cin, cout]);
+  s.set(`${key}.bias`, [cout]);
+}
+
+function normShape(s: ParamShapes, key: string, c: number): void {
+  s.set(`${key}.weight`, [c]);
+  s.set(`${key}.bias`, [c]);
+}
+
+function resnetShapes(s: ParamShapes, key: string, cin: number, cout: number): void {
+  normShape(s, `${key}.norm1`, cin);
+  convShape(s, `${key}.conv1`, 3, cin, cout);
+  normShape(s, `${key}.norm2`, cout);
+  convShape(s, `${key}.conv2`, 3, cout, cout);
+  if (cin !== cout) convShape(s, `${key}.conv_shortcut`, 1, cin, cout);
+}
+
+function midBlockShapes(s: ParamShapes, key: string, c: number, withAttention: boolean): void {
+  resnetShapes(s, `${key}.resnets.0`, c, c);
+  if (withAttention) {
+    const a = `${key}.attentions.0`;
+    normShape(s, `${a}.group_norm`, c);
+    for (const proj of ['to_q', 'to_k', 'to_v', 'to_out.0']) {
+      s.set(`${a}.${proj}.weight`, [c, c]);
+      s.set(`${a}.${proj}.bias`, [c]);
+    }
+  }
+  resnetShapes(s, `${key}.resnets.1`, c, c);
+}
+
+/** Exact key set of a diffusers AutoencoderKL checkpoint. */
+export function vaeParamShapes(config: VaeConfig): ParamShapes {
+  const s: ParamShapes = new Map();
+  const ch = config.block_out_channels;
+  const last = ch[ch.length - 1]!;
+  const lat = config.latent_channels;
+
+  convShape(s, 'encoder.conv_in', 3, config.in_channels, ch[0]!);
+  let cin = ch[0]!;
+  ch.forEach((cout, i) => {
+    for (let j = 0; j < config.layers_per_block; j++) resnetShapes(s, `encoder.down_blocks.${i}.resnets.${j}`, j === 0 ? cin : cout, cout);
+    if (i < ch.length - 1) convShape(s, `encoder.down_blocks.${i}.downsamplers.0.conv`, 3, cout, cout);
+    cin = cout;
+  });
+  midBlockShapes(s, 'encoder.mid_block', last, config.mid_block_add_attention);
+  normShape(s, 'encoder.conv_norm_out', last);
+  convShape(s, 'encoder.conv_out', 3, last, 2 * lat);
+  if (config.use_quant_conv) convShape(s, 'quant_conv', 1, 2 * lat, 2 * lat);
+  if (config.use_post_quant_conv) convShape(s, 'post_quant_conv', 1, lat, lat);
+
+  convShape(s, 'decoder.conv_in', 3, lat, last);
+  midBlockShapes(s, 'decoder.mid_block', last, config.mid_block_add_attention);
+  const rev = [...ch].reverse();
+  cin = rev[0]!;
+  rev.forEach((cout, i) => {
+    for (let j = 0; j < config.layers_per_block + 1; j++) resnetShapes(s, `decoder.up_blocks.${i}.resnets.${j}`, j === 0 ? cin : cout, cout);
+    if (i < rev.length - 1) convShape(s, `decoder.up_blocks.${i}.upsamplers.0.conv`, 3, cout, cout);
+    cin = cout;
+  });
+  normShape(s, 'decoder.conv_norm_out', ch[0]!);
+  convShape(s, 'decoder.conv_out', 3, ch[0]!, config.out_channels);
+  return s;
+}
+
+// ---- blocks ----
+
+function act(x: tf.Tensor, fn: VaeActFn): tf.Tensor {
+  switch (fn) {
+    case 'silu':
+    case 'swish':
+      return silu(x);
+    case 'gelu':
+      return gelu(x);
+    case 'relu':
+      return tf.relu(x);
+  }
+}
+
+function conv(p: Params, key: string, x: tf.Tensor4D, padding: number, stride = 1): tf.Tensor4D {
+  return conv2d(x, param(p, `${key}.weight`), param(p, `${key}.bias`), stride, padding);
+}
+
+function norm(p: Params, config: VaeConfig, key: string, x: tf.Tensor4D): tf.Tensor4D {
+  return groupNorm(x, config.norm_num_groups, param(p, `${key}.weight`), param(p, `${key}.bias`), NORM_EPS);
+}
+
+/** ResnetBlock2D without time embedding: x + conv2(act(norm2(conv1(act(norm1(x)))))), 1×1 shortcut when widths differ. */
+function resnet(p: Params, config: VaeConfig, key: string, x: tf.Tensor4D): tf.Tensor4D {
+  let h = conv(p, `${key}.conv1`, act(norm(p, config, `${key}.norm1`, x), config.act_fn) as tf.Tensor4D, 1);
+  h = conv(p, `${key}.conv2`, act(norm(p, config, `${key}.norm2`, h), config.act_fn) as tf.Tensor4D, 1);
+  const widened = param(p, `${key}.conv1.weight`).shape[3] !== x.shape[3];
+  const shortcut = widened ? conv(p, `${key}.conv_shortcut`, x, 0) : x;
+  // output_scale_factor is 1 in the VAE.
+  return tf.add(shortcut, h);
+}
+
+/**
+ * Mid-block attention: one head as wide as the channels over the H·W positions, after a
+ * GroupNorm; residual added and divided by rescale_output_factor (1 in the VAE).
+ */
+function spatialAttention(p: Params, config: VaeConfig, key: string, x: tf.Tensor4D): tf.Tensor4D {
+  const [b, h, w, c] = x.shape;
+  const n = norm(p, config, `${key}.group_norm`, x).reshape([b, h * w, c]);
+  const q = linear(n, param(p, `${key}.to_q.weight`), param(p, `${key}.to_q.bias`));
+  const k = linear(n, param(p, `${key}.to_k.weight`), param(p, `${key}.to_k.bias`));
+  const v = linear(n, param(p, `${key}.to_v.weight`), param(p, `${key}.to_v.bias`));
+  const o = linear(attention(q, k, v, 1), param(p, `${key}.to_out.0.weight`), param(p, `${key}.to_out.0.bias`));
+  return tf.add(o.reshape([b, h, w, c]), x);
+}
+
+/** UNetMidBlock2D: resnet, (attention, resnet). */
+function midBlock(p: Params, config: VaeConfig, key: string, x: tf.Tensor4D): tf.Tensor4D {
+  let h = resnet(p, config, `${key}.resnets.0`, x);
+  if (config.mid_block_add_attention) h = spatialAttention(p, config, `${key}.attentions.0`, h);
+  return resnet(p, config, `${key}.resnets.1`, h);
+}
+
+/** Downsample2D with padding=0: zero-pad one row at the bottom and one column at the right, then conv 3×3 stride 2. */
+function downsample(p: Params, key: string, x: tf.Tensor4D): tf.Tensor4D {
+  const padded = tf.pad(x, [
+    [0, 0],
+    [0, 1],
+    [0, 1],
+    [0, 0],
+  ]);
+  return conv(p, `${key}.conv`, padded, 0, 2);
+}
+
+/** Encoder → quant_conv: moments [B, h, w, 2·latent_channels] (mean channels first, then logvar). */
+function encoderMoments(p: Params, config: VaeConfig, image: tf.Tensor4D): tf.Tensor4D {
+  let h = conv(p, 'encoder.conv_in', image, 1);
+  const nBlocks = config.block_out_channels.length;
+  for (let i = 0; i < nBlocks; i++) {
+    for (let j = 0; j < config.layers_per_block; j++) h = resnet(p, config, `encoder.down_blocks.${i}.resnets.${j}`, h);
+    if (i < nBlocks - 1) h = downsample(p, `encoder.down_blocks.${i}.downsamplers.0`, h);
+  }
+  h = midBlock(p, config, 'encoder.mid_block', h);
+  // conv_act is nn.SiLU() in diffusers' Encoder whatever act_fn says.
+  h = conv(p, 'encoder.conv_out', silu(norm(p, config, 'encoder.conv_norm_out', h)) as tf.Tensor4D, 1);
+  return config.use_quant_conv ? conv(p, 'quant_conv', h, 0) : h;
+}
+
+// ---- public API ----
+
+/** DiagonalGaussianDistribution of the latents (NHWC [B, h, w, latent_channels] each). */
+export interface VaePosterior {
+  mean: tf.Tensor4D;
+  /** Clamped to [−30, 20]. */
+  logvar: tf.Tensor4D;
+  /** exp(logvar / 2). */
+  std: tf.Tensor4D;
+}
+
+function checkNhwc(x: tf.Tensor, channels: number, what: string): void {
+  if (x.rank !== 4 || x.shape[3] !== channels) {
+    throw new PainterError(`VAE ${what}: expected NHWC [B, H, W, ${channels}], got [${x.shape.join(', ')}]`);
+  }
+}
+
+/** vae.encode(image).latent_dist for an NHWC image in [−1, 1] whose sides are multiples of vaeLatentFactor. */
+export function vaeEncode(params: Params, config: VaeConfig, image: tf.Tensor4D): VaePosterior {
+  checkNhwc(image, config.in_channels, 'encode');
+  const f = vaeLatentFactor(config);
+  if (image.shape[1] % f !== 0 || image.shape[2] % f !== 0) {
+    throw new PainterError(`VAE encode: image size ${image.shape[2]}×${image.shape[1]} must be a multiple of ${f}`);
+  }
+  return tf.tidy(() => {
+    const moments = encoderMoments(params, config, image);
+    const [mean, rawLogvar] = tf.split(moments, 2, 3) as [tf.Tensor4D, tf.Tensor4D];
+    const logvar = tf.clipByValue(rawLogvar, -30, 20);
+    const std = tf.exp(tf.mul(logvar, 0.5)) as tf.Tensor4D;
+    return { mean, logvar, std } as unknown as tf.TensorContainer;
+  }) as unknown as VaePosterior;
+}
+
+/** latent_dist.sample() with given standard-normal noise: mean + std·noise. */
+export function vaeSample(posterior: VaePosterior, noise: tf.Tensor4D): tf.Tensor4D {
+  return tf.tidy(() => tf.add(posterior.mean, tf.mul(posterior.std, noise)));
+}
+
+/** vae.decode(latents).sample: raw NHWC latents (already divided by scaling_factor) → NHWC image. */
+export function vaeDecode(params: Params, config: VaeConfig, latents: tf.Tensor4D): tf.Tensor4D {
+  checkNhwc(latents, config.latent_channels, 'decode');
+  return tf.tidy(() => {
+    let h = config.use_post_quant_conv ? conv(params, 'post_quant_conv', latents, 0) : latents;
+    h = conv(params, 'decoder.conv_in', h, 1);
+    h = midBlock(params, config, 'decoder.mid_block', h);
+    const nBlocks = config.block_out_channels.length;
+    for (let i = 0; i < nBlocks; i++) {
+      for (let j = 0; j < config.layers_per_block + 1; j++) h = resnet(params, config, `decoder.up_blocks.${i}.resnets.${j}`, h);
+      if (i < nBlocks - 1) h = conv(params, `decoder.up_blocks.${i}.upsamplers.0.conv`, upsampleNearest2x(h), 1);
+    }
+    // conv_act is nn.SiLU() in diffusers' Decoder whatever act_fn says.
+    return conv(params, 'decoder.conv_out', silu(norm(params, config, 'decoder.conv_norm_out', h)) as tf.Tensor4D, 1);
+  });
+}

@@ -1,0 +1,107 @@
+/**
+ * Neural-network building blocks shared by the text encoder, UNet and VAE, written as plain
+ * functions over NHWC tensors and weights in tfjs layout (conv HWIO, linear [in, out]).
+ * Every op here runs and differentiates on every backend (see backend/kernels.ts).
+ */
+import * as tf from '@tensorflow/tfjs';
+
+/** y = x·W + b over the last axis; W is [in, out]. Reshaped to 2-D, the fast matmul path. */
+export function linear(x: tf.Tensor, w: tf.Tensor, b?: tf.Tensor): tf.Tensor {
+  const shape = x.shape;
+  const inDim = shape[shape.length - 1]!;
+  const outDim = w.shape[1]!;
+  const x2 = x.reshape([-1, inDim]) as tf.Tensor2D;
+  let y: tf.Tensor = tf.matMul(x2, w as tf.Tensor2D);
+  if (b) y = tf.add(y, b);
+  return y.reshape([...shape.slice(0, -1), outDim]);
+}
+
+/**
+ * 2-D convolution padded as PyTorch pads (`padding` pixels on every side), not tfjs 'same'
+ * (which pads 0 before and 1 after for stride 2). x is NHWC, w is HWIO.
+ */
+export function conv2d(x: tf.Tensor4D, w: tf.Tensor, b: tf.Tensor | undefined, stride = 1, padding = 0): tf.Tensor4D {
+  const pad: tf.backend_util.ExplicitPadding = [
+    [0, 0],
+    [padding, padding],
+    [padding, padding],
+    [0, 0],
+  ];
+  let y = tf.conv2d(x, w as tf.Tensor4D, stride, padding === 0 ? 'valid' : pad);
+  if (b) y = tf.add(y, b);
+  return y;
+}
+
+/** GroupNorm over NHWC (torch.nn.GroupNorm semantics: biased variance, eps inside the sqrt). */
+export function groupNorm(x: tf.Tensor4D, groups: number, gamma: tf.Tensor, beta: tf.Tensor, eps: number): tf.Tensor4D {
+  const [n, h, w, c] = x.shape;
+  if (c % groups !== 0) throw new Error(`groupNorm: ${c} channels do not divide into ${groups} groups`);
+  const g = x.reshape([n, h * w, groups, c / groups]);
+  const { mean, variance } = tf.moments(g, [1, 3], true);
+  const normed = tf.mul(tf.sub(g, mean), tf.rsqrt(tf.add(variance, eps))).reshape([n, h, w, c]);
+  return tf.add(tf.mul(normed, gamma), beta);
+}
+
+/** LayerNorm over the last axis. */
+export function layerNorm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number): tf.Tensor {
+  const { mean, variance } = tf.moments(x, -1, true);
+  return tf.add(tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, eps))), gamma), beta);
+}
+
+export function silu(x: tf.Tensor): tf.Tensor {
+  return tf.mul(x, tf.sigmoid(x));
+}
+
+/** Exact GELU, 0.5·x·(1 + erf(x/√2)), as torch's default. */
+export function gelu(x: tf.Tensor): tf.Tensor {
+  return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, Math.SQRT1_2))));
+}
+
+/** CLIP's quick_gelu: x·σ(1.702x). */
+export function quickGelu(x: tf.Tensor): tf.Tensor {
+  return tf.mul(x, tf.sigmoid(tf.mul(x, 1.702)));
+}
+
+/**
+ * Nearest-neighbour ×2 upsampling (NHWC) by concat + reshape: duplicating channels then folding
+ * them into width doubles each column, likewise rows. Exact on every backend, unlike
+ * tf.image.resizeNearestNeighbor (its cpu gradient is wrong for batch > 1) or broadcastTo
+ * (no gradient beyond rank 4).
+ */
+export function upsampleNearest2x(x: tf.Tensor4D): tf.Tensor4D {
+  const [n, h, w, c] = x.shape;
+  const cols = tf.concat([x, x], 3).reshape([n, h, w * 2, c]);
+  return tf.concat([cols, cols], 2).reshape([n, h * 2, w * 2, c]) as tf.Tensor4D;
+}
+
+/** Splits [B, L, H·D] into heads [B, H, L, D]. */
+export function splitHeads(x: tf.Tensor, heads: number): tf.Tensor4D {
+  const [b, l, c] = x.shape as [number, number, number];
+  return x.reshape([b, l, heads, c / heads]).transpose([0, 2, 1, 3]) as tf.Tensor4D;
+}
+
+/** Merges heads [B, H, L, D] back into [B, L, H·D]. */
+export function mergeHeads(x: tf.Tensor4D): tf.Tensor3D {
+  const [b, h, l, d] = x.shape;
+  return x.transpose([0, 2, 1, 3]).reshape([b, l, h * d]) as tf.Tensor3D;
+}
+
+/**
+ * Scaled dot-product attention on [B, L, C] inputs split into `heads`; `mask` is added to the
+ * scores (e.g. a causal mask of -Inf above the diagonal), broadcastable to [B, H, Lq, Lk].
+ */
+export function attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, heads: number, mask?: tf.Tensor): tf.Tensor3D {
+  const qh = splitHeads(q, heads);
+  const kh = splitHeads(k, heads);
+  const vh = splitHeads(v, heads);
+  const d = qh.shape[3];
+  let scores = tf.mul(tf.matMul(qh, kh, false, true), 1 / Math.sqrt(d));
+  if (mask) scores = tf.add(scores, mask);
+  const probs = tf.softmax(scores, -1);
+  return mergeHeads(tf.matMul(probs, vh) as tf.Tensor4D);
+}
+
+/** Rows of an embedding table [V, D] for integer ids of any shape → [...ids.shape, D]. */
+export function embeddingLookup(table: tf.Tensor, ids: tf.Tensor): tf.Tensor {
+  return tf.gather(table, ids.toInt());
+}

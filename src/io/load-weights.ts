@@ -1,0 +1,87 @@
+/**
+ * Strict loading of a component's weights from safetensors files into tfjs tensors: every
+ * expected key must be present with the expected shape, and no other key may appear.
+ * Tensors are read and converted one at a time, so peak memory stays near one copy.
+ */
+import * as fs from 'node:fs';
+import * as tf from '@tensorflow/tfjs';
+import { PainterError } from '../errors.js';
+import type { ParamShapes, Params } from '../core/params.js';
+import { torchToTfjs } from './layout.js';
+import { closeSafetensors, openSafetensors, readTensor, type SafetensorsFile } from './safetensors.js';
+
+export interface LoadWeightsOptions {
+  /** Keys that checkpoints may carry but the model does not use (e.g. position_ids buffers). */
+  ignore?: RegExp;
+  /** Optional per-key renaming applied before matching (checkpoint key → painter key). */
+  rename?: (key: string) => string | undefined;
+}
+
+function shapeStr(s: number[]): string {
+  return `[${s.join(', ')}]`;
+}
+
+/** Loads `expected` keys (tfjs-layout shapes) from safetensors files in PyTorch layout. */
+export function loadWeights(files: string[], expected: ParamShapes, label: string, opts: LoadWeightsOptions = {}): Params {
+  const opened: SafetensorsFile[] = [];
+  const params: Params = new Map();
+  try {
+    for (const f of files) opened.push(openSafetensors(f));
+    const unexpected: string[] = [];
+    for (const f of opened) {
+      for (const rawKey of f.entries.keys()) {
+        const key = opts.rename ? opts.rename(rawKey) : rawKey;
+        if (key === undefined || opts.ignore?.test(rawKey)) continue;
+        const want = expected.get(key);
+        if (!want) {
+          unexpected.push(rawKey);
+          continue;
+        }
+        const host = readTensor(f, rawKey);
+        if (host.dtype === 'I32' || host.dtype === 'I64') {
+          throw new PainterError(`${f.path}: weight "${rawKey}" of ${label} is an integer tensor (${host.dtype}); expected floats`);
+        }
+        const t = torchToTfjs(key, { shape: host.shape, data: host.data });
+        if (shapeStr(t.shape) !== shapeStr(want)) {
+          throw new PainterError(
+            `${f.path}: weight "${rawKey}" of ${label} has shape ${shapeStr(host.shape)} (PyTorch layout), which does not match the config (expected ${shapeStr(want)} in tfjs layout); is config.json from the same model?`,
+          );
+        }
+        if (params.has(key)) throw new PainterError(`${f.path}: weight "${rawKey}" of ${label} appears twice`);
+        params.set(key, tf.tensor(t.data, t.shape, 'float32'));
+      }
+    }
+    if (unexpected.length > 0) {
+      throw new PainterError(
+        `${opened[0]?.path ?? label}: ${unexpected.length} unexpected weight(s) for ${label}, e.g. "${unexpected[0]}"; the checkpoint does not match config.json`,
+      );
+    }
+    const missing = [...expected.keys()].filter((k) => !params.has(k));
+    if (missing.length > 0) {
+      throw new PainterError(
+        `${files.join(', ')}: ${missing.length} weight(s) of ${label} missing, e.g. "${missing[0]}"; the checkpoint does not match config.json`,
+      );
+    }
+    return params;
+  } catch (e) {
+    for (const t of params.values()) t.dispose();
+    throw e;
+  } finally {
+    for (const f of opened) closeSafetensors(f);
+  }
+}
+
+/** Reads a JSON file, with an error that names the file. */
+export function readJson(file: string): unknown {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new PainterError(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? String(e)}); check the path`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new PainterError(`${file}: not valid JSON (${(e as Error).message})`);
+  }
+}

@@ -1,0 +1,56 @@
+/** Shared test utilities: backend set-up, reference tensors, tolerances. */
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as tf from '@tensorflow/tfjs';
+import { selectBackend, type BackendName } from '../src/backend/select.js';
+import { loadSafetensors, type HostTensor } from '../src/io/safetensors.js';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const FIXTURES = path.join(ROOT, 'fixtures');
+export const TINY_SD_A = path.join(FIXTURES, 'tiny-sd-a');
+export const REFERENCE = path.join(TINY_SD_A, 'reference');
+
+/** Test backend: PAINTER_TEST_BACKEND or wasm (the CPU backend users get by default). */
+export async function useBackend(name: BackendName = (process.env['PAINTER_TEST_BACKEND'] as BackendName) ?? 'wasm'): Promise<void> {
+  await selectBackend(name);
+}
+
+/** All tensors of a reference file, floats as float32 tf tensors and ints as int32. */
+export function loadReference(file: string): Map<string, tf.Tensor> {
+  const { tensors } = loadSafetensors(path.isAbsolute(file) ? file : path.join(REFERENCE, file));
+  const out = new Map<string, tf.Tensor>();
+  for (const [k, t] of tensors) out.set(k, hostToTensor(t));
+  return out;
+}
+
+export function hostToTensor(t: HostTensor): tf.Tensor {
+  if (t.dtype === 'I64') return tf.tensor(Array.from(t.data, (v) => Number(v)), t.shape, 'int32');
+  if (t.dtype === 'I32') return tf.tensor(t.data, t.shape, 'int32');
+  return tf.tensor(t.data, t.shape, 'float32');
+}
+
+export function ref(m: Map<string, tf.Tensor>, key: string): tf.Tensor {
+  const t = m.get(key);
+  if (!t) throw new Error(`reference tensor "${key}" missing`);
+  return t;
+}
+
+export function nchwToNhwc(t: tf.Tensor): tf.Tensor4D {
+  return t.transpose([0, 2, 3, 1]) as tf.Tensor4D;
+}
+
+export function nhwcToNchw(t: tf.Tensor): tf.Tensor4D {
+  return t.transpose([0, 3, 1, 2]) as tf.Tensor4D;
+}
+
+/**
+ * Relative error as the reference README defines tolerance: max|a−b| / max|b|
+ * (scale-aware, so near-zero elements do not dominate).
+ */
+export function relError(actual: tf.Tensor, expected: tf.Tensor): number {
+  return tf.tidy(() => {
+    const num = tf.max(tf.abs(tf.sub(actual, expected))).dataSync()[0]!;
+    const den = tf.max(tf.abs(expected)).dataSync()[0]!;
+    return num / Math.max(den, 1e-30);
+  });
+}
