@@ -80,3 +80,12 @@ describe('painter CLI', () => {
     expect(r.stderr).toContain('not implemented yet');
   });
 });
+
+describe('library API', () => {
+  it("is importable by package name: import { loadModel } from 'painter'", () => {
+    const script = `import('painter').then(async (m) => { await m.selectBackend('cpu'); const model = m.loadModel(${JSON.stringify(TINY_SD_A)}); console.log(typeof m.denoise, model.unet.params.size, m.encode(model.tokenizer, 'a cat').ids.length); })`;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
+    expect(r.stderr).toBe('');
+    expect(r.stdout.trim()).toBe('function 304 77');
+  });
+});

@@ -79,7 +79,6 @@ describe('clipTextForward', () => {
         pooled: relError(out.pooled, ref(reference, 'pooler_output')),
       };
     });
-    console.info(`clip-text rel errors: last_hidden_state ${errs.last.toExponential(2)}, pooler_output ${errs.pooled.toExponential(2)}`);
     expect(errs.last).toBeLessThan(1e-4);
     expect(errs.pooled).toBeLessThan(1e-4);
   });

@@ -7,14 +7,25 @@ import * as fs from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
 import { PainterError } from '../errors.js';
 import type { ParamShapes, Params } from '../core/params.js';
-import { torchToTfjs } from './layout.js';
+import { torchToTfjs, type FloatArrayTensor } from './layout.js';
 import { closeSafetensors, openSafetensors, readTensor, type SafetensorsFile } from './safetensors.js';
 
 export interface LoadWeightsOptions {
   /** Keys that checkpoints may carry but the model does not use (e.g. position_ids buffers). */
-  ignore?: RegExp;
-  /** Optional per-key renaming applied before matching (checkpoint key → painter key). */
-  rename?: (key: string) => string | undefined;
+  ignore?: RegExp | ((key: string) => boolean);
+  /**
+   * Checkpoint key → painter key(s), for checkpoints in another naming (single-file LDM,
+   * OpenCLIP). Several keys for one tensor mean it is split (see `transform`); undefined means
+   * the key has no counterpart and is unexpected.
+   */
+  mapKey?: (key: string) => string | string[] | undefined;
+  /** Reshapes or splits a tensor (PyTorch layout) into one tensor per mapped key. */
+  transform?: (key: string, t: FloatArrayTensor, count: number) => FloatArrayTensor[];
+}
+
+function ignored(rule: LoadWeightsOptions['ignore'], key: string): boolean {
+  if (!rule) return false;
+  return typeof rule === 'function' ? rule(key) : rule.test(key);
 }
 
 function shapeStr(s: number[]): string {
@@ -30,10 +41,10 @@ export function loadWeights(files: string[], expected: ParamShapes, label: strin
     const unexpected: string[] = [];
     for (const f of opened) {
       for (const rawKey of f.entries.keys()) {
-        const key = opts.rename ? opts.rename(rawKey) : rawKey;
-        if (key === undefined || opts.ignore?.test(rawKey)) continue;
-        const want = expected.get(key);
-        if (!want) {
+        if (ignored(opts.ignore, rawKey)) continue;
+        const mapped = opts.mapKey ? opts.mapKey(rawKey) : rawKey;
+        const keys = mapped === undefined ? [] : Array.isArray(mapped) ? mapped : [mapped];
+        if (keys.length === 0 || !keys.some((k) => expected.has(k))) {
           unexpected.push(rawKey);
           continue;
         }
@@ -41,14 +52,19 @@ export function loadWeights(files: string[], expected: ParamShapes, label: strin
         if (host.dtype === 'I32' || host.dtype === 'I64') {
           throw new PainterError(`${f.path}: weight "${rawKey}" of ${label} is an integer tensor (${host.dtype}); expected floats`);
         }
-        const t = torchToTfjs(key, { shape: host.shape, data: host.data });
-        if (shapeStr(t.shape) !== shapeStr(want)) {
-          throw new PainterError(
-            `${f.path}: weight "${rawKey}" of ${label} has shape ${shapeStr(host.shape)} (PyTorch layout), which does not match the config (expected ${shapeStr(want)} in tfjs layout); is config.json from the same model?`,
-          );
-        }
-        if (params.has(key)) throw new PainterError(`${f.path}: weight "${rawKey}" of ${label} appears twice`);
-        params.set(key, tf.tensor(t.data, t.shape, 'float32'));
+        const torchTensors = opts.transform ? opts.transform(rawKey, host, keys.length) : [host];
+        keys.forEach((key, i) => {
+          const want = expected.get(key);
+          if (!want) return;
+          const t = torchToTfjs(key, torchTensors[i]!);
+          if (shapeStr(t.shape) !== shapeStr(want)) {
+            throw new PainterError(
+              `${f.path}: weight "${rawKey}" of ${label} has shape ${shapeStr(host.shape)} (PyTorch layout), which does not match the config (expected ${shapeStr(want)} in tfjs layout for "${key}"); is the config from the same model?`,
+            );
+          }
+          if (params.has(key)) throw new PainterError(`${f.path}: weight "${key}" of ${label} appears twice`);
+          params.set(key, tf.tensor(t.data, t.shape, 'float32'));
+        });
       }
     }
     if (unexpected.length > 0) {
@@ -71,6 +87,20 @@ export function loadWeights(files: string[], expected: ParamShapes, label: strin
   }
 }
 
+/**
+ * JSON as Python's json module writes it: diffusers configs may hold the bare tokens Infinity,
+ * -Infinity and NaN (e.g. DPM-Solver's "lambda_min_clipped": -Infinity), which JSON.parse
+ * rejects. They are rewritten outside string literals before parsing.
+ */
+export function parsePythonJson(text: string): unknown {
+  const fixed = text.replace(/("(?:[^"\\]|\\.)*")|(-?)Infinity|NaN/g, (m, str: string | undefined, sign: string | undefined) => {
+    if (str !== undefined) return str;
+    if (m === 'NaN') return 'null';
+    return `${sign ?? ''}1e999`;
+  });
+  return JSON.parse(fixed);
+}
+
 /** Reads a JSON file, with an error that names the file. */
 export function readJson(file: string): unknown {
   let text: string;
@@ -80,7 +110,7 @@ export function readJson(file: string): unknown {
     throw new PainterError(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? String(e)}); check the path`);
   }
   try {
-    return JSON.parse(text);
+    return parsePythonJson(text);
   } catch (e) {
     throw new PainterError(`${file}: not valid JSON (${(e as Error).message})`);
   }

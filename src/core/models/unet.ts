@@ -195,7 +195,7 @@ export function parseUNetConfig(json: unknown, source: string): UNetConfig {
     );
   }
   const config: UNetConfig = {
-    sample_size: j['sample_size'] === null ? null : r.int('sample_size', 64, 1),
+    sample_size: j['sample_size'] == null ? null : r.int('sample_size', undefined, 1),
     in_channels: r.int('in_channels', 4, 1),
     out_channels: r.int('out_channels', 4, 1),
     center_input_sample: r.bool('center_input_sample', false),

@@ -8,8 +8,9 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { PainterError } from '../../errors.js';
-import { attention, conv2d, gelu, groupNorm, linear, silu, upsampleNearest2x } from '../ops.js';
+import { attention, conv2d, gelu, groupNorm, linear, silu } from '../ops.js';
 import { param, type ParamShapes, type Params } from '../params.js';
+import { downsample, upsample } from './unet-blocks.js';
 
 export type VaeDownBlockType = 'DownEncoderBlock2D';
 export type VaeUpBlockType = 'UpDecoderBlock2D';
@@ -202,19 +203,22 @@ function norm(p: Params, config: VaeConfig, key: string, x: tf.Tensor4D): tf.Ten
   return groupNorm(x, config.norm_num_groups, param(p, `${key}.weight`), param(p, `${key}.bias`), NORM_EPS);
 }
 
-/** ResnetBlock2D without time embedding: x + conv2(act(norm2(conv1(act(norm1(x)))))), 1×1 shortcut when widths differ. */
+/**
+ * ResnetBlock2D without time embedding: shortcut(x) + conv2(act(norm2(conv1(act(norm1(x)))))),
+ * the shortcut a 1×1 conv when widths differ; output_scale_factor is 1 in the VAE.
+ */
 function resnet(p: Params, config: VaeConfig, key: string, x: tf.Tensor4D): tf.Tensor4D {
   let h = conv(p, `${key}.conv1`, act(norm(p, config, `${key}.norm1`, x), config.act_fn) as tf.Tensor4D, 1);
   h = conv(p, `${key}.conv2`, act(norm(p, config, `${key}.norm2`, h), config.act_fn) as tf.Tensor4D, 1);
   const widened = param(p, `${key}.conv1.weight`).shape[3] !== x.shape[3];
   const shortcut = widened ? conv(p, `${key}.conv_shortcut`, x, 0) : x;
-  // output_scale_factor is 1 in the VAE.
   return tf.add(shortcut, h);
 }
 
 /**
- * Mid-block attention: one head as wide as the channels over the H·W positions, after a
- * GroupNorm; residual added and divided by rescale_output_factor (1 in the VAE).
+ * Mid-block attention (AttnProcessor with residual_connection): GroupNorm, then one head as
+ * wide as the channels over the H·W positions; the input is added back and the sum divided by
+ * rescale_output_factor, which is 1 in the VAE.
  */
 function spatialAttention(p: Params, config: VaeConfig, key: string, x: tf.Tensor4D): tf.Tensor4D {
   const [b, h, w, c] = x.shape;
@@ -226,36 +230,65 @@ function spatialAttention(p: Params, config: VaeConfig, key: string, x: tf.Tenso
   return tf.add(o.reshape([b, h, w, c]), x);
 }
 
+/** One step of the encoder or decoder chain: a block, a resampler or a head. */
+type Stage = (x: tf.Tensor4D) => tf.Tensor4D;
+
+/**
+ * Runs stages in order, each in its own tidy, freeing every intermediate as soon as the next
+ * stage has consumed it, so inference at 512² holds about one block's activations (under
+ * tf.variableGrads the tape keeps its own copies of what backprop needs). `x` is not freed.
+ */
+function runStages(x: tf.Tensor4D, stages: Stage[]): tf.Tensor4D {
+  let h = x;
+  for (const stage of stages) {
+    const next = tf.tidy(() => stage(h));
+    if (h !== x && h !== next) h.dispose();
+    h = next;
+  }
+  return h;
+}
+
 /** UNetMidBlock2D: resnet, (attention, resnet). */
-function midBlock(p: Params, config: VaeConfig, key: string, x: tf.Tensor4D): tf.Tensor4D {
-  let h = resnet(p, config, `${key}.resnets.0`, x);
-  if (config.mid_block_add_attention) h = spatialAttention(p, config, `${key}.attentions.0`, h);
-  return resnet(p, config, `${key}.resnets.1`, h);
+function midBlockStages(p: Params, config: VaeConfig, key: string): Stage[] {
+  const stages: Stage[] = [(x) => resnet(p, config, `${key}.resnets.0`, x)];
+  if (config.mid_block_add_attention) stages.push((x) => spatialAttention(p, config, `${key}.attentions.0`, x));
+  stages.push((x) => resnet(p, config, `${key}.resnets.1`, x));
+  return stages;
 }
 
-/** Downsample2D with padding=0: zero-pad one row at the bottom and one column at the right, then conv 3×3 stride 2. */
-function downsample(p: Params, key: string, x: tf.Tensor4D): tf.Tensor4D {
-  const padded = tf.pad(x, [
-    [0, 0],
-    [0, 1],
-    [0, 1],
-    [0, 0],
-  ]);
-  return conv(p, `${key}.conv`, padded, 0, 2);
+/** GroupNorm → SiLU → conv 3×3. conv_act is nn.SiLU() in diffusers' Encoder and Decoder whatever act_fn says. */
+function outputHead(p: Params, config: VaeConfig, prefix: string): Stage {
+  return (x) => conv(p, `${prefix}.conv_out`, silu(norm(p, config, `${prefix}.conv_norm_out`, x)) as tf.Tensor4D, 1);
 }
 
-/** Encoder → quant_conv: moments [B, h, w, 2·latent_channels] (mean channels first, then logvar). */
-function encoderMoments(p: Params, config: VaeConfig, image: tf.Tensor4D): tf.Tensor4D {
-  let h = conv(p, 'encoder.conv_in', image, 1);
+/** Encoder → quant_conv: image → moments [B, h, w, 2·latent_channels] (mean channels, then logvar). */
+function encoderStages(p: Params, config: VaeConfig): Stage[] {
+  const stages: Stage[] = [(x) => conv(p, 'encoder.conv_in', x, 1)];
   const nBlocks = config.block_out_channels.length;
   for (let i = 0; i < nBlocks; i++) {
-    for (let j = 0; j < config.layers_per_block; j++) h = resnet(p, config, `encoder.down_blocks.${i}.resnets.${j}`, h);
-    if (i < nBlocks - 1) h = downsample(p, `encoder.down_blocks.${i}.downsamplers.0`, h);
+    const key = `encoder.down_blocks.${i}`;
+    for (let j = 0; j < config.layers_per_block; j++) stages.push((x) => resnet(p, config, `${key}.resnets.${j}`, x));
+    // Downsample2D with padding=0: one zero row/column after (bottom/right), then 3×3 stride 2.
+    if (i < nBlocks - 1) stages.push((x) => downsample(p, `${key}.downsamplers.0`, x, 0));
   }
-  h = midBlock(p, config, 'encoder.mid_block', h);
-  // conv_act is nn.SiLU() in diffusers' Encoder whatever act_fn says.
-  h = conv(p, 'encoder.conv_out', silu(norm(p, config, 'encoder.conv_norm_out', h)) as tf.Tensor4D, 1);
-  return config.use_quant_conv ? conv(p, 'quant_conv', h, 0) : h;
+  stages.push(...midBlockStages(p, config, 'encoder.mid_block'), outputHead(p, config, 'encoder'));
+  if (config.use_quant_conv) stages.push((x) => conv(p, 'quant_conv', x, 0));
+  return stages;
+}
+
+/** post_quant_conv → Decoder: latents → image. Up blocks run in order, each with layers_per_block + 1 resnets. */
+function decoderStages(p: Params, config: VaeConfig): Stage[] {
+  const stages: Stage[] = [];
+  if (config.use_post_quant_conv) stages.push((x) => conv(p, 'post_quant_conv', x, 0));
+  stages.push((x) => conv(p, 'decoder.conv_in', x, 1), ...midBlockStages(p, config, 'decoder.mid_block'));
+  const nBlocks = config.block_out_channels.length;
+  for (let i = 0; i < nBlocks; i++) {
+    const key = `decoder.up_blocks.${i}`;
+    for (let j = 0; j < config.layers_per_block + 1; j++) stages.push((x) => resnet(p, config, `${key}.resnets.${j}`, x));
+    if (i < nBlocks - 1) stages.push((x) => upsample(p, `${key}.upsamplers.0`, x, [2 * x.shape[1], 2 * x.shape[2]]));
+  }
+  stages.push(outputHead(p, config, 'decoder'));
+  return stages;
 }
 
 // ---- public API ----
@@ -283,7 +316,7 @@ export function vaeEncode(params: Params, config: VaeConfig, image: tf.Tensor4D)
     throw new PainterError(`VAE encode: image size ${image.shape[2]}×${image.shape[1]} must be a multiple of ${f}`);
   }
   return tf.tidy(() => {
-    const moments = encoderMoments(params, config, image);
+    const moments = runStages(image, encoderStages(params, config));
     const [mean, rawLogvar] = tf.split(moments, 2, 3) as [tf.Tensor4D, tf.Tensor4D];
     const logvar = tf.clipByValue(rawLogvar, -30, 20);
     const std = tf.exp(tf.mul(logvar, 0.5)) as tf.Tensor4D;
@@ -299,16 +332,5 @@ export function vaeSample(posterior: VaePosterior, noise: tf.Tensor4D): tf.Tenso
 /** vae.decode(latents).sample: raw NHWC latents (already divided by scaling_factor) → NHWC image. */
 export function vaeDecode(params: Params, config: VaeConfig, latents: tf.Tensor4D): tf.Tensor4D {
   checkNhwc(latents, config.latent_channels, 'decode');
-  return tf.tidy(() => {
-    let h = config.use_post_quant_conv ? conv(params, 'post_quant_conv', latents, 0) : latents;
-    h = conv(params, 'decoder.conv_in', h, 1);
-    h = midBlock(params, config, 'decoder.mid_block', h);
-    const nBlocks = config.block_out_channels.length;
-    for (let i = 0; i < nBlocks; i++) {
-      for (let j = 0; j < config.layers_per_block + 1; j++) h = resnet(params, config, `decoder.up_blocks.${i}.resnets.${j}`, h);
-      if (i < nBlocks - 1) h = conv(params, `decoder.up_blocks.${i}.upsamplers.0.conv`, upsampleNearest2x(h), 1);
-    }
-    // conv_act is nn.SiLU() in diffusers' Decoder whatever act_fn says.
-    return conv(params, 'decoder.conv_out', silu(norm(params, config, 'decoder.conv_norm_out', h)) as tf.Tensor4D, 1);
-  });
+  return tf.tidy(() => runStages(latents, decoderStages(params, config)));
 }

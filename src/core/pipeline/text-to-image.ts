@@ -1,0 +1,138 @@
+/**
+ * Text-to-image sampling with classifier-free guidance, written out in numbered steps as
+ * diffusers' StableDiffusionPipeline does. Each denoising step is one synchronous tf.tidy; the
+ * loop is a generator so the caller can report progress, yield to the event loop and stop
+ * between steps.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { StableDiffusion } from '../model.js';
+import { clipTextForward } from '../models/clip-text.js';
+import { unetForward } from '../models/unet.js';
+import { vaeDecode, vaeLatentFactor } from '../models/vae.js';
+import type { Scheduler } from '../schedulers/index.js';
+import { encode } from '../tokenizer/clip-tokenizer.js';
+
+export interface PromptEncodingOptions {
+  /** Use the text encoder's output this many layers before the last ("clip skip"). */
+  clipSkip?: number;
+  /** Token-embedding table to use instead of the model's (learned embeddings). */
+  tokenEmbedding?: tf.Tensor;
+}
+
+/** Token ids as the pipeline feeds the text encoder: padded and truncated to model_max_length. */
+export function promptIds(model: StableDiffusion, prompts: string[]): tf.Tensor2D {
+  const maxLength = Math.min(model.tokenizer.modelMaxLength, model.textEncoder.config.max_position_embeddings);
+  const rows = prompts.map((p) => encode(model.tokenizer, p, { maxLength, padding: 'max_length', truncation: true }).ids);
+  return tf.tensor2d(rows, [rows.length, maxLength], 'int32');
+}
+
+/** prompt_embeds [B, L, C] (encode_prompt: last hidden state, or final-norm'd earlier layer). */
+export function encodePrompts(model: StableDiffusion, prompts: string[], opts: PromptEncodingOptions = {}): tf.Tensor3D {
+  return tf.tidy(() => {
+    const ids = promptIds(model, prompts);
+    return clipTextForward(model.textEncoder.params, model.textEncoder.config, ids, {
+      skipLastLayers: opts.clipSkip ?? 0,
+      tokenEmbedding: opts.tokenEmbedding,
+    }).lastHiddenState;
+  });
+}
+
+export interface DenoiseInput {
+  scheduler: Scheduler;
+  /** Conditional embeddings [B, L, C]. */
+  promptEmbeds: tf.Tensor3D;
+  /** Unconditional (negative-prompt) embeddings [B, L, C]; needed when guidance > 1. */
+  negativeEmbeds?: tf.Tensor3D;
+  /** Classifier-free guidance scale w: ε = ε_u + w·(ε_c − ε_u); ≤ 1 skips the unconditional pass. */
+  guidance: number;
+  /** Initial standard-normal latents, NHWC [B, h, w, C] (scaled by initNoiseSigma here). */
+  latents: tf.Tensor4D;
+  /** Fresh standard-normal noise for step i, for ancestral/stochastic schedulers. */
+  noise?: (step: number, shape: number[]) => tf.Tensor;
+}
+
+export interface DenoiseStep {
+  step: number;
+  total: number;
+  timestep: number;
+  /** Latents after this step (owned by the loop; clone to keep). */
+  latents: tf.Tensor4D;
+  /** Raw UNet output of this step, batch order [uncond, cond] when guided (owned by the loop). */
+  unetOutput: tf.Tensor4D;
+}
+
+/**
+ * Runs the denoising loop; yields after every step. The final latents are the generator's
+ * return value (owned by the caller). Abandoning the generator frees everything.
+ */
+export function* denoise(model: StableDiffusion, input: DenoiseInput): Generator<DenoiseStep, tf.Tensor4D, void> {
+  const { scheduler, guidance } = input;
+  const guided = guidance > 1;
+  if (guided && !input.negativeEmbeds) throw new Error('denoise: guidance > 1 needs negativeEmbeds');
+  // 1. Conditioning batch: [uncond, cond] as diffusers concatenates it.
+  const context = guided ? tf.concat([input.negativeEmbeds!, input.promptEmbeds], 0) : tf.clone(input.promptEmbeds);
+  // 2. Initial latents x_T = σ_init · z.
+  let latents = tf.mul(input.latents, scheduler.initNoiseSigma) as tf.Tensor4D;
+  let unetOutput: tf.Tensor4D | undefined;
+  const total = scheduler.timesteps.length;
+  try {
+    for (let i = 0; i < total; i++) {
+      const t = scheduler.timesteps[i]!;
+      const [next, out] = tf.tidy(() => {
+        // 3. Duplicate the latents for the two guidance branches and scale for the scheduler.
+        const modelIn = scheduler.scaleModelInput(guided ? tf.concat([latents, latents], 0) : latents, t) as tf.Tensor4D;
+        // 4. Predict the noise ε_θ(x_t, t, c).
+        const pred = unetForward(model.unet.params, model.unet.config, modelIn, t, context as tf.Tensor3D);
+        // 5. Classifier-free guidance (Ho & Salimans 2022, eq. 6).
+        let eps: tf.Tensor = pred;
+        if (guided) {
+          const [uncond, cond] = tf.split(pred, 2, 0);
+          eps = tf.add(uncond!, tf.mul(tf.sub(cond!, uncond!), guidance));
+        }
+        // 6. x_t → x_{t−1} with the scheduler's update rule.
+        const noise = scheduler.needsNoise ? input.noise?.(i, latents.shape) : undefined;
+        if (scheduler.needsNoise && !noise) throw new Error(`denoise: scheduler ${scheduler.kind} needs noise for step ${i}`);
+        return [scheduler.step(eps, t, latents, noise).prevSample as tf.Tensor4D, pred];
+      });
+      latents.dispose();
+      unetOutput?.dispose();
+      latents = next;
+      unetOutput = out;
+      yield { step: i, total, timestep: t, latents, unetOutput };
+    }
+    unetOutput?.dispose();
+    unetOutput = undefined;
+    const result = latents;
+    latents = undefined as unknown as tf.Tensor4D;
+    return result;
+  } finally {
+    context.dispose();
+    latents?.dispose();
+    unetOutput?.dispose();
+  }
+}
+
+/** Runs the whole loop synchronously and returns the final latents. */
+export function denoiseAll(model: StableDiffusion, input: DenoiseInput): tf.Tensor4D {
+  const it = denoise(model, input);
+  for (;;) {
+    const r = it.next();
+    if (r.done) return r.value;
+  }
+}
+
+/** VAE decode of final latents (divided by the scaling factor), raw: roughly [-1, 1]. */
+export function decodeLatentsRaw(model: StableDiffusion, latents: tf.Tensor4D): tf.Tensor4D {
+  return tf.tidy(() => vaeDecode(model.vae.params, model.vae.config, tf.div(latents, model.vae.config.scaling_factor) as tf.Tensor4D));
+}
+
+/** Final images in [0, 1], NHWC, as the pipeline's output_type='np'. */
+export function decodeLatents(model: StableDiffusion, latents: tf.Tensor4D): tf.Tensor4D {
+  return tf.tidy(() => tf.clipByValue(tf.add(tf.mul(decodeLatentsRaw(model, latents), 0.5), 0.5), 0, 1) as tf.Tensor4D);
+}
+
+/** Latent shape [B, h, w, C] for an image size; sizes must be multiples of the latent factor. */
+export function latentShape(model: StableDiffusion, batch: number, width: number, height: number): [number, number, number, number] {
+  const f = vaeLatentFactor(model.vae.config);
+  return [batch, Math.floor(height / f), Math.floor(width / f), model.unet.config.in_channels];
+}
