@@ -73,11 +73,11 @@ function buildParser(argv: string[]): Argv {
       'generate <prompt>',
       'Text-to-image with classifier-free guidance, learned embeddings and LoRA',
       (c) => declare(c.positional('prompt', { type: 'string', describe: 'What to draw' }), optionsFor('generate')).option('json', { type: 'boolean', describe: 'Print files, seeds and timings as JSON on stdout' }),
-      async () => (await import('./commands/train-stub.js')).notYet('generate', 4),
+      async (a) => (await import('./commands/generate.js')).generateCommand(a as unknown as Args),
     )
     .command(
       'info [file]',
-      'Versions, compute backend, and what a model folder holds',
+      'Versions, compute backend, what a model folder holds, or the parameters stored in a PNG',
       (c) =>
         c
           .positional('file', { type: 'string', describe: 'A model folder or checkpoint to describe (same as --model)' })

@@ -39,11 +39,19 @@ const ARCH: OptionSpec = {
   presettable: true,
 };
 
+const CONFIG: OptionSpec = {
+  name: 'config',
+  type: 'string',
+  describe: 'For a single-file checkpoint: a diffusers folder of the same architecture whose configs and tokenizer describe it',
+  presettable: true,
+};
+
 const SEED: OptionSpec = { name: 'seed', type: 'integer', min: 0, max: 2 ** 32 - 1, default: 0, describe: 'Random seed: same seed and settings give the same result on the same backend' };
 
 /** Options shared by the two training commands (the training engine's). */
 const TRAINING: OptionSpec[] = [
   MODEL,
+  CONFIG,
   ARCH,
   { name: 'preset', type: 'string', describe: 'Recipe to start from: a name in presets/ (e.g. invert-object) or a path to a YAML file; flags you pass override it' },
   { name: 'out', type: 'string', describe: 'Run folder for checkpoints, logs, samples and the result (default: ./runs/<command>-<time>)' },
@@ -96,6 +104,7 @@ export const DREAMBOOTH_OPTIONS: OptionSpec[] = [
 
 export const GENERATE_OPTIONS: OptionSpec[] = [
   MODEL,
+  CONFIG,
   ARCH,
   { name: 'negative', type: 'string', default: '', describe: 'Negative prompt (what the image should not show)' },
   { name: 'steps', type: 'integer', min: 1, max: 1000, default: 30, describe: 'Denoising steps' },

@@ -1,8 +1,12 @@
 /** `painter info`: versions, compute backend and threads, and what a model holds. */
+import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
+import { parseInfotext } from '../../core/infotext.js';
+import { PainterError } from '../../errors.js';
 import { describeModel, type ModelInfo } from '../../io/model-info.js';
+import { readPngText } from '../../io/png-text.js';
 import { backendFromArgs, describeBackend } from '../backend-option.js';
 import type { Args } from '../main.js';
 import { packageVersion } from '../version.js';
@@ -43,9 +47,28 @@ function modelLines(m: ModelInfo): string[] {
   return lines;
 }
 
+/** `painter info FILE.png`: the generation parameters stored in the image. */
+function pngInfo(file: string, json: boolean): void {
+  let text: Record<string, string>;
+  try {
+    text = readPngText(fs.readFileSync(file));
+  } catch (e) {
+    throw new PainterError(`${file}: cannot read PNG metadata (${(e as Error).message})`);
+  }
+  const params = text['parameters'];
+  if (params === undefined) throw new PainterError(`${file}: no generation parameters stored in this PNG (no "parameters" text chunk)`);
+  if (json) {
+    process.stdout.write(JSON.stringify({ file, parameters: parseInfotext(params), text: params }, null, 2) + '\n');
+  } else {
+    process.stdout.write(params + '\n');
+  }
+}
+
 export async function infoCommand(args: Args): Promise<void> {
+  const file = args['file'] as string | undefined;
+  if (file && /\.png$/i.test(file) && args['model'] === undefined) return pngInfo(file, Boolean(args['json']));
   const backend = await backendFromArgs(args);
-  const target = (args['model'] as string | undefined) ?? (args['file'] as string | undefined);
+  const target = (args['model'] as string | undefined) ?? file;
   const model = target ? describeModel(path.resolve(target)) : undefined;
   const report = {
     painter: packageVersion(),

@@ -1,0 +1,169 @@
+/** `painter generate "PROMPT"`: text-to-image to PNG files with A1111-readable parameters. */
+import * as path from 'node:path';
+import { formatInfotext } from '../../core/infotext.js';
+import { disposeModel, type StableDiffusion } from '../../core/model.js';
+import { defaultImageSize, generate, latentSize, truncatedText, type GenerateRequest } from '../../core/pipeline/generate.js';
+import type { SchedulerKind } from '../../core/schedulers/index.js';
+import { tokenId } from '../../core/tokenizer/clip-tokenizer.js';
+import { InterruptedError, PainterError } from '../../errors.js';
+import { modelHash } from '../../io/file-hash.js';
+import { loadModel } from '../../io/load-model.js';
+import { encodePng, writeNewPng } from '../../io/png-out.js';
+import { closeSafetensors, openSafetensors, readTensor } from '../../io/safetensors.js';
+import { backendFromArgs, describeBackend } from '../backend-option.js';
+import { resolveConfig } from '../config.js';
+import { breathe, watchInterrupt } from '../interrupt.js';
+import { passedOptions, type Args } from '../main.js';
+import { createProgress, type Progress } from '../progress.js';
+import { applyConcepts, type LoadedConcepts } from './concepts.js';
+
+export const SAMPLER_NAMES: Record<SchedulerKind, string> = {
+  ddim: 'DDIM',
+  pndm: 'PLMS',
+  'euler-a': 'Euler a',
+  'dpm++2m': 'DPM++ 2M',
+  ddpm: 'DDPM',
+};
+
+/** Reads --latents: one tensor [B, C, h, w] (NCHW, as diffusers passes latents=). */
+function readLatents(file: string, expected: [number, number, number]): { data: Float32Array; count: number } {
+  let f;
+  try {
+    f = openSafetensors(file);
+  } catch (e) {
+    throw e instanceof PainterError ? new PainterError(`--latents ${e.message}`) : e;
+  }
+  try {
+    const names = [...f.entries.keys()];
+    if (names.length !== 1) throw new PainterError(`--latents ${file}: expected exactly one tensor, found ${names.length} (${names.slice(0, 3).join(', ')})`);
+    const t = readTensor(f, names[0]!);
+    if (t.dtype === 'I32' || t.dtype === 'I64') throw new PainterError(`--latents ${file}: tensor "${names[0]}" holds integers; expected floats`);
+    const [c, h, w] = expected;
+    if (t.shape.length !== 4 || t.shape[1] !== c || t.shape[2] !== h || t.shape[3] !== w) {
+      throw new PainterError(`--latents ${file}: tensor "${names[0]}" has shape [${t.shape.join(', ')}]; this model and size need [B, ${c}, ${h}, ${w}] (NCHW)`);
+    }
+    return { data: t.data, count: t.shape[0]! };
+  } finally {
+    closeSafetensors(f);
+  }
+}
+
+/** Warns about `<…>` words that no loaded embedding defines (a common typo or forgotten file). */
+function unknownPlaceholders(model: StableDiffusion, prompt: string): string[] {
+  return [...new Set(prompt.match(/<[^<>\s]+>/g) ?? [])].filter((t) => tokenId(model.tokenizer, t) === undefined && !t.startsWith('<|'));
+}
+
+function requireModel(value: unknown): string {
+  if (typeof value !== 'string' || value === '') {
+    throw new PainterError('--model is required: give a diffusers model folder or a single-file .safetensors checkpoint (a bundled default model is coming)');
+  }
+  return value;
+}
+
+export async function generateCommand(args: Args): Promise<void> {
+  const cfg = resolveConfig('generate', passedOptions(args, 'generate'));
+  const prompt = String(args['prompt'] ?? '');
+  const json = Boolean(args['json']);
+  const progress: Progress = createProgress(json);
+  const backend = await backendFromArgs(args);
+  const modelPath = requireModel(cfg['model']);
+  const t0 = Date.now();
+  const base = loadModel(modelPath, { config: cfg['config'] as string | undefined, arch: cfg['arch'] as 'auto' | 'sd1' | 'sd2' });
+  let concepts: LoadedConcepts | undefined;
+  try {
+    concepts = applyConcepts(base, {
+      embeddings: (cfg['embedding'] as string[] | undefined) ?? [],
+      token: cfg['token'] as string | undefined,
+      loras: (cfg['lora'] as string[] | undefined) ?? [],
+    });
+    const model = concepts.model;
+    const loadMs = Date.now() - t0;
+    const size = defaultImageSize(model);
+    const width = (cfg['width'] as number | undefined) ?? size;
+    const height = (cfg['height'] as number | undefined) ?? size;
+    let grid: { h: number; w: number };
+    try {
+      grid = latentSize(model, width, height);
+    } catch (e) {
+      throw new PainterError(`--width/--height: ${(e as Error).message}; choose multiples of it`);
+    }
+    const fullPrompt = concepts.expandPrompt(prompt);
+    const negative = concepts.expandPrompt(String(cfg['negative'] ?? ''));
+    for (const t of unknownPlaceholders(model, fullPrompt)) progress.warn(`the prompt uses ${t}, but no loaded embedding defines it; pass --embedding FILE`);
+    for (const [label, p] of [['prompt', fullPrompt], ['negative prompt', negative]] as const) {
+      const cut = truncatedText(model, p);
+      if (cut) progress.warn(`the ${label} is longer than the text encoder reads; this part was cut: "${cut}"`);
+    }
+    let count = cfg['count'] as number;
+    let initLatents: Float32Array | undefined;
+    if (typeof cfg['latents'] === 'string') {
+      const l = readLatents(cfg['latents'], [model.unet.config.in_channels, grid.h, grid.w]);
+      if (args['count'] !== undefined && count !== l.count) throw new PainterError(`--latents ${cfg['latents']} holds ${l.count} latent(s) but --count is ${count}`);
+      count = l.count;
+      initLatents = l.data;
+    }
+    const request: GenerateRequest = {
+      prompt: fullPrompt,
+      negativePrompt: negative,
+      steps: cfg['steps'] as number,
+      guidance: cfg['guidance'] as number,
+      scheduler: cfg['scheduler'] as SchedulerKind,
+      seed: cfg['seed'] as number,
+      count,
+      batch: Math.min(cfg['batch'] as number, count),
+      width,
+      height,
+      clipSkip: cfg['clipSkip'] as number,
+      initLatents,
+      tokenEmbedding: concepts.tokenEmbedding,
+    };
+    const outDir = path.resolve(cfg['out'] as string);
+    const hash = modelHash(modelPath);
+    if (!json) process.stderr.write(`painter: backend ${describeBackend(backend)}\n`);
+    const interrupt = watchInterrupt();
+    const files: { file: string; seed: number }[] = [];
+    const t1 = Date.now();
+    try {
+      for (const event of generate(model, request)) {
+        if (event.kind === 'step') {
+          progress.update(event.step, event.steps, `images ${event.images[0]! + 1}–${event.images.at(-1)! + 1}/${count} · step`);
+        } else {
+          const img = event.image;
+          const text = formatInfotext({
+            prompt,
+            negativePrompt: String(cfg['negative'] ?? ''),
+            steps: request.steps,
+            sampler: SAMPLER_NAMES[request.scheduler],
+            cfgScale: request.guidance,
+            seed: img.seed,
+            width,
+            height,
+            modelHash: hash,
+            model: path.basename(modelPath).replace(/\.safetensors$/, ''),
+            clipSkip: request.clipSkip > 0 ? request.clipSkip + 1 : undefined,
+            tiHashes: concepts.tiHashes,
+            loraHashes: concepts.loraHashes,
+            extra: { Version: 'painter' },
+          });
+          const png = await encodePng(img.pixels, img.width, img.height, { parameters: text });
+          files.push({ file: writeNewPng(outDir, String(img.seed), png), seed: img.seed });
+        }
+        await breathe();
+        if (interrupt.requested) throw new InterruptedError(`interrupted; ${files.length} complete image(s) kept in ${outDir}, no partial file written`);
+      }
+    } finally {
+      interrupt.dispose();
+      progress.stop();
+    }
+    const genMs = Date.now() - t1;
+    if (json) {
+      process.stdout.write(JSON.stringify({ files, timings: { loadMs, generateMs: genMs, perImageMs: genMs / count }, backend: backend.name }, null, 2) + '\n');
+    } else {
+      progress.succeed(`${files.length} image(s) in ${outDir}`);
+      for (const f of files) process.stdout.write(`${f.file}\n`);
+    }
+  } finally {
+    concepts?.dispose();
+    disposeModel(base);
+  }
+}

@@ -1,0 +1,128 @@
+/**
+ * Image generation as users ask for it: a prompt, seeds, a count and a batch size. Each image
+ * has its own seeded generator (initial latents, then ancestral noise), so an image depends only
+ * on its seed and settings, not on which batch it was computed in. Pure compute: the caller
+ * writes files and reports progress.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { StableDiffusion } from '../model.js';
+import { vaeLatentFactor } from '../models/vae.js';
+import { Rng } from '../random.js';
+import { createScheduler, type SchedulerKind } from '../schedulers/index.js';
+import { encode } from '../tokenizer/clip-tokenizer.js';
+import { decodeLatents, denoise, encodePrompts } from './text-to-image.js';
+
+export interface GenerateRequest {
+  prompt: string;
+  negativePrompt: string;
+  steps: number;
+  guidance: number;
+  scheduler: SchedulerKind;
+  seed: number;
+  count: number;
+  batch: number;
+  width: number;
+  height: number;
+  clipSkip: number;
+  /** Initial latents for all images, NCHW [count, C, h, w] (diffusers' layout), row-major. */
+  initLatents?: Float32Array;
+  /** Token-embedding table override (learned embeddings). */
+  tokenEmbedding?: tf.Tensor;
+}
+
+export interface GeneratedImage {
+  index: number;
+  seed: number;
+  width: number;
+  height: number;
+  /** RGB, row-major HWC, as diffusers' numpy_to_pil rounds: round(x·255). */
+  pixels: Uint8Array;
+}
+
+export type GenerateEvent =
+  | { kind: 'step'; step: number; steps: number; images: number[] }
+  | { kind: 'image'; image: GeneratedImage };
+
+/** Latent grid for a size; throws a message for sizes the model cannot take. */
+export function latentSize(model: StableDiffusion, width: number, height: number): { h: number; w: number; factor: number } {
+  const factor = vaeLatentFactor(model.vae.config);
+  if (width % factor !== 0 || height % factor !== 0 || width <= 0 || height <= 0) {
+    throw new RangeError(`size ${width}x${height} is not a multiple of the model's latent factor ${factor}`);
+  }
+  return { h: height / factor, w: width / factor, factor };
+}
+
+/** Default image size: the UNet's sample_size times the latent factor. */
+export function defaultImageSize(model: StableDiffusion): number {
+  return (model.unet.config.sample_size ?? 64) * vaeLatentFactor(model.vae.config);
+}
+
+/** What the tokenizer will cut from a prompt (undefined when it fits). */
+export function truncatedText(model: StableDiffusion, prompt: string): string | undefined {
+  const maxLength = Math.min(model.tokenizer.modelMaxLength, model.textEncoder.config.max_position_embeddings);
+  const e = encode(model.tokenizer, prompt, { maxLength, padding: 'none', truncation: true });
+  return e.truncated ? e.truncatedText : undefined;
+}
+
+export function* generate(model: StableDiffusion, req: GenerateRequest): Generator<GenerateEvent, void, void> {
+  const { h, w } = latentSize(model, req.width, req.height);
+  const c = model.unet.config.in_channels;
+  const perImage = c * h * w;
+  if (req.initLatents && req.initLatents.length !== req.count * perImage) {
+    throw new RangeError(`initial latents hold ${req.initLatents.length} values; ${req.count} image(s) of [${c}, ${h}, ${w}] need ${req.count * perImage}`);
+  }
+  const guided = req.guidance > 1;
+  const prompt = encodePrompts(model, [req.prompt], { clipSkip: req.clipSkip, tokenEmbedding: req.tokenEmbedding });
+  const negative = guided ? encodePrompts(model, [req.negativePrompt], { clipSkip: req.clipSkip, tokenEmbedding: req.tokenEmbedding }) : undefined;
+  try {
+    for (let first = 0; first < req.count; first += req.batch) {
+      const n = Math.min(req.batch, req.count - first);
+      const indices = Array.from({ length: n }, (_, i) => first + i);
+      const rngs = indices.map((i) => new Rng(req.seed + i));
+      // Initial latents z_T ~ N(0, I), drawn per image in NCHW order (the layout --latents files use).
+      const nchw = new Float32Array(n * perImage);
+      indices.forEach((img, i) => {
+        const values = req.initLatents ? req.initLatents.subarray(img * perImage, (img + 1) * perImage) : rngs[i]!.normals(perImage);
+        nchw.set(values, i * perImage);
+      });
+      const latents = tf.tidy(() => tf.tensor4d(nchw, [n, c, h, w]).transpose([0, 2, 3, 1]) as tf.Tensor4D);
+      const scheduler = createScheduler(req.scheduler, model.scheduler, req.steps);
+      const promptEmbeds = tf.tidy(() => tf.tile(prompt, [n, 1, 1]) as tf.Tensor3D);
+      const negativeEmbeds = negative ? tf.tidy(() => tf.tile(negative, [n, 1, 1]) as tf.Tensor3D) : undefined;
+      const noise = (_step: number, shape: number[]) => {
+        const [, hh, ww, cc] = shape as [number, number, number, number];
+        const data = new Float32Array(n * hh * ww * cc);
+        rngs.forEach((r, i) => data.set(r.normals(hh * ww * cc), i * hh * ww * cc));
+        return tf.tensor4d(data, [n, hh, ww, cc]);
+      };
+      const loop = denoise(model, { scheduler, promptEmbeds, negativeEmbeds, guidance: req.guidance, latents, noise });
+      try {
+        let r = loop.next();
+        while (!r.done) {
+          yield { kind: 'step', step: r.value.step + 1, steps: r.value.total, images: indices };
+          r = loop.next();
+        }
+        const final = r.value;
+        const pixels = tf.tidy(() => tf.round(tf.mul(decodeLatents(model, final), 255)).toInt());
+        final.dispose();
+        const data = pixels.dataSync() as Int32Array;
+        pixels.dispose();
+        const size = req.width * req.height * 3;
+        for (let i = 0; i < n; i++) {
+          yield {
+            kind: 'image',
+            image: { index: indices[i]!, seed: req.seed + indices[i]!, width: req.width, height: req.height, pixels: Uint8Array.from(data.subarray(i * size, (i + 1) * size)) },
+          };
+        }
+      } finally {
+        loop.return(undefined as unknown as tf.Tensor4D);
+        scheduler.dispose();
+        tf.dispose([latents, promptEmbeds]);
+        negativeEmbeds?.dispose();
+      }
+    }
+  } finally {
+    prompt.dispose();
+    negative?.dispose();
+  }
+}

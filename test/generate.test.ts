@@ -1,0 +1,144 @@
+/**
+ * `painter generate` as users run it: the PNG of the reference generation (DDIM, 10 steps,
+ * guidance 7.5, reference initial latents) equals diffusers' image within 2/255 per pixel;
+ * seeds, batches, schedulers, metadata and bad input.
+ */
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import sharp from 'sharp';
+import { formatInfotext, parseInfotext, type GenerationParams } from '../src/core/infotext.js';
+import { addPngText, readPngText } from '../src/io/png-text.js';
+import { loadSafetensors, writeSafetensors } from '../src/io/safetensors.js';
+import { REFERENCE, ROOT, TINY_SD_A } from './helpers.js';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'painter-gen-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+function painter(args: string[]) {
+  const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'painter'), ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, PAINTER_BACKEND: 'wasm' },
+    timeout: 120_000,
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+async function pixels(file: string): Promise<Buffer> {
+  return (await sharp(file).raw().toBuffer({ resolveWithObject: true })).data;
+}
+
+const LATENTS = path.join(tmp, 'init-latents.safetensors');
+
+beforeAll(async () => {
+  const init = loadSafetensors(path.join(REFERENCE, 'pipeline.safetensors')).tensors.get('init_latents')!;
+  await writeSafetensors(LATENTS, { latents: { shape: init.shape, data: init.data as Float32Array } });
+});
+
+describe('painter generate', () => {
+  it('reproduces the diffusers reference image within 2/255 per pixel, and records its parameters', async () => {
+    const out = path.join(tmp, 'ref');
+    const r = painter(['generate', 'a photo of a cat', '--model', TINY_SD_A, '--scheduler', 'ddim', '--steps', '10', '--guidance', '7.5', '--latents', LATENTS, '--out', out, '--json']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const result = JSON.parse(r.stdout);
+    expect(result.files).toHaveLength(1);
+    const file = result.files[0].file as string;
+    const ours = await pixels(file);
+    const ref = loadSafetensors(path.join(REFERENCE, 'pipeline.safetensors')).tensors.get('output_image_np')!.data as Float32Array;
+    let worst = 0;
+    for (let i = 0; i < ref.length; i++) worst = Math.max(worst, Math.abs(ours[i]! - Math.round(ref[i]! * 255)));
+    expect(worst).toBeLessThanOrEqual(2);
+    const params = parseInfotext(readPngText(fs.readFileSync(file))['parameters']!);
+    expect(params).toMatchObject({ prompt: 'a photo of a cat', steps: 10, sampler: 'DDIM', cfgScale: 7.5, width: 64, height: 64, model: 'tiny-sd-a' });
+    expect(params.modelHash).toMatch(/^[0-9a-f]{10}$/);
+    const info = painter(['info', file]);
+    expect(info.code).toBe(0);
+    expect(info.stdout).toContain('Sampler: DDIM, CFG scale: 7.5');
+  });
+
+  it('same seed → identical PNG; a batch uses seed, seed+1 and matches single runs; files are never overwritten', async () => {
+    const out = path.join(tmp, 'seeds');
+    const common = ['--model', TINY_SD_A, '--steps', '2', '--scheduler', 'euler-a', '--out', out, '--json'];
+    const a = JSON.parse(painter(['generate', 'a cat', ...common, '--seed', '7', '--count', '2', '--batch', '2']).stdout);
+    const b = JSON.parse(painter(['generate', 'a cat', ...common, '--seed', '8']).stdout);
+    const c = JSON.parse(painter(['generate', 'a cat', ...common, '--seed', '7']).stdout);
+    expect(a.files.map((f: { seed: number }) => f.seed)).toEqual([7, 8]);
+    expect(fs.readdirSync(out).filter((f) => f.endsWith('.png'))).toHaveLength(4);
+    expect(new Set([a.files[0].file, a.files[1].file, b.files[0].file, c.files[0].file]).size).toBe(4);
+    expect((await pixels(c.files[0].file)).equals(await pixels(a.files[0].file))).toBe(true);
+    expect((await pixels(b.files[0].file)).equals(await pixels(a.files[1].file))).toBe(true);
+    expect((await pixels(a.files[0].file)).equals(await pixels(a.files[1].file))).toBe(false);
+  });
+
+  it('runs every scheduler, with and without guidance', () => {
+    for (const s of ['ddim', 'pndm', 'euler-a', 'dpm++2m']) {
+      const r = painter(['generate', 'a dog', '--model', TINY_SD_A, '--scheduler', s, '--steps', '3', '--guidance', s === 'ddim' ? '1' : '5', '--width', '32', '--height', '48', '--out', path.join(tmp, s), '--json']);
+      expect(r.code, `${s}: ${r.stderr}`).toBe(0);
+      expect(JSON.parse(r.stdout).files).toHaveLength(1);
+    }
+  });
+
+  it('bad input: one line, the right exit code, no file written', () => {
+    const out = path.join(tmp, 'bad');
+    const cases: [string[], number, RegExp][] = [
+      [['--model', path.join(tmp, 'nope')], 1, /--model .*nope: not found/],
+      [['--model', TINY_SD_A, '--scheduler', 'warp'], 2, /Invalid values|choices/i],
+      [['--model', TINY_SD_A, '--steps', '0'], 1, /--steps must be at least 1/],
+      [['--model', TINY_SD_A, '--steps', '-3'], 1, /--steps must be at least 1/],
+      [['--model', TINY_SD_A, '--width', '33'], 1, /--width\/--height: size 33x64 is not a multiple of the model's latent factor 2/],
+      [['--model', TINY_SD_A, '--latents', path.join(ROOT, 'package.json')], 1, /--latents .*package\.json/],
+      [['--model', TINY_SD_A, '--latents', LATENTS, '--width', '32'], 1, /has shape \[1, 4, 32, 32\]; this model and size need \[B, 4, 32, 16\]/],
+      [[], 1, /--model is required/],
+    ];
+    for (const [args, code, message] of cases) {
+      const r = painter(['generate', 'a cat', '--out', out, ...args]);
+      expect(r.code, args.join(' ')).toBe(code);
+      expect(r.stderr, args.join(' ')).toMatch(message);
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+    }
+    expect(fs.existsSync(out) ? fs.readdirSync(out) : []).toEqual([]);
+  });
+
+  it('warns about placeholders no embedding defines and about cut prompts', () => {
+    const long = Array.from({ length: 90 }, (_, i) => `word${i % 7}`).join(' ');
+    const r = painter(['generate', `a photo of <ghost> ${long}`, '--model', TINY_SD_A, '--steps', '1', '--out', path.join(tmp, 'warn')]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain('warning: the prompt uses <ghost>, but no loaded embedding defines it');
+    expect(r.stderr).toMatch(/warning: the prompt is longer than the text encoder reads; this part was cut: ".*word/);
+  });
+});
+
+describe('infotext', () => {
+  it('round-trips through format, PNG chunks (Latin-1 and UTF-8) and parse', async () => {
+    const p: GenerationParams = {
+      prompt: 'a <kitty>, oil painting\nsecond line',
+      negativePrompt: 'blurry, 低品質',
+      steps: 20,
+      sampler: 'DPM++ 2M',
+      cfgScale: 7,
+      seed: 4294967295,
+      width: 512,
+      height: 768,
+      modelHash: '0123456789',
+      model: 'v1-5',
+      clipSkip: 2,
+      tiHashes: { kitty: 'abcdef012345' },
+      loraHashes: { style: '0123456789ab' },
+      extra: { Version: 'painter' },
+    };
+    const text = formatInfotext(p);
+    expect(text.split('\n').at(-1)).toMatch(/^Steps: 20, Sampler: DPM\+\+ 2M, CFG scale: 7, Seed: 4294967295, Size: 512x768, Model hash: 0123456789/);
+    expect(parseInfotext(text)).toEqual(p);
+    const png = await sharp({ create: { width: 2, height: 2, channels: 3, background: '#000' } }).png().toBuffer();
+    const withText = addPngText(png, { parameters: text });
+    expect(readPngText(withText)['parameters']).toBe(text);
+    expect((await sharp(withText).raw().toBuffer()).length).toBe(12); // still a valid PNG
+    // An A1111-written line parses too.
+    const a1111 = parseInfotext('masterpiece\nNegative prompt: ugly\nSteps: 28, Sampler: Euler a, Schedule type: Automatic, CFG scale: 5.5, Seed: 42, Size: 512x512, Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, TI hashes: "kitty: 1234abcd5678", Version: v1.10.1');
+    expect(a1111).toMatchObject({ prompt: 'masterpiece', negativePrompt: 'ugly', steps: 28, sampler: 'Euler a', cfgScale: 5.5, seed: 42, tiHashes: { kitty: '1234abcd5678' } });
+    expect(a1111.extra['Schedule type']).toBe('Automatic');
+  });
+});
