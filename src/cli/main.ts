@@ -60,8 +60,12 @@ function buildParser(argv: string[]): Argv {
     .command(
       'invert <dir>',
       'Textual Inversion: learn a new word for a subject or style from 3–10 images',
-      (c) => declare(c.positional('dir', { type: 'string', describe: 'Folder of training images (jpg, png, webp)' }), optionsFor('invert')),
-      async (a) => (await import('./commands/train-stub.js')).notYet('invert', 5),
+      (c) =>
+        declare(c.positional('dir', { type: 'string', describe: 'Folder of training images (jpg, png, webp)' }), optionsFor('invert')).option('json', {
+          type: 'boolean',
+          describe: 'Print the result as JSON on stdout',
+        }),
+      async (a) => (await import('./commands/invert.js')).invertCommand(a as unknown as Args),
     )
     .command(
       'dreambooth <dir>',

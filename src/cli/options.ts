@@ -82,6 +82,7 @@ export const INVERT_OPTIONS: OptionSpec[] = [
   { name: 'init-token', type: 'string', describe: 'An existing single token whose embedding initialises the new one (e.g. "cat")', presettable: true },
   { name: 'vectors', type: 'integer', min: 1, max: 75, default: 1, describe: 'Embedding vectors per placeholder (multi-vector Textual Inversion)', presettable: true },
   { name: 'mode', type: 'string', choices: ['object', 'style'], default: 'object', describe: 'Prompt templates of the Textual Inversion paper: "a photo of a {}" (object) or "a painting in the style of {}" (style)', presettable: true },
+  { name: 'format', type: 'string', choices: ['diffusers', 'a1111'], default: 'diffusers', describe: 'Output layout: diffusers learned_embeds (load_textual_inversion) or AUTOMATIC1111/kohya (emb_params)', presettable: true },
   ...TRAINING,
 ];
 

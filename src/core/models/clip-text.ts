@@ -133,6 +133,12 @@ export interface ClipTextOptions {
   skipLastLayers?: number;
   /** Replaces the checkpoint's token embedding table [V', D] (e.g. a trainable, grown table). */
   tokenEmbedding?: tf.Tensor;
+  /**
+   * Rows appended to the table at `offset` (Textual Inversion): ids ≥ offset read `rows`, the
+   * others the table (whose rows from `offset` on are shadowed, as when diffusers resizes the
+   * table to the grown tokenizer). Avoids building a grown copy of a large table every step.
+   */
+  extraTokens?: { offset: number; rows: tf.Tensor };
   /** Also return transformers' hidden_states: the embeddings, then the output of every layer run. */
   outputHiddenStates?: boolean;
 }
@@ -199,6 +205,15 @@ function encoderLayer(p: Params, config: ClipTextConfig, i: number, h: tf.Tensor
   return tf.add(h, linear(m, param(p, `${k}.mlp.fc2.weight`), param(p, `${k}.mlp.fc2.bias`)));
 }
 
+/** Token embeddings where ids ≥ offset come from extra rows (see ClipTextOptions.extraTokens). */
+function lookupWithExtra(table: tf.Tensor, extra: { offset: number; rows: tf.Tensor }, ids: tf.Tensor2D): tf.Tensor {
+  const isExtra = tf.greaterEqual(ids, extra.offset);
+  const fromTable = embeddingLookup(table, tf.minimum(ids, extra.offset - 1));
+  const fromExtra = embeddingLookup(extra.rows, tf.maximum(tf.sub(ids, extra.offset), 0));
+  const mask = tf.broadcastTo(tf.expandDims(isExtra, -1), fromTable.shape);
+  return tf.where(mask, fromExtra, fromTable);
+}
+
 /**
  * CLIPTextModel forward on int32 ids [B, L]. Differentiable w.r.t. every weight and the token
  * embedding table (the gather's gradient is a segment sum: only rows of used ids get gradient).
@@ -214,7 +229,9 @@ export function clipTextForward(params: Params, config: ClipTextConfig, inputIds
     throw new PainterError(`prompt of ${length} tokens is longer than the text encoder's ${config.max_position_embeddings} positions`);
   }
   const table = opts.tokenEmbedding ?? param(params, 'text_model.embeddings.token_embedding.weight');
-  const vocab = table.shape[0]!;
+  const extra = opts.extraTokens;
+  if (extra && extra.offset > table.shape[0]!) throw new Error(`extraTokens offset ${extra.offset} is beyond the table's ${table.shape[0]} rows`);
+  const vocab = extra ? extra.offset + extra.rows.shape[0]! : table.shape[0]!;
   const ids = inputIds.dataSync() as Int32Array;
   const bad = ids.findIndex((id) => id < 0 || id >= vocab);
   if (bad >= 0) throw new PainterError(`token id ${ids[bad]} is outside the text encoder's vocabulary of ${vocab}; do tokenizer and text encoder match?`);
@@ -222,7 +239,7 @@ export function clipTextForward(params: Params, config: ClipTextConfig, inputIds
 
   return tf.tidy(() => {
     const positions = param(params, 'text_model.embeddings.position_embedding.weight').slice([0, 0], [length, config.hidden_size]);
-    let h = tf.add(embeddingLookup(table, inputIds), positions);
+    let h = tf.add(extra ? lookupWithExtra(table, extra, inputIds) : embeddingLookup(table, inputIds), positions);
     const hiddenStates: tf.Tensor3D[] = [h as tf.Tensor3D];
     const mask = causalMask(length);
     for (let i = 0; i < config.num_hidden_layers - skip; i++) {

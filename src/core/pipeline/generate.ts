@@ -28,6 +28,8 @@ export interface GenerateRequest {
   initLatents?: Float32Array;
   /** Token-embedding table override (learned embeddings). */
   tokenEmbedding?: tf.Tensor;
+  /** Learned rows appended at an offset (Textual Inversion during training). */
+  extraTokens?: { offset: number; rows: tf.Tensor };
 }
 
 export interface GeneratedImage {
@@ -72,8 +74,9 @@ export function* generate(model: StableDiffusion, req: GenerateRequest): Generat
     throw new RangeError(`initial latents hold ${req.initLatents.length} values; ${req.count} image(s) of [${c}, ${h}, ${w}] need ${req.count * perImage}`);
   }
   const guided = req.guidance > 1;
-  const prompt = encodePrompts(model, [req.prompt], { clipSkip: req.clipSkip, tokenEmbedding: req.tokenEmbedding });
-  const negative = guided ? encodePrompts(model, [req.negativePrompt], { clipSkip: req.clipSkip, tokenEmbedding: req.tokenEmbedding }) : undefined;
+  const textOpts = { clipSkip: req.clipSkip, tokenEmbedding: req.tokenEmbedding, extraTokens: req.extraTokens };
+  const prompt = encodePrompts(model, [req.prompt], textOpts);
+  const negative = guided ? encodePrompts(model, [req.negativePrompt], textOpts) : undefined;
   try {
     for (let first = 0; first < req.count; first += req.batch) {
       const n = Math.min(req.batch, req.count - first);

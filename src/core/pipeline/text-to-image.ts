@@ -17,6 +17,8 @@ export interface PromptEncodingOptions {
   clipSkip?: number;
   /** Token-embedding table to use instead of the model's (learned embeddings). */
   tokenEmbedding?: tf.Tensor;
+  /** Learned rows appended at an offset (see ClipTextOptions.extraTokens). */
+  extraTokens?: { offset: number; rows: tf.Tensor };
 }
 
 /** Token ids as the pipeline feeds the text encoder: padded and truncated to model_max_length. */
@@ -33,6 +35,7 @@ export function encodePrompts(model: StableDiffusion, prompts: string[], opts: P
     return clipTextForward(model.textEncoder.params, model.textEncoder.config, ids, {
       skipLastLayers: opts.clipSkip ?? 0,
       tokenEmbedding: opts.tokenEmbedding,
+      extraTokens: opts.extraTokens,
     }).lastHiddenState;
   });
 }

@@ -1,0 +1,80 @@
+/**
+ * Training images from a folder: found with fast-glob (jpg/jpeg/png/webp, any case), EXIF
+ * orientation applied, resized so the short side equals the resolution, cropped (centre or a
+ * given offset), optionally mirrored, as RGB in [-1, 1] (diffusers' training transforms).
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import fg from 'fast-glob';
+import sharp from 'sharp';
+import { PainterError } from '../errors.js';
+
+export const IMAGE_EXTENSIONS = ['jpg', 'jpeg', 'png', 'webp'];
+
+export interface FolderScan {
+  images: string[];
+  /** Files that are not images by extension (skipped with a note). */
+  ignored: string[];
+}
+
+export function scanImageFolder(dir: string, what = 'training images'): FolderScan {
+  if (!fs.existsSync(dir)) throw new PainterError(`${dir}: folder not found; give the folder that holds the ${what}`);
+  if (!fs.statSync(dir).isDirectory()) throw new PainterError(`${dir}: not a folder; give the folder that holds the ${what}`);
+  const files = fg.sync('**/*', { cwd: dir, onlyFiles: true, dot: false, followSymbolicLinks: true }).sort();
+  const images: string[] = [];
+  const ignored: string[] = [];
+  for (const f of files) {
+    const ext = path.extname(f).slice(1).toLowerCase();
+    (IMAGE_EXTENSIONS.includes(ext) ? images : ignored).push(path.join(dir, f));
+  }
+  return { images, ignored };
+}
+
+export interface SourceImage {
+  file: string;
+  /** Size after EXIF rotation and resizing so the short side equals the resolution. */
+  width: number;
+  height: number;
+  /** RGB bytes of the resized image, HWC. */
+  rgb: Buffer;
+}
+
+/**
+ * Decodes one image, applying EXIF orientation, dropping alpha and resizing so its short side is
+ * `resolution` (bicubic, like diffusers' Resize). A corrupt or truncated file is an error naming
+ * the file.
+ */
+export async function readSourceImage(file: string, resolution: number): Promise<SourceImage> {
+  try {
+    const { data, info } = await sharp(file, { failOn: 'truncated' })
+      .rotate()
+      .removeAlpha()
+      .toColourspace('srgb')
+      .resize({ width: resolution, height: resolution, fit: 'outside', kernel: 'cubic' })
+      .raw()
+      .toBuffer({ resolveWithObject: true });
+    if (info.channels !== 3) throw new Error(`unexpected ${info.channels} channels`);
+    return { file, width: info.width, height: info.height, rgb: data };
+  } catch (e) {
+    throw new PainterError(`${file}: cannot read this image (${(e as Error).message.split('\n')[0]}); remove or replace it, or pass --skip-bad-images`);
+  }
+}
+
+/** Crop offsets for a view: the centre, or a given position. */
+export function centreCrop(img: SourceImage, resolution: number): { left: number; top: number } {
+  return { left: Math.floor((img.width - resolution) / 2), top: Math.floor((img.height - resolution) / 2) };
+}
+
+/** A square crop as float RGB in [-1, 1], HWC; mirrored left-right when `flip`. */
+export function cropToTensorData(img: SourceImage, resolution: number, left: number, top: number, flip: boolean): Float32Array {
+  const out = new Float32Array(resolution * resolution * 3);
+  for (let y = 0; y < resolution; y++) {
+    for (let x = 0; x < resolution; x++) {
+      const sx = flip ? left + resolution - 1 - x : left + x;
+      const src = ((top + y) * img.width + sx) * 3;
+      const dst = (y * resolution + x) * 3;
+      for (let c = 0; c < 3; c++) out[dst + c] = img.rgb[src + c]! / 127.5 - 1;
+    }
+  }
+  return out;
+}

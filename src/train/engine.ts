@@ -1,0 +1,268 @@
+/**
+ * The training engine shared by Textual Inversion and DreamBooth: optimisation steps with
+ * gradient accumulation, clipping, AdamW and a learning-rate schedule; one seeded generator
+ * for every random choice; atomic resumable checkpoints (every N steps and on interrupt);
+ * a NaN guard; a log, a loss curve and validation grids in the run folder.
+ *
+ * A method (what is trained and how a batch's loss is computed) plugs in as a TrainingTask.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { Rng, type RngState } from '../core/random.js';
+import {
+  ADAMW_DEFAULTS,
+  adamWStep,
+  clipGradNorm,
+  createAdamWState,
+  disposeAdamWState,
+  learningRate,
+  type AdamWState,
+  type LrSchedule,
+} from '../core/training/optimizer.js';
+import { InterruptedError, PainterError } from '../errors.js';
+import { writeBytesAtomic } from '../io/atomic.js';
+import { loadSafetensors, writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
+import { lossCurveSvg } from './loss-curve.js';
+
+export interface TrainingTask {
+  /** Trainable weights by a stable name (saved in checkpoints under it). */
+  vars: Map<string, tf.Variable>;
+  /**
+   * Draws this micro-batch's random choices from `rng` (outside the gradient tape) and returns
+   * the loss closure to differentiate.
+   */
+  prepareBatch(rng: Rng): () => tf.Scalar;
+  /** Task state that must survive a resume (e.g. data order); JSON-serialisable. */
+  saveState(): unknown;
+  restoreState(state: unknown): void;
+  /** Renders validation images for the current weights (optional); returns PNG bytes. */
+  validate?(step: number): Promise<Buffer | undefined>;
+  /** Writes the final result(s) into the run folder; returns the main output path. */
+  saveResult(runDir: string, step: number): Promise<string>;
+}
+
+export interface EngineConfig {
+  steps: number;
+  gradAccum: number;
+  lr: number;
+  lrSchedule: LrSchedule;
+  warmupSteps: number;
+  weightDecay: number;
+  maxGradNorm: number;
+  checkpointEvery: number;
+  validationEvery: number;
+  seed: number;
+}
+
+export interface StepReport {
+  step: number;
+  steps: number;
+  loss: number;
+  lr: number;
+  gradNorm: number;
+  msPerStep: number;
+}
+
+export interface EngineHooks {
+  onStep?(r: StepReport): void;
+  /** Checked between steps: true stops with a checkpoint (Ctrl-C). */
+  shouldStop?(): boolean;
+  /** Lets the event loop run between steps (signals, spinner). */
+  breathe?(): Promise<void>;
+  info?(message: string): void;
+}
+
+export interface Checkpoint {
+  dir: string;
+  step: number;
+}
+
+interface CheckpointMeta {
+  format: 'painter-checkpoint';
+  version: 1;
+  step: number;
+  rng: RngState;
+  adamStep: number;
+  task: unknown;
+  config: unknown;
+  losses: number[];
+}
+
+const STEP_DIR = /^step-(\d{6,})$/;
+
+export function checkpointsDir(runDir: string): string {
+  return path.join(runDir, 'checkpoints');
+}
+
+/** The newest complete checkpoint of a run folder, if any. */
+export function latestCheckpoint(runDir: string): Checkpoint | undefined {
+  const dir = checkpointsDir(runDir);
+  if (!fs.existsSync(dir)) return undefined;
+  const steps = fs
+    .readdirSync(dir)
+    .map((d) => STEP_DIR.exec(d))
+    .filter((m): m is RegExpExecArray => m !== null && fs.existsSync(path.join(dir, m[0], 'state.json')))
+    .map((m) => Number(m[1]))
+    .sort((a, b) => a - b);
+  const last = steps.at(-1);
+  return last === undefined ? undefined : { dir: path.join(dir, `step-${String(last).padStart(6, '0')}`), step: last };
+}
+
+/** Reads a checkpoint's metadata (step, config) without loading tensors. */
+export function readCheckpointMeta(dir: string): CheckpointMeta {
+  const file = path.join(dir, 'state.json');
+  if (!fs.existsSync(file)) throw new PainterError(`--resume ${dir}: not a painter checkpoint (no state.json); give a checkpoints/step-NNNNNN folder or "latest"`);
+  const meta = JSON.parse(fs.readFileSync(file, 'utf8')) as CheckpointMeta;
+  if (meta.format !== 'painter-checkpoint') throw new PainterError(`${file}: not a painter checkpoint`);
+  return meta;
+}
+
+function hostOf(t: tf.Tensor): TensorToWrite {
+  return { dtype: 'F32', shape: t.shape, data: t.dataSync() as Float32Array };
+}
+
+async function saveCheckpoint(runDir: string, step: number, task: TrainingTask, adam: AdamWState, rng: Rng, config: unknown, losses: number[]): Promise<string> {
+  const final = path.join(checkpointsDir(runDir), `step-${String(step).padStart(6, '0')}`);
+  const tmp = `${final}.partial-${process.pid}`;
+  fs.rmSync(tmp, { recursive: true, force: true });
+  fs.mkdirSync(tmp, { recursive: true });
+  const tensors = new Map<string, TensorToWrite>();
+  for (const [k, v] of task.vars) {
+    tensors.set(`param/${k}`, hostOf(v));
+    tensors.set(`adam.m/${k}`, hostOf(adam.m.get(k)!));
+    tensors.set(`adam.v/${k}`, hostOf(adam.v.get(k)!));
+  }
+  await writeSafetensors(path.join(tmp, 'state.safetensors'), tensors, { format: 'painter-checkpoint' });
+  const meta: CheckpointMeta = { format: 'painter-checkpoint', version: 1, step, rng: rng.state(), adamStep: adam.step, task: task.saveState(), config, losses };
+  // state.json last: a folder without it is incomplete and ignored by --resume latest.
+  await writeBytesAtomic(path.join(tmp, 'state.json'), JSON.stringify(meta));
+  fs.rmSync(final, { recursive: true, force: true });
+  fs.renameSync(tmp, final);
+  return final;
+}
+
+function restoreCheckpoint(dir: string, task: TrainingTask, adam: AdamWState): CheckpointMeta {
+  const meta = readCheckpointMeta(dir);
+  const { tensors } = loadSafetensors(path.join(dir, 'state.safetensors'));
+  for (const [k, v] of task.vars) {
+    const get = (name: string) => {
+      const t = tensors.get(name);
+      if (!t || t.dtype === 'I32' || t.dtype === 'I64') throw new PainterError(`${dir}: checkpoint lacks "${name}"; it was written for another setup`);
+      if (t.shape.join(',') !== v.shape.join(',')) throw new PainterError(`${dir}: "${name}" has shape [${t.shape}] but this run trains [${v.shape}]`);
+      return tf.tensor(t.data, t.shape);
+    };
+    const p = get(`param/${k}`);
+    v.assign(p);
+    p.dispose();
+    adam.m.get(k)!.dispose();
+    adam.v.get(k)!.dispose();
+    adam.m.set(k, tf.keep(get(`adam.m/${k}`)));
+    adam.v.set(k, tf.keep(get(`adam.v/${k}`)));
+  }
+  adam.step = meta.adamStep;
+  task.restoreState(meta.task);
+  return meta;
+}
+
+export interface TrainResult {
+  step: number;
+  output: string;
+  losses: number[];
+  checkpoint?: string;
+}
+
+/**
+ * Runs (or resumes) training to `cfg.steps` optimisation steps. The run folder gets train.log,
+ * loss.svg, samples/ and checkpoints/; the task writes its result at the end.
+ */
+export async function train(task: TrainingTask, cfg: EngineConfig, runDir: string, fullConfig: unknown, hooks: EngineHooks = {}, resumeFrom?: string): Promise<TrainResult> {
+  fs.mkdirSync(runDir, { recursive: true });
+  const adam = createAdamWState(task.vars);
+  let rng = new Rng(cfg.seed);
+  let step = 0;
+  let losses: number[] = [];
+  try {
+    if (resumeFrom) {
+      const meta = restoreCheckpoint(resumeFrom, task, adam);
+      rng = new Rng(meta.rng);
+      step = meta.step;
+      losses = meta.losses;
+      hooks.info?.(`resumed from ${resumeFrom} at step ${step}`);
+    }
+    const log = fs.openSync(path.join(runDir, 'train.log'), 'a');
+    let lastCheckpoint: string | undefined = resumeFrom;
+    const adamCfg = { ...ADAMW_DEFAULTS, lr: cfg.lr, weightDecay: cfg.weightDecay };
+    try {
+      while (step < cfg.steps) {
+        const t0 = performance.now();
+        const lr = learningRate(cfg.lr, cfg.lrSchedule, step, cfg.steps, cfg.warmupSteps);
+        // Gradient accumulation: the mean of the micro-batch gradients.
+        const grads = new Map<string, tf.Tensor>();
+        let lossSum = 0;
+        for (let micro = 0; micro < cfg.gradAccum; micro++) {
+          const lossFn = task.prepareBatch(rng);
+          const { value, grads: g } = tf.variableGrads(lossFn, [...task.vars.values()]);
+          lossSum += value.dataSync()[0]!;
+          value.dispose();
+          for (const [k, v] of task.vars) {
+            const gk = g[v.name];
+            if (!gk) continue;
+            const scaled = tf.div(gk, cfg.gradAccum);
+            gk.dispose();
+            const prev = grads.get(k);
+            grads.set(k, prev ? tf.add(prev, scaled) : scaled);
+            if (prev) {
+              prev.dispose();
+              scaled.dispose();
+            }
+          }
+        }
+        const loss = lossSum / cfg.gradAccum;
+        if (!Number.isFinite(loss)) {
+          for (const g of grads.values()) g.dispose();
+          const keep = lastCheckpoint ? `the last good checkpoint is ${lastCheckpoint}` : 'no checkpoint was written yet';
+          throw new PainterError(`the loss became ${loss} at step ${step + 1}; training stopped without applying that update (${keep}). Try a lower --lr or --max-grad-norm 1`);
+        }
+        const gradNorm = clipGradNorm(grads, cfg.maxGradNorm);
+        adamWStep(task.vars, grads, adam, adamCfg, lr);
+        for (const g of grads.values()) g.dispose();
+        step += 1;
+        losses.push(loss);
+        const ms = performance.now() - t0;
+        fs.writeSync(log, JSON.stringify({ step, loss, lr, gradNorm, ms: Math.round(ms) }) + '\n');
+        hooks.onStep?.({ step, steps: cfg.steps, loss, lr, gradNorm, msPerStep: ms });
+        const stopping = hooks.shouldStop?.() === true;
+        if (cfg.validationEvery > 0 && step % cfg.validationEvery === 0 && task.validate && !stopping) {
+          const png = await task.validate(step);
+          if (png) await writeBytesAtomic(path.join(runDir, 'samples', `step-${String(step).padStart(6, '0')}.png`), png);
+        }
+        if ((step % cfg.checkpointEvery === 0 && step < cfg.steps) || stopping) {
+          lastCheckpoint = await saveCheckpoint(runDir, step, task, adam, rng, fullConfig, losses);
+          await writeBytesAtomic(path.join(runDir, 'loss.svg'), lossCurveSvg(losses));
+        }
+        if (stopping) {
+          throw new InterruptedError(`interrupted at step ${step}/${cfg.steps}; checkpoint saved in ${lastCheckpoint}; continue with --resume latest --out ${runDir}`);
+        }
+        await hooks.breathe?.();
+        if (hooks.shouldStop?.() === true) {
+          lastCheckpoint = await saveCheckpoint(runDir, step, task, adam, rng, fullConfig, losses);
+          throw new InterruptedError(`interrupted at step ${step}/${cfg.steps}; checkpoint saved in ${lastCheckpoint}; continue with --resume latest --out ${runDir}`);
+        }
+      }
+    } finally {
+      fs.closeSync(log);
+    }
+    // The final state is a checkpoint too, so a finished run can be extended with more --steps.
+    const finalCheckpoint = await saveCheckpoint(runDir, step, task, adam, rng, fullConfig, losses);
+    await writeBytesAtomic(path.join(runDir, 'loss.svg'), lossCurveSvg(losses));
+    if (task.validate && cfg.validationEvery > 0 && step % cfg.validationEvery !== 0) {
+      const png = await task.validate(step);
+      if (png) await writeBytesAtomic(path.join(runDir, 'samples', `step-${String(step).padStart(6, '0')}.png`), png);
+    }
+    const output = await task.saveResult(runDir, step);
+    return { step, output, losses, checkpoint: finalCheckpoint };
+  } finally {
+    disposeAdamWState(adam);
+  }
+}
