@@ -19,7 +19,7 @@ function writePreset(name: string, text: string): string {
 describe('presets', () => {
   it('every bundled preset is valid for the command it names', () => {
     const names = listPresets();
-    expect(names).toEqual(expect.arrayContaining(['invert-object', 'invert-style', 'dreambooth-lora', 'dreambooth-full']));
+    expect(names).toEqual(expect.arrayContaining(['ti-object', 'ti-style', 'dreambooth-lora', 'dreambooth-full']));
     for (const name of names) {
       const file = path.join('presets', `${name}.yaml`);
       const command = (yaml.load(fs.readFileSync(file, 'utf8')) as { command: CommandName }).command;
@@ -60,7 +60,7 @@ describe('presets', () => {
     const file = writePreset('worse.yaml', 'steps: -3\nwarmup-steps: many\n');
     expect(() => resolveConfig('invert', { preset: file })).toThrow(PainterError);
     expect(() => resolveConfig('invert', { preset: file })).toThrow(/"steps" must be at least 1[\s\S]*"warmup-steps" must be a number/);
-    expect(() => resolveConfig('invert', { preset: 'no-such-preset' })).toThrow(/no such preset; bundled presets: .*invert-object/);
+    expect(() => resolveConfig('invert', { preset: 'no-such-preset' })).toThrow(/no such preset; bundled presets: .*ti-object/);
     expect(() => resolveConfig('generate', { steps: 0 })).toThrow('--steps must be at least 1');
     const broken = writePreset('broken.yaml', 'steps: [1,\n');
     expect(() => resolveConfig('invert', { preset: broken })).toThrow(/broken\.yaml: not valid YAML/);

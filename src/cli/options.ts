@@ -53,7 +53,7 @@ const TRAINING: OptionSpec[] = [
   MODEL,
   CONFIG,
   ARCH,
-  { name: 'preset', type: 'string', describe: 'Recipe to start from: a name in presets/ (e.g. invert-object) or a path to a YAML file; flags you pass override it' },
+  { name: 'preset', type: 'string', describe: 'Recipe to start from: a name in presets/ (e.g. ti-object) or a path to a YAML file; flags you pass override it' },
   { name: 'out', type: 'string', describe: 'Run folder for checkpoints, logs, samples and the result (default: ./runs/<command>-<time>)' },
   { name: 'resume', type: 'string', describe: 'Resume from a checkpoint folder, or "latest" for the newest checkpoint in --out' },
   { name: 'steps', type: 'integer', min: 1, default: 1000, describe: 'Number of optimisation steps', presettable: true },
