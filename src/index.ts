@@ -56,3 +56,9 @@ export {
   type DenoiseStep,
 } from './core/pipeline/text-to-image.js';
 export { diffusionLoss, lossWeights, snr, type LossInput, type LossOptions } from './core/training/loss.js';
+
+// Learned concepts: Textual Inversion embeddings and LoRA
+export { applyEmbeddings, expandPrompt, multiVectorTokens, type Embedding, type AppliedEmbedding, type EmbeddedModel } from './core/embeddings.js';
+export { readEmbeddingFile, writeEmbeddingFile, type EmbeddingFile, type EmbeddingFormat } from './io/embeddings.js';
+export { applyLora, loraDelta, loraScale, loraRank, disposeLora, type LoraAdapter, type LoraWeights, type LoraModel } from './core/lora.js';
+export { readLoraFile, writeLoraFile } from './io/lora-files.js';

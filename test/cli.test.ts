@@ -75,7 +75,7 @@ describe('painter CLI', () => {
   });
 
   it('commands whose issue has not landed say so and fail (no fake success)', () => {
-    const r = painter(['generate', 'a cat']);
+    const r = painter(['dreambooth', 'some-folder', '--class', 'dog']);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('not implemented yet');
   });

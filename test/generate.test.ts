@@ -142,3 +142,64 @@ describe('infotext', () => {
     expect(a1111.extra['Schedule type']).toBe('Automatic');
   });
 });
+
+describe('painter generate with learned concepts', () => {
+  const TI = path.join(ROOT, 'fixtures', 'interop', 'tiny-sd-a', 'textual_inversion');
+  const LORA = path.join(ROOT, 'fixtures', 'interop', 'tiny-sd-a', 'lora');
+  const run = async (prompt: string, extra: string[]) => {
+    const r = painter(['generate', prompt, '--model', TINY_SD_A, '--steps', '2', '--scheduler', 'ddim', '--out', path.join(tmp, 'concepts'), '--json', ...extra]);
+    expect(r.code, r.stderr).toBe(0);
+    return pixels(JSON.parse(r.stdout).files[0].file);
+  };
+
+  it('an embedding in each format changes images whose prompt uses its token, and only those', async () => {
+    const plainCat = await run('a photo of a cat', []);
+    const formats: [string[], string][] = [
+      [['--embedding', path.join(TI, 'diffusers', 'kitty', 'learned_embeds.safetensors')], '<kitty>'],
+      [['--embedding', path.join(TI, 'a1111', 'kitty.pt')], 'kitty'],
+      [['--embedding', path.join(TI, 'kohya', 'kitty.safetensors'), '--token', '<kitty>'], '<kitty>'],
+    ];
+    let first: Buffer | undefined;
+    for (const [args, token] of formats) {
+      const withToken = await run(`a photo of ${token}`, args);
+      const withoutToken = await run('a photo of a cat', args);
+      expect(withoutToken.equals(plainCat), args.join(' ')).toBe(true);
+      expect(withToken.equals(plainCat), args.join(' ')).toBe(false);
+      first ??= withToken;
+      expect(withToken.equals(first), `${args.join(' ')}: same vectors, same image`).toBe(true);
+    }
+  });
+
+  it('a LoRA changes the image; scale 0 leaves it unchanged; both namings agree', async () => {
+    const plain = await run('a photo of a cat', []);
+    const diffusers = await run('a photo of a cat', ['--lora', `${path.join(LORA, 'diffusers', 'pytorch_lora_weights.safetensors')}:0.5`]);
+    const kohya = await run('a photo of a cat', ['--lora', path.join(LORA, 'kohya', 'lora_kohya.safetensors')]);
+    const zero = await run('a photo of a cat', ['--lora', `${path.join(LORA, 'kohya', 'lora_kohya.safetensors')}:0`]);
+    expect(diffusers.equals(plain)).toBe(false);
+    // kohya's alpha/rank = 0.5 equals the diffusers file at scale 0.5 (within rounding of the merge).
+    let worst = 0;
+    for (let i = 0; i < kohya.length; i++) worst = Math.max(worst, Math.abs(kohya[i]! - diffusers[i]!));
+    expect(worst).toBeLessThanOrEqual(1);
+    expect(zero.equals(plain)).toBe(true);
+  });
+
+  it('bad embedding and LoRA files: one line naming the file', () => {
+    const wide = path.join(tmp, 'wide.safetensors');
+    const broken = path.join(tmp, 'broken.pt');
+    fs.writeFileSync(broken, 'PK\u0003\u0004 not really a zip');
+    return writeSafetensors(wide, { '<wide>': { shape: [1, 48], data: new Float32Array(48) } }).then(() => {
+      const cases: [string[], RegExp][] = [
+        [['--embedding', wide], /wide\.safetensors.*48.*32|wide\.safetensors.*width/],
+        [['--embedding', broken], /broken\.pt/],
+        [['--embedding', path.join(tmp, 'absent.safetensors')], /absent\.safetensors/],
+        [['--lora', path.join(tmp, 'absent-lora.safetensors')], /absent-lora\.safetensors/],
+      ];
+      for (const [args, message] of cases) {
+        const r = painter(['generate', 'a cat', '--model', TINY_SD_A, '--steps', '1', '--out', path.join(tmp, 'bad-concepts'), ...args]);
+        expect(r.code, args.join(' ')).toBe(1);
+        expect(r.stderr, args.join(' ')).toMatch(message);
+        expect(r.stderr.trim().split('\n'), args.join(' ')).toHaveLength(1);
+      }
+    });
+  });
+});

@@ -18,6 +18,7 @@ import { addTokens } from '../src/core/tokenizer/clip-tokenizer.js';
 import { diffusionLoss } from '../src/core/training/loss.js';
 import { InterruptedError } from '../src/errors.js';
 import { readSourceImage } from '../src/io/dataset.js';
+import { readEmbeddingFile } from '../src/io/embeddings.js';
 import { loadModel } from '../src/io/load-model.js';
 import { loadSafetensors } from '../src/io/safetensors.js';
 import { train, type EngineConfig, type TrainingTask } from '../src/train/engine.js';
@@ -119,6 +120,9 @@ describe('painter invert (engine)', () => {
     expect(tensors.get('<kitty>')!.shape).toEqual([1, 32]);
     expect(Array.from(tensors.get('<kitty>')!.data as Float32Array)).toEqual(Array.from(setup.rows.dataSync()));
     expect(metadata).toMatchObject({ format: 'pt', 'painter.steps': '50', 'painter.init_token': 'cat' });
+    const back = readEmbeddingFile(result.output);
+    expect(back.token).toBe('<kitty>');
+    expect(back.shape).toEqual([1, 32]);
     setup.dispose();
     disposeModel(model);
   });

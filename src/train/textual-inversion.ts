@@ -14,7 +14,8 @@ import { noiseSchedule, type NoiseSchedule, type PredictionType } from '../core/
 import { addTokens, tokenId, tokenize, vocabSize } from '../core/tokenizer/clip-tokenizer.js';
 import { diffusionLoss } from '../core/training/loss.js';
 import { PainterError } from '../errors.js';
-import { writeSafetensors } from '../io/safetensors.js';
+import { writeEmbeddingFile } from '../io/embeddings.js';
+import { multiVectorTokens } from '../core/embeddings.js';
 import { cropToTensorData, centreCrop, type SourceImage } from '../io/dataset.js';
 import type { TrainingTask } from './engine.js';
 import { renderValidationGrid } from './validation.js';
@@ -55,17 +56,6 @@ export interface InvertSettings {
   format: 'diffusers' | 'a1111';
   /** Recorded in the output's metadata. */
   baseModelHash: string;
-}
-
-/** Placeholder tokens for `vectors` vectors: "<cat>", "<cat>_1", … (diffusers' convention). */
-export function placeholderTokens(token: string, vectors: number): string[] {
-  return Array.from({ length: vectors }, (_, i) => (i === 0 ? token : `${token}_${i}`));
-}
-
-/** "a photo of <cat>" → "a photo of <cat> <cat>_1" for multi-vector tokens (maybe_convert_prompt). */
-export function expandPlaceholder(prompt: string, tokens: string[]): string {
-  if (tokens.length <= 1) return prompt;
-  return prompt.split(tokens[0]!).join(tokens.join(' '));
 }
 
 /** A cached training view: the VAE posterior of one crop (and mirror) of one image. */
@@ -114,7 +104,7 @@ export interface InversionSetup {
 
 function checkPlaceholder(model: StableDiffusion, token: string, vectors: number): string[] {
   if (!token || /\s/.test(token)) throw new PainterError(`--token "${token}": give one word without spaces, e.g. "<cat>"`);
-  const tokens = placeholderTokens(token, vectors);
+  const tokens = multiVectorTokens(token, vectors);
   for (const t of tokens) {
     if (tokenId(model.tokenizer, t) !== undefined) {
       throw new PainterError(`--token "${t}" already exists in the model's vocabulary; choose a new placeholder such as "<my-${token.replace(/[<>]/g, '')}>"`);
@@ -175,7 +165,8 @@ export function createInversion(model: StableDiffusion, images: SourceImage[], s
         const candidates = views.filter((v) => v.image === image);
         picks.push(candidates[rng.int(candidates.length)]!);
         const template = templates[rng.int(templates.length)]!;
-        prompts.push(template.replace(TEMPLATE_SLOT, tokens.join(' ')));
+        // Multi-vector tokens are expanded by promptIds, as diffusers' maybe_convert_prompt does.
+        prompts.push(template.replace(TEMPLATE_SLOT, s.token));
       }
       const timesteps = picks.map(() => rng.int(T));
       const posterior = rng.normals(s.batch * perLatent);
@@ -205,14 +196,17 @@ export function createInversion(model: StableDiffusion, images: SourceImage[], s
       order = st.order;
       pos = st.pos;
     },
-    validate: (step) => renderValidationGrid(model, expandPlaceholder(s.validationPrompt, tokens), s.seed, { extraTokens }, step),
+    validate: (step) => renderValidationGrid(model, s.validationPrompt, s.seed, { extraTokens }, step),
     async saveResult(runDir, step) {
       const file = path.join(runDir, embeddingFileName(s.token));
-      await writeLearnedEmbedding(file, s.token, rows, s.format, {
-        'painter.base_model_hash': s.baseModelHash,
-        'painter.steps': String(step),
-        'painter.init_token': s.initToken ?? '',
-        'painter.vectors': String(s.vectors),
+      await writeEmbeddingFile(file, s.token, rows, {
+        format: s.format,
+        metadata: {
+          'painter.base_model_hash': s.baseModelHash,
+          'painter.steps': String(step),
+          'painter.init_token': s.initToken ?? '',
+          'painter.vectors': String(s.vectors),
+        },
       });
       return file;
     },
@@ -234,15 +228,4 @@ export function createInversion(model: StableDiffusion, images: SourceImage[], s
 export function embeddingFileName(token: string): string {
   const stem = token.replace(/[<>]/g, '').replace(/[^\w.-]+/g, '_') || 'embedding';
   return `${stem}.safetensors`;
-}
-
-/**
- * Writes learned vectors [n, D]: diffusers' learned_embeds layout (one tensor named by the
- * token, metadata format=pt) or the A1111/kohya layout (one tensor "emb_params").
- */
-export async function writeLearnedEmbedding(file: string, token: string, rows: tf.Tensor, format: 'diffusers' | 'a1111', meta: Record<string, string>): Promise<void> {
-  const data = rows.dataSync() as Float32Array;
-  const key = format === 'diffusers' ? token : 'emb_params';
-  const metadata = format === 'diffusers' ? { format: 'pt', 'painter.token': token, ...meta } : { 'painter.token': token, ...meta };
-  await writeSafetensors(file, { [key]: { shape: rows.shape, data: Float32Array.from(data) } }, metadata);
 }

@@ -1,10 +1,16 @@
 /**
  * Learned concepts a generation uses: Textual Inversion embeddings (--embedding) and LoRA
- * adapters (--lora FILE[:SCALE]) applied to a loaded model.
+ * adapters (--lora FILE[:SCALE]) applied to a loaded model as diffusers applies them.
  */
-import type * as tf from '@tensorflow/tfjs';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { applyEmbeddings } from '../../core/embeddings.js';
+import { applyLora, disposeLora } from '../../core/lora.js';
 import type { StableDiffusion } from '../../core/model.js';
 import { PainterError } from '../../errors.js';
+import { readEmbeddingFile } from '../../io/embeddings.js';
+import { shortHash } from '../../io/file-hash.js';
+import { readLoraFile } from '../../io/lora-files.js';
 
 export interface ConceptRequest {
   embeddings: string[];
@@ -15,20 +21,56 @@ export interface ConceptRequest {
 export interface LoadedConcepts {
   /** The model with concepts applied (shares unchanged weights with the base). */
   model: StableDiffusion;
-  /** Grown token-embedding table when embeddings were loaded. */
-  tokenEmbedding?: tf.Tensor;
-  /** Multi-vector tokens expanded as diffusers' maybe_convert_prompt does. */
-  expandPrompt(prompt: string): string;
   tiHashes: Record<string, string>;
   loraHashes: Record<string, string>;
   /** Frees tensors created for the concepts (not the base model's). */
   dispose(): void;
 }
 
+/** "file.safetensors:0.7" → file and scale; a Windows drive letter or a plain path keeps scale 1. */
+export function parseLoraArg(arg: string): { file: string; scale: number } {
+  const m = /^(.*):(-?\d+(?:\.\d+)?)$/.exec(arg);
+  if (m && !fs.existsSync(arg)) return { file: m[1]!, scale: Number(m[2]) };
+  return { file: arg, scale: 1 };
+}
+
+function stem(file: string): string {
+  return path.basename(file).replace(/\.(safetensors|pt|bin)$/i, '');
+}
+
 export function applyConcepts(base: StableDiffusion, req: ConceptRequest): LoadedConcepts {
-  if (req.embeddings.length > 0 || req.loras.length > 0) {
-    throw new PainterError('--embedding and --lora are not available yet in this build');
+  if (req.token !== undefined && req.embeddings.length !== 1) throw new PainterError('--token names the token of one --embedding; give exactly one --embedding with it');
+  const cleanups: (() => void)[] = [];
+  const tiHashes: Record<string, string> = {};
+  const loraHashes: Record<string, string> = {};
+  let model = base;
+  try {
+    if (req.embeddings.length > 0) {
+      const files = req.embeddings.map((f) => readEmbeddingFile(f, { token: req.token }));
+      const applied = applyEmbeddings(model, files);
+      cleanups.push(applied.dispose);
+      model = applied.model;
+      for (const f of files) tiHashes[f.token.replace(/[<>]/g, '')] = shortHash(f.file);
+    }
+    for (const arg of req.loras) {
+      const { file, scale } = parseLoraArg(arg);
+      const lora = readLoraFile(file);
+      const merged = applyLora(model, lora, scale);
+      disposeLora(lora);
+      cleanups.push(merged.dispose);
+      model = merged.model;
+      loraHashes[stem(file)] = shortHash(file);
+    }
+  } catch (e) {
+    for (const c of cleanups.reverse()) c();
+    throw e;
   }
-  if (req.token !== undefined) throw new PainterError('--token needs exactly one --embedding');
-  return { model: base, expandPrompt: (p) => p, tiHashes: {}, loraHashes: {}, dispose: () => {} };
+  return {
+    model,
+    tiHashes,
+    loraHashes,
+    dispose: () => {
+      for (const c of cleanups.reverse()) c();
+    },
+  };
 }

@@ -87,8 +87,8 @@ export async function generateCommand(args: Args): Promise<void> {
     } catch (e) {
       throw new PainterError(`--width/--height: ${(e as Error).message}; choose multiples of it`);
     }
-    const fullPrompt = concepts.expandPrompt(prompt);
-    const negative = concepts.expandPrompt(String(cfg['negative'] ?? ''));
+    const fullPrompt = prompt;
+    const negative = String(cfg['negative'] ?? '');
     for (const t of unknownPlaceholders(model, fullPrompt)) progress.warn(`the prompt uses ${t}, but no loaded embedding defines it; pass --embedding FILE`);
     for (const [label, p] of [['prompt', fullPrompt], ['negative prompt', negative]] as const) {
       const cut = truncatedText(model, p);
@@ -115,7 +115,6 @@ export async function generateCommand(args: Args): Promise<void> {
       height,
       clipSkip: cfg['clipSkip'] as number,
       initLatents,
-      tokenEmbedding: concepts.tokenEmbedding,
     };
     const outDir = path.resolve(cfg['out'] as string);
     const hash = modelHash(modelPath);

@@ -4,7 +4,7 @@ import { disposeModel } from '../../core/model.js';
 import { PainterError } from '../../errors.js';
 import { modelHash } from '../../io/file-hash.js';
 import { train } from '../../train/engine.js';
-import { createInversion, expandPlaceholder } from '../../train/textual-inversion.js';
+import { createInversion } from '../../train/textual-inversion.js';
 import { backendFromArgs, describeBackend } from '../backend-option.js';
 import type { Args } from '../main.js';
 import { createProgress, engineConfig, engineHooks, loadBaseModel, readImages, requireModelPath, resolveRun, trainingResolution, writeRunConfig } from './train-common.js';
@@ -36,7 +36,7 @@ export async function invertCommand(args: Args): Promise<void> {
       minSnrGamma: cfg['minSnrGamma'] as number,
       noiseOffset: cfg['noiseOffset'] as number,
       seed: cfg['seed'] as number,
-      validationPrompt: expandPlaceholder(validationPrompt, [token]),
+      validationPrompt,
       format: (cfg['format'] as 'diffusers' | 'a1111' | undefined) ?? 'diffusers',
       baseModelHash: modelHash(modelPath),
     });

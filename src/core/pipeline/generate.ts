@@ -9,6 +9,7 @@ import type { StableDiffusion } from '../model.js';
 import { vaeLatentFactor } from '../models/vae.js';
 import { Rng } from '../random.js';
 import { createScheduler, type SchedulerKind } from '../schedulers/index.js';
+import { expandPrompt } from '../embeddings.js';
 import { encode } from '../tokenizer/clip-tokenizer.js';
 import { decodeLatents, denoise, encodePrompts } from './text-to-image.js';
 
@@ -62,7 +63,7 @@ export function defaultImageSize(model: StableDiffusion): number {
 /** What the tokenizer will cut from a prompt (undefined when it fits). */
 export function truncatedText(model: StableDiffusion, prompt: string): string | undefined {
   const maxLength = Math.min(model.tokenizer.modelMaxLength, model.textEncoder.config.max_position_embeddings);
-  const e = encode(model.tokenizer, prompt, { maxLength, padding: 'none', truncation: true });
+  const e = encode(model.tokenizer, expandPrompt(prompt, model.tokenizer), { maxLength, padding: 'none', truncation: true });
   return e.truncated ? e.truncatedText : undefined;
 }
 

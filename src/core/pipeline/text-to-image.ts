@@ -10,6 +10,7 @@ import { clipTextForward } from '../models/clip-text.js';
 import { unetForward } from '../models/unet.js';
 import { vaeDecode, vaeLatentFactor } from '../models/vae.js';
 import type { Scheduler } from '../schedulers/index.js';
+import { expandPrompt } from '../embeddings.js';
 import { encode } from '../tokenizer/clip-tokenizer.js';
 
 export interface PromptEncodingOptions {
@@ -21,10 +22,13 @@ export interface PromptEncodingOptions {
   extraTokens?: { offset: number; rows: tf.Tensor };
 }
 
-/** Token ids as the pipeline feeds the text encoder: padded and truncated to model_max_length. */
+/**
+ * Token ids as the pipeline feeds the text encoder: multi-vector embedding tokens expanded
+ * (maybe_convert_prompt), then padded and truncated to model_max_length.
+ */
 export function promptIds(model: StableDiffusion, prompts: string[]): tf.Tensor2D {
   const maxLength = Math.min(model.tokenizer.modelMaxLength, model.textEncoder.config.max_position_embeddings);
-  const rows = prompts.map((p) => encode(model.tokenizer, p, { maxLength, padding: 'max_length', truncation: true }).ids);
+  const rows = prompts.map((p) => encode(model.tokenizer, expandPrompt(p, model.tokenizer), { maxLength, padding: 'max_length', truncation: true }).ids);
   return tf.tensor2d(rows, [rows.length, maxLength], 'int32');
 }
 

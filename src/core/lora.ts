@@ -1,0 +1,153 @@
+/**
+ * LoRA (Hu et al. 2021): a low-rank update of a Linear or Conv weight,
+ *   W' = W + s · (α / r) · B A        (A = down [r, in], B = up [out, r], eq. 3 of the paper)
+ * with r the rank, α the file's network alpha (diffusers files: α = r, i.e. factor 1; kohya files
+ * store α per module) and s the runtime scale (diffusers' cross_attention_kwargs['scale'] /
+ * lora_scale, which applies to the UNet AND the text-encoder adapters).
+ *
+ * Adapters live in tfjs layout like every weight: down is a Linear(in → r) weight [in, r] and
+ * up a Linear(r → out) weight [r, out], so the delta in tfjs layout [in, out] is plainly
+ * down @ up. Conv adapters: down HWIO [kh, kw, in, r], up HWIO [1, 1, r, out].
+ *
+ * Merging on load ("fuse") is exact for generation; diffusers keeps unmerged adapters, which
+ * agrees to ~1e-5 (summation order). Un-fusing is applyLora with scale −s on the merged model,
+ * or simply keeping the unmerged model.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { PainterError } from '../errors.js';
+import type { StableDiffusion } from './model.js';
+import type { Params } from './params.js';
+
+export type LoraComponent = 'unet' | 'text_encoder';
+export type LoraFormat = 'diffusers' | 'peft' | 'kohya';
+
+export interface LoraAdapter {
+  component: LoraComponent;
+  /** The adapted module as diffusers/transformers name it; the weight is `${module}.weight`. */
+  module: string;
+  /** tfjs layout: [in, r] (Linear) or [kh, kw, in, r] (Conv). */
+  down: tf.Tensor;
+  /** tfjs layout: [r, out] (Linear) or [1, 1, r, out] (Conv). */
+  up: tf.Tensor;
+  /** Network alpha; the file's scale is alpha / rank (absent: 1, as diffusers' lora_alpha = r). */
+  alpha?: number;
+  /** The file key this adapter came from, for messages. */
+  key: string;
+}
+
+export interface LoraWeights {
+  file: string;
+  format: LoraFormat;
+  adapters: LoraAdapter[];
+  metadata: Record<string, string>;
+}
+
+export interface LoraOptions {
+  /** Which components to merge into (default both), as fuse_lora(components=…). */
+  components?: readonly LoraComponent[];
+}
+
+export interface LoraModel {
+  model: StableDiffusion;
+  /** Number of weights changed per component. */
+  merged: Record<LoraComponent, number>;
+  /** Frees the merged weights this call created (the input model's tensors stay). */
+  dispose(): void;
+}
+
+export function loraRank(a: Pick<LoraAdapter, 'down'>): number {
+  return a.down.shape[a.down.rank - 1]!;
+}
+
+/** The file's own factor α / r (1 without alpha). */
+export function loraScale(a: Pick<LoraAdapter, 'down' | 'alpha'>): number {
+  return a.alpha === undefined ? 1 : a.alpha / loraRank(a);
+}
+
+/**
+ * scale · down @ up in the adapted weight's tfjs layout ([in, out] or HWIO). Differentiable in
+ * down and up (LoRA training uses it inside variableGrads).
+ */
+export function loraDelta(down: tf.Tensor, up: tf.Tensor, scale: number): tf.Tensor {
+  return tf.tidy(() => {
+    const r = down.shape[down.rank - 1]!;
+    const out = up.shape[up.rank - 1]!;
+    if (down.rank === 2 && up.rank === 2 && up.shape[0] === r) return tf.mul(tf.matMul(down, up), scale);
+    if (down.rank === 4 && up.rank === 4 && up.shape[0] === 1 && up.shape[1] === 1 && up.shape[2] === r) {
+      // W[h, w, i, o] = Σ_r down[h, w, i, r] · up[r, o]: a matmul over the flattened kernel.
+      const [kh, kw, cin] = down.shape as number[];
+      const flat = tf.matMul(down.reshape([kh! * kw! * cin!, r]), up.reshape([r, out]));
+      return tf.mul(flat, scale).reshape([kh!, kw!, cin!, out]);
+    }
+    throw new Error(`loraDelta: down [${down.shape.join(', ')}] and up [${up.shape.join(', ')}] do not form a LoRA pair`);
+  });
+}
+
+/**
+ * Merges the adapters into a copy of the model's weights: W + scale · (α/r) · down @ up for every
+ * adapter of the chosen components. Adapter modules the model lacks, or shapes that differ, are
+ * errors naming the LoRA file and key.
+ */
+export function applyLora(model: StableDiffusion, lora: LoraWeights, scale = 1, opts: LoraOptions = {}): LoraModel {
+  const components = new Set<LoraComponent>(opts.components ?? ['unet', 'text_encoder']);
+  const source: Record<LoraComponent, Params> = { unet: model.unet.params, text_encoder: model.textEncoder.params };
+  // Check everything first, so a bad file changes nothing.
+  for (const a of lora.adapters) {
+    if (!components.has(a.component)) continue;
+    const key = `${a.module}.weight`;
+    const w = source[a.component].get(key);
+    if (!w) {
+      throw new PainterError(
+        `${lora.file}: LoRA key "${a.key}" targets ${a.component} weight "${key}", which this model does not have; the LoRA was made for another architecture`,
+      );
+    }
+    const r = loraRank(a);
+    const delta = a.down.rank === 4 ? [a.down.shape[0], a.down.shape[1], a.down.shape[2], a.up.shape[3]] : [a.down.shape[0], a.up.shape[1]];
+    const pair = a.down.rank === a.up.rank && a.up.shape[a.up.rank - 2] === r;
+    if (!pair || delta.join() !== w.shape.join()) {
+      throw new PainterError(
+        `${lora.file}: LoRA key "${a.key}" (down [${a.down.shape.join(', ')}], up [${a.up.shape.join(', ')}], tfjs layout) does not fit ${a.component} weight "${key}" of shape [${w.shape.join(', ')}]`,
+      );
+    }
+  }
+  const created: tf.Tensor[] = [];
+  const out: Record<LoraComponent, Params> = { unet: new Map(source.unet), text_encoder: new Map(source.text_encoder) };
+  const merged: Record<LoraComponent, number> = { unet: 0, text_encoder: 0 };
+  const touched = new Set<string>();
+  for (const a of lora.adapters) {
+    if (!components.has(a.component)) continue;
+    const key = `${a.module}.weight`;
+    const params = out[a.component];
+    const w = params.get(key)!;
+    const next = tf.tidy(() => tf.add(w, loraDelta(a.down, a.up, scale * loraScale(a))));
+    // Two adapters on one weight (allowed by the formats) add up; drop the intermediate.
+    if (created.includes(w)) {
+      w.dispose();
+      created.splice(created.indexOf(w), 1);
+    }
+    created.push(next);
+    params.set(key, next);
+    const id = `${a.component}/${key}`;
+    if (!touched.has(id)) merged[a.component]++;
+    touched.add(id);
+  }
+  return {
+    model: {
+      ...model,
+      unet: { config: model.unet.config, params: out.unet },
+      textEncoder: { config: model.textEncoder.config, params: out.text_encoder },
+    },
+    merged,
+    dispose: () => {
+      for (const t of created) t.dispose();
+      created.length = 0;
+    },
+  };
+}
+
+export function disposeLora(lora: LoraWeights): void {
+  for (const a of lora.adapters) {
+    a.down.dispose();
+    a.up.dispose();
+  }
+}

@@ -1,0 +1,297 @@
+/**
+ * LoRA files as other tools write them, read into painter's adapters (tfjs layout) and written
+ * back in either naming:
+ *
+ * - diffusers (`save_lora_weights`, v0.30.3): `unet.<module>.lora.{down,up}.weight` for the
+ *   attention projections to_q/to_k/to_v/to_out.0, `text_encoder.<module>.lora_linear_layer.
+ *   {down,up}.weight` for CLIP's q/k/v/out_proj, peft's `lora_A`/`lora_B` for every other module
+ *   (convert_state_dict_to_diffusers leaves those alone); no alphas (factor 1). Also read: peft
+ *   files (`lora_A`/`lora_B` everywhere), unprefixed UNet files and the older attention-processor
+ *   naming (`…attn1.processor.to_q_lora.down.weight`).
+ * - kohya / sd-scripts (and A1111): `lora_unet_<module with . → _>` / `lora_te_…` (`lora_te1_`
+ *   too, as diffusers accepts) with `.lora_down.weight`, `.lora_up.weight` and a scalar `.alpha`.
+ *
+ * Tensors are stored in PyTorch layout (down [r, in], up [out, r]; conv [r, in, kh, kw] and
+ * [out, r, 1, 1]) and converted once here. A `.bin`/`.pt` torch.save state dict is read with the
+ * restricted pickle reader.
+ */
+import * as fs from 'node:fs';
+import * as tf from '@tensorflow/tfjs';
+import type { LoraAdapter, LoraComponent, LoraFormat, LoraWeights } from '../core/lora.js';
+import { loraRank, loraScale } from '../core/lora.js';
+import { PainterError } from '../errors.js';
+import { tfjsToTorch, torchToTfjs } from './layout.js';
+import { loadSafetensors, writeSafetensors, type TensorToWrite } from './safetensors.js';
+import { readTorchFile, TorchTensor } from './torch-pickle.js';
+import { looksLikeZip } from './zip.js';
+
+interface RawTensor {
+  shape: number[];
+  data: Float32Array;
+}
+
+type Part = 'down' | 'up' | 'alpha';
+interface ParsedKey {
+  component: LoraComponent;
+  module: string;
+  part: Part;
+  kohya: boolean;
+  peft: boolean;
+}
+
+// Multi-word names in SD 1.x/2.x module paths: kohya's "." → "_" rewrite is undone by re-joining
+// these (longest first); every other "_" was a ".".
+const COMPOUND_NAMES = [
+  ['time', 'emb', 'proj'],
+  ['final', 'layer', 'norm'],
+  ['conv', 'norm', 'out'],
+  ['add', 'k', 'proj'],
+  ['add', 'q', 'proj'],
+  ['add', 'v', 'proj'],
+  ['down', 'blocks'],
+  ['up', 'blocks'],
+  ['mid', 'block'],
+  ['transformer', 'blocks'],
+  ['to', 'q'],
+  ['to', 'k'],
+  ['to', 'v'],
+  ['to', 'out'],
+  ['proj', 'in'],
+  ['proj', 'out'],
+  ['conv', 'shortcut'],
+  ['conv', 'in'],
+  ['conv', 'out'],
+  ['time', 'embedding'],
+  ['linear', '1'],
+  ['linear', '2'],
+  ['text', 'model'],
+  ['self', 'attn'],
+  ['q', 'proj'],
+  ['k', 'proj'],
+  ['v', 'proj'],
+  ['out', 'proj'],
+  ['layer', 'norm1'],
+  ['layer', 'norm2'],
+  ['token', 'embedding'],
+  ['position', 'embedding'],
+  ['text', 'projection'],
+  ['class', 'embedding'],
+  ['add', 'embedding'],
+];
+
+/** kohya module name (after the lora_unet_/lora_te_ prefix) → diffusers module path. */
+export function kohyaToModule(name: string): string {
+  const words = name.split('_');
+  const out: string[] = [];
+  for (let i = 0; i < words.length; ) {
+    const hit = COMPOUND_NAMES.find((c) => c.every((w, j) => words[i + j] === w));
+    out.push(hit ? hit.join('_') : words[i]!);
+    i += hit ? hit.length : 1;
+  }
+  return out.join('.');
+}
+
+export function moduleToKohya(component: LoraComponent, module: string): string {
+  return `${component === 'unet' ? 'lora_unet' : 'lora_te'}_${module.replaceAll('.', '_')}`;
+}
+
+const KOHYA_KEY = /^lora_(unet|te|te1|te2)_(.+?)\.(lora_down\.weight|lora_up\.weight|alpha)$/;
+const UNSUPPORTED = /(hada_w|hada_t|lokr_w|lokr_t|lora_mid|dora_scale|lora_magnitude_vector|\.diff$|\.diff_b$|\.bias$)/;
+// The older attention-processor naming (diffusers < 0.21): to_q_lora → to_q (UNet) / q_proj (CLIP).
+const OLD_PROCESSOR = /^(.*?)(?:\.processor)?\.(to_q|to_k|to_v|to_out)_lora\.(down|up)\.weight$/;
+
+function parseKey(file: string, key: string): ParsedKey {
+  if (UNSUPPORTED.test(key)) {
+    throw new PainterError(
+      `${file}: key "${key}" belongs to a LoRA variant painter does not read (LyCORIS LoHa/LoKr/Tucker, DoRA, full-weight diffs or biases); use a plain LoRA file`,
+    );
+  }
+  const k = KOHYA_KEY.exec(key);
+  if (k) {
+    if (k[1] === 'te2') throw new PainterError(`${file}: key "${key}" targets SDXL's second text encoder; this LoRA is for SDXL, not SD 1.x/2.x`);
+    const part: Part = k[3] === 'alpha' ? 'alpha' : k[3] === 'lora_down.weight' ? 'down' : 'up';
+    return { component: k[1] === 'unet' ? 'unet' : 'text_encoder', module: kohyaToModule(k[2]!), part, kohya: true, peft: false };
+  }
+  if (key.startsWith('lora_')) throw new PainterError(`${file}: unknown kohya-style LoRA key "${key}"`);
+  let rest = key.replace(/^base_model\.model\./, '');
+  let component: LoraComponent;
+  if (rest.startsWith('unet.')) [component, rest] = ['unet', rest.slice(5)];
+  else if (rest.startsWith('text_encoder.')) [component, rest] = ['text_encoder', rest.slice(13)];
+  else if (/^(text_encoder_2|transformer|prior)\./.test(rest)) {
+    throw new PainterError(`${file}: key "${key}" is for another pipeline (SDXL / transformer models), not SD 1.x/2.x`);
+  } else component = rest.startsWith('text_model.') ? 'text_encoder' : 'unet';
+  const old = OLD_PROCESSOR.exec(rest);
+  if (old) {
+    const [, parent, proj, part] = old;
+    const name = component === 'unet' ? (proj === 'to_out' ? 'to_out.0' : proj!) : `${proj === 'to_out' ? 'out' : proj!.slice(3)}_proj`;
+    return { component, module: `${parent}.${name}`, part: part as Part, kohya: false, peft: false };
+  }
+  const m = /^(.+?)\.(lora\.down\.weight|lora\.up\.weight|lora_linear_layer\.down\.weight|lora_linear_layer\.up\.weight|lora_A\.weight|lora_B\.weight|alpha)$/.exec(rest);
+  if (!m) {
+    throw new PainterError(`${file}: unknown LoRA key "${key}"; painter reads diffusers/peft (…lora.down.weight, …lora_A.weight) and kohya (lora_unet_….lora_down.weight) files`);
+  }
+  const suffix = m[2]!;
+  const part: Part = suffix === 'alpha' ? 'alpha' : /down|lora_A/.test(suffix) ? 'down' : 'up';
+  return { component, module: m[1]!, part, kohya: false, peft: suffix.startsWith('lora_A') || suffix.startsWith('lora_B') };
+}
+
+/** Every tensor of a safetensors or torch.save state dict, as float32. */
+function readStateDict(file: string): { tensors: Map<string, RawTensor>; metadata: Record<string, string> } {
+  let head = new Uint8Array(0);
+  try {
+    const fd = fs.openSync(file, 'r');
+    head = new Uint8Array(4);
+    fs.readSync(fd, head, 0, 4, 0);
+    fs.closeSync(fd);
+  } catch (e) {
+    throw new PainterError(`${file}: cannot read LoRA file (${(e as NodeJS.ErrnoException).code ?? String(e)}); check the path`);
+  }
+  const tensors = new Map<string, RawTensor>();
+  if (looksLikeZip(head)) {
+    const value = readTorchFile(file);
+    if (!(value instanceof Map)) throw new PainterError(`${file}: torch file does not hold a state dict`);
+    for (const [k, v] of value) {
+      if (typeof k !== 'string') throw new PainterError(`${file}: state dict has a non-string key`);
+      if (v instanceof TorchTensor) tensors.set(k, { shape: v.shape, data: v.data });
+      else if (typeof v === 'number') tensors.set(k, { shape: [], data: Float32Array.of(v) });
+      else throw new PainterError(`${file}: state dict entry "${k}" is not a tensor`);
+    }
+    return { tensors, metadata: {} };
+  }
+  const st = loadSafetensors(file);
+  for (const [k, t] of st.tensors) {
+    const data = t.dtype === 'I64' ? Float32Array.from(t.data, (v) => Number(v)) : Float32Array.from(t.data);
+    tensors.set(k, { shape: t.shape, data });
+  }
+  return { tensors, metadata: st.metadata };
+}
+
+/** PyTorch layout → tfjs layout (Linear [a, b] → [b, a], Conv OIHW → HWIO). */
+function toTfjs(t: RawTensor): tf.Tensor {
+  const converted = torchToTfjs('lora.weight', t);
+  return tf.tensor(converted.data, converted.shape, 'float32');
+}
+
+/**
+ * Reads a LoRA file (diffusers, peft or kohya naming; safetensors or torch.save). Unknown keys,
+ * unpaired down/up matrices and unsupported variants are errors naming the file and key.
+ */
+export function readLoraFile(file: string): LoraWeights {
+  const { tensors, metadata } = readStateDict(file);
+  if (tensors.size === 0) throw new PainterError(`${file}: holds no tensors; not a LoRA file`);
+  interface Group {
+    component: LoraComponent;
+    module: string;
+    down?: [string, RawTensor];
+    up?: [string, RawTensor];
+    alpha?: [string, RawTensor];
+  }
+  const groups = new Map<string, Group>();
+  let kohya = 0;
+  let peft = 0;
+  for (const [key, t] of tensors) {
+    const p = parseKey(file, key);
+    if (p.kohya) kohya++;
+    if (p.peft) peft++;
+    const id = `${p.component}/${p.module}`;
+    const g = groups.get(id) ?? { component: p.component, module: p.module };
+    if (g[p.part]) throw new PainterError(`${file}: keys "${g[p.part]![0]}" and "${key}" both give the ${p.part} of ${p.component} module "${p.module}"`);
+    g[p.part] = [key, t];
+    groups.set(id, g);
+  }
+  if (kohya > 0 && kohya < tensors.size) throw new PainterError(`${file}: mixes kohya (lora_unet_…) and diffusers key names; painter reads one naming per file`);
+  const adapters: LoraAdapter[] = [];
+  try {
+    for (const g of groups.values()) {
+      const any = (g.down ?? g.up ?? g.alpha)![0];
+      if (!g.down || !g.up) throw new PainterError(`${file}: "${any}" has no matching ${g.down ? 'up' : 'down'} matrix; the LoRA file is incomplete`);
+      const [downKey, down] = g.down;
+      const [, up] = g.up;
+      const rank = down.shape[0]!;
+      const linear = down.shape.length === 2 && up.shape.length === 2;
+      const conv = down.shape.length === 4 && up.shape.length === 4 && up.shape[2] === 1 && up.shape[3] === 1;
+      if (!(linear || conv) || up.shape[1] !== rank) {
+        throw new PainterError(
+          `${file}: "${downKey}" [${down.shape.join(', ')}] and its up matrix [${up.shape.join(', ')}] are not a LoRA pair (down [r, in] or [r, in, kh, kw], up [out, r] or [out, r, 1, 1])`,
+        );
+      }
+      const adapter: LoraAdapter = { component: g.component, module: g.module, key: downKey, down: toTfjs(down), up: toTfjs(up) };
+      adapters.push(adapter);
+      if (g.alpha) {
+        if (g.alpha[1].data.length !== 1) throw new PainterError(`${file}: "${g.alpha[0]}" must be a scalar`);
+        adapter.alpha = g.alpha[1].data[0]!;
+      }
+    }
+  } catch (e) {
+    for (const a of adapters) tf.dispose([a.down, a.up]);
+    throw e;
+  }
+  const format: LoraFormat = kohya > 0 ? 'kohya' : peft > 0 ? 'peft' : 'diffusers';
+  return { file, format, adapters, metadata };
+}
+
+export interface WriteLoraOptions {
+  format: 'diffusers' | 'kohya';
+  /** kohya only: the alpha to store (default: each adapter's own, else its rank); up is rescaled to keep the effect. */
+  alpha?: number;
+  /** Extra `__metadata__` entries. */
+  metadata?: Record<string, string>;
+}
+
+/** diffusers 0.30.3's key suffixes (PEFT_TO_DIFFUSERS): attention projections get legacy names. */
+function diffusersSuffixes(module: string): [string, string] {
+  if (/(^|\.)(q_proj|k_proj|v_proj|out_proj)$/.test(module)) return ['lora_linear_layer.down.weight', 'lora_linear_layer.up.weight'];
+  if (/(^|\.)(to_q|to_k|to_v|to_out\.0)$/.test(module)) return ['lora.down.weight', 'lora.up.weight'];
+  return ['lora_A.weight', 'lora_B.weight'];
+}
+
+function torchLayout(t: tf.Tensor, factor = 1): TensorToWrite {
+  const data = t.dataSync() as Float32Array;
+  const scaled = factor === 1 ? data : data.map((v) => v * factor);
+  const converted = tfjsToTorch('lora.weight', { shape: t.shape, data: scaled });
+  return { dtype: 'F32', shape: converted.shape, data: converted.data };
+}
+
+/** Python's str(float): kohya's metadata writes alpha as "2.0". */
+function pyFloat(x: number): string {
+  return Number.isInteger(x) ? `${x}.0` : String(x);
+}
+
+/**
+ * Writes adapters as a LoRA `.safetensors` in diffusers or kohya naming (atomic). The stored
+ * weights always have the same effect as the adapters: diffusers files have no alpha, so α/r
+ * is folded into up; kohya files store alpha per module.
+ */
+export async function writeLoraFile(file: string, adapters: readonly LoraAdapter[], opts: WriteLoraOptions): Promise<void> {
+  if (adapters.length === 0) throw new PainterError(`${file}: no LoRA adapters to write`);
+  const out = new Map<string, TensorToWrite>();
+  const ranks = new Set<number>();
+  const alphas = new Set<number>();
+  for (const a of adapters) {
+    const rank = loraRank(a);
+    ranks.add(rank);
+    if (opts.format === 'diffusers') {
+      const [down, up] = diffusersSuffixes(a.module);
+      const base = `${a.component}.${a.module}`;
+      out.set(`${base}.${down}`, torchLayout(a.down));
+      out.set(`${base}.${up}`, torchLayout(a.up, loraScale(a)));
+    } else {
+      const alpha = opts.alpha ?? a.alpha ?? rank;
+      if (!(alpha > 0)) throw new Error(`writeLoraFile: alpha must be positive (got ${alpha})`);
+      alphas.add(alpha);
+      const name = moduleToKohya(a.component, a.module);
+      out.set(`${name}.lora_down.weight`, torchLayout(a.down));
+      out.set(`${name}.lora_up.weight`, torchLayout(a.up, loraScale(a) / (alpha / rank)));
+      out.set(`${name}.alpha`, { dtype: 'F32', shape: [], data: Float32Array.of(alpha) });
+    }
+  }
+  const metadata: Record<string, string> =
+    opts.format === 'diffusers'
+      ? { format: 'pt' }
+      : {
+          ss_network_module: 'networks.lora',
+          ...(ranks.size === 1 ? { ss_network_dim: String([...ranks][0]) } : {}),
+          ...(alphas.size === 1 ? { ss_network_alpha: pyFloat([...alphas][0]!) } : {}),
+        };
+  await writeSafetensors(file, out, { ...metadata, ...opts.metadata });
+}
