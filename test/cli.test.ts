@@ -73,12 +73,6 @@ describe('painter CLI', () => {
     }
     expect(painter(['dreambooth', '--help']).stdout).toContain('--prior-weight');
   });
-
-  it('commands whose issue has not landed say so and fail (no fake success)', () => {
-    const r = painter(['dreambooth', 'some-folder', '--class', 'dog']);
-    expect(r.code).toBe(1);
-    expect(r.stderr).toContain('not implemented yet');
-  });
 });
 
 describe('library API', () => {

@@ -70,8 +70,12 @@ function buildParser(argv: string[]): Argv {
     .command(
       'dreambooth <dir>',
       'DreamBooth: fine-tune the model on a subject, with prior preservation (full or LoRA)',
-      (c) => declare(c.positional('dir', { type: 'string', describe: 'Folder of subject images (jpg, png, webp)' }), optionsFor('dreambooth')),
-      async () => (await import('./commands/train-stub.js')).notYet('dreambooth', 6),
+      (c) =>
+        declare(c.positional('dir', { type: 'string', describe: 'Folder of subject images (jpg, png, webp)' }), optionsFor('dreambooth')).option('json', {
+          type: 'boolean',
+          describe: 'Print the result as JSON on stdout',
+        }),
+      async (a) => (await import('./commands/dreambooth.js')).dreamboothCommand(a as unknown as Args),
     )
     .command(
       'generate <prompt>',

@@ -100,7 +100,10 @@ export const DREAMBOOTH_OPTIONS: OptionSpec[] = [
   { name: 'alpha', type: 'number', above: 0, describe: 'LoRA alpha (scale = alpha / rank; default: rank)', presettable: true },
   { name: 'train-text-encoder', type: 'boolean', default: false, describe: 'Also train the text encoder (full or LoRA, following --mode)', presettable: true },
   { name: 'format', type: 'string', choices: ['diffusers', 'kohya'], default: 'diffusers', describe: 'Key naming of the LoRA output file', presettable: true },
-  ...TRAINING,
+  // DreamBooth's learning rate depends on --mode, so it has no single static default.
+  ...TRAINING.map((s) =>
+    s.name === 'lr' ? { ...s, default: undefined, describe: "Learning rate (AdamW; default 1e-4 with --mode lora, 5e-6 with --mode full, as diffusers' DreamBooth examples)" } : s,
+  ),
 ];
 
 export const GENERATE_OPTIONS: OptionSpec[] = [

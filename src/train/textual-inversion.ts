@@ -12,6 +12,7 @@ import { promptIds } from '../core/pipeline/text-to-image.js';
 import { Rng } from '../core/random.js';
 import { noiseSchedule, type NoiseSchedule, type PredictionType } from '../core/schedulers/index.js';
 import { addTokens, tokenId, tokenize, vocabSize } from '../core/tokenizer/clip-tokenizer.js';
+import { addOffsetNoise } from '../core/training/noise.js';
 import { diffusionLoss } from '../core/training/loss.js';
 import { PainterError } from '../errors.js';
 import { writeEmbeddingFile } from '../io/embeddings.js';
@@ -171,15 +172,7 @@ export function createInversion(model: StableDiffusion, images: SourceImage[], s
       const timesteps = picks.map(() => rng.int(T));
       const posterior = rng.normals(s.batch * perLatent);
       const noise = rng.normals(s.batch * perLatent);
-      if (s.noiseOffset > 0) {
-        // Offset noise: one extra N(0, σ²) value per image and channel, spread over the image.
-        for (let b = 0; b < s.batch; b++) {
-          for (let c = 0; c < lc; c++) {
-            const o = s.noiseOffset * rng.normal();
-            for (let i = 0; i < lh * lw; i++) noise[b * perLatent + i * lc + c]! += o;
-          }
-        }
-      }
+      addOffsetNoise(noise, s.batch, lh * lw, lc, s.noiseOffset, rng);
       return () => {
         const mean = tf.concat(picks.map((v) => v.mean), 0) as tf.Tensor4D;
         const std = tf.concat(picks.map((v) => v.std), 0) as tf.Tensor4D;

@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { formatInfotext } from '../../core/infotext.js';
 import { disposeModel, type StableDiffusion } from '../../core/model.js';
 import { defaultImageSize, generate, latentSize, truncatedText, type GenerateRequest } from '../../core/pipeline/generate.js';
-import type { SchedulerKind } from '../../core/schedulers/index.js';
+import { A1111_SAMPLER_NAMES, type SchedulerKind } from '../../core/schedulers/index.js';
 import { tokenId } from '../../core/tokenizer/clip-tokenizer.js';
 import { InterruptedError, PainterError } from '../../errors.js';
 import { modelHash } from '../../io/file-hash.js';
@@ -17,13 +17,6 @@ import { passedOptions, type Args } from '../main.js';
 import { createProgress, type Progress } from '../progress.js';
 import { applyConcepts, type LoadedConcepts } from './concepts.js';
 
-export const SAMPLER_NAMES: Record<SchedulerKind, string> = {
-  ddim: 'DDIM',
-  pndm: 'PLMS',
-  'euler-a': 'Euler a',
-  'dpm++2m': 'DPM++ 2M',
-  ddpm: 'DDPM',
-};
 
 /** Reads --latents: one tensor [B, C, h, w] (NCHW, as diffusers passes latents=). */
 function readLatents(file: string, expected: [number, number, number]): { data: Float32Array; count: number } {
@@ -132,7 +125,7 @@ export async function generateCommand(args: Args): Promise<void> {
             prompt,
             negativePrompt: String(cfg['negative'] ?? ''),
             steps: request.steps,
-            sampler: SAMPLER_NAMES[request.scheduler],
+            sampler: A1111_SAMPLER_NAMES[request.scheduler],
             cfgScale: request.guidance,
             seed: img.seed,
             width,

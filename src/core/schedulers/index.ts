@@ -16,6 +16,9 @@ export { PndmScheduler } from './pndm.js';
 export { EulerAncestralScheduler } from './euler-ancestral.js';
 export { DpmSolverMultistepScheduler } from './dpm-solver-multistep.js';
 
+/** The names AUTOMATIC1111 shows for these samplers (its infotext "Sampler:"). */
+export const A1111_SAMPLER_NAMES: Record<SchedulerKind, string> = { ddim: 'DDIM', pndm: 'PLMS', 'euler-a': 'Euler a', 'dpm++2m': 'DPM++ 2M', ddpm: 'DDPM' };
+
 export const SCHEDULER_KINDS: readonly SchedulerKind[] = ['ddim', 'pndm', 'euler-a', 'dpm++2m', 'ddpm'];
 
 export interface SchedulerOptions {
