@@ -1,5 +1,11 @@
 /**
- * Kernel fixes so that training works on every backend (see shared TFJS-NOTES):
+ * Kernel fixes so that training works on every backend (see shared TFJS-NOTES), and the
+ * registration of painter's speed kernels for the wasm and cpu backends (never tensorflow):
+ * wasm BatchMatMul (wasm-matmul.ts), Sum (wasm-reduce.ts) and Identity (below) replacements,
+ * fused GroupNorm/LayerNorm (fused-norm.ts), AdamW (fused-adamw.ts) and the conv filter flip
+ * (conv-kernels.ts). setFastKernels(false) switches the speed kernels off.
+ *
+ * The fixes:
  * - wasm has no UnsortedSegmentSum, which the gradient of `tf.gather` (embedding lookup) needs:
  *   registered here as a plain JS kernel over the wasm heap.
  * - wasm has no Conv2DBackpropFilter and its Conv2DBackpropInput is a slow scalar loop; the
@@ -10,10 +16,31 @@
  * which upsamples by broadcast + reshape (core/ops.ts), never by resizeNearestNeighbor.
  */
 import * as tf from '@tensorflow/tfjs';
+import { FLIP_FILTER, registerConvKernels } from './conv-kernels.js';
+import { registerFusedAdamW } from './fused-adamw.js';
+import { registerFusedNorms } from './fused-norm.js';
+import { hasKernel, runKernel, setJsKernelsEnabled } from './js-kernel.js';
+import { makeWasmBatchMatMul } from './wasm-matmul.js';
+import { makeWasmSum } from './wasm-reduce.js';
 
 interface WasmBackendLike {
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
   typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
+  incRef(dataId: object): void;
+}
+
+/**
+ * Identity that shares the input's memory (as Reshape does, and the cpu backend's Identity)
+ * instead of copying it. Tensors are immutable, so sharing is safe; the engine clones every
+ * tensor it saves for backprop, so the copy cost a full pass over each saved activation.
+ */
+function makeWasmIdentity(original: tf.KernelConfig): tf.KernelFunc {
+  return (args) => {
+    const x = args.inputs['x']!;
+    if (x.dtype === 'string') return original.kernelFunc(args);
+    (args.backend as unknown as WasmBackendLike).incRef(x.dataId);
+    return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+  };
 }
 
 function unsortedSegmentSumWasm(args: {
@@ -82,11 +109,33 @@ export function conv2dFilterGrad(
 ): tf.Tensor4D {
   const [kh, kw, ci, co] = filterShape;
   const { top, bottom, left, right } = info.padInfo;
-  const xp = padOrCrop(x, top, bottom, left, right);
-  const xt = xp.transpose([3, 1, 2, 0]) as tf.Tensor4D; // [Ci, Hp, Wp, N]
   const dyt = dy.transpose([1, 2, 0, 3]) as tf.Tensor4D; // [OH, OW, N, Co] used as a filter
-  const r = tf.conv2d(xt, dyt, 1, 'valid', 'NHWC', [info.strideHeight, info.strideWidth]); // [Ci, ≥KH, ≥KW, Co]
+  const dilations: [number, number] = [info.strideHeight, info.strideWidth];
+  let r: tf.Tensor4D; // [Ci, ≥KH, ≥KW, Co]
+  if (Math.min(top, bottom, left, right) >= 0) {
+    // The convolution pads (no padded copy of x).
+    const xt = x.transpose([3, 1, 2, 0]) as tf.Tensor4D; // [Ci, H, W, N]
+    r = tf.conv2d(xt, dyt, 1, [[0, 0], [top, bottom], [left, right], [0, 0]], 'NHWC', dilations);
+  } else {
+    const xt = padOrCrop(x, top, bottom, left, right).transpose([3, 1, 2, 0]) as tf.Tensor4D; // [Ci, Hp, Wp, N]
+    r = tf.conv2d(xt, dyt, 1, 'valid', 'NHWC', dilations);
+  }
   return r.slice([0, 0, 0, 0], [ci, kh, kw, co]).transpose([1, 2, 0, 3]) as tf.Tensor4D;
+}
+
+/**
+ * The filter rotated by 180° with in/out channels swapped, [KH, KW, Co, Ci]. Reversing both
+ * spatial axes reverses the flattened KH·KW tap index, so it is a row gather (the wasm Reverse
+ * kernel is ~50× slower on these shapes).
+ */
+function flippedFilter(filter: tf.Tensor4D): tf.Tensor4D {
+  if (hasKernel(FLIP_FILTER)) return runKernel(FLIP_FILTER, { filter })[0] as tf.Tensor4D;
+  const [kh, kw, ci, co] = filter.shape;
+  const taps = kh * kw;
+  const reversed = tf.tensor1d(Array.from({ length: taps }, (_, i) => taps - 1 - i), 'int32');
+  const rows = tf.gather(filter.reshape([taps, ci, co]), reversed);
+  reversed.dispose();
+  return rows.transpose([0, 2, 1]).reshape([kh, kw, co, ci]);
 }
 
 /** dL/dx of an NHWC conv, as a Conv2D of the dilated, padded dy with the flipped filter. */
@@ -104,18 +153,59 @@ export function conv2dInputGrad(
   const padLeft = kw - 1 - left;
   const padBottom = h - d.shape[1] - padTop + kh - 1;
   const padRight = w - d.shape[2] - padLeft + kw - 1;
-  const dp = padOrCrop(d, padTop, padBottom, padLeft, padRight);
-  const flipped = tf.reverse(filter, [0, 1]).transpose([0, 1, 3, 2]) as tf.Tensor4D; // [KH, KW, Co, Ci]
-  return tf.conv2d(dp, flipped, 1, 'valid');
+  const flipped = flippedFilter(filter);
+  if (Math.min(padTop, padBottom, padLeft, padRight) >= 0) {
+    return tf.conv2d(d, flipped, 1, [[0, 0], [padTop, padBottom], [padLeft, padRight], [0, 0]]);
+  }
+  return tf.conv2d(padOrCrop(d, padTop, padBottom, padLeft, padRight), flipped, 1, 'valid');
 }
 
 let gradientsRegistered = false;
+let wasmKernelsReplaced = false;
+let fastKernelsOn = true;
+/** tfjs's wasm kernels painter replaced, and the replacements. */
+const replacedWasmKernels: { original: tf.KernelConfig; fast: tf.KernelConfig }[] = [];
+
+/** Swaps a wasm kernel for a faster one; the original's setup still runs when a backend initialises. */
+function replaceWasmKernel(name: string, make: (original: tf.KernelConfig) => tf.KernelFunc): void {
+  const original = tf.getKernel(name, 'wasm');
+  if (!original) return;
+  const fast = { ...original, kernelFunc: make(original) };
+  replacedWasmKernels.push({ original, fast });
+  if (!fastKernelsOn) return;
+  tf.unregisterKernel(name, 'wasm');
+  tf.registerKernel(fast);
+}
+
+/**
+ * Switches painter's speed kernels (the wasm BatchMatMul, Identity and Sum replacements and the
+ * fused wasm/cpu kernels) on or off; off, tfjs's own kernels and plain tf ops run instead. The
+ * correctness fixes (UnsortedSegmentSum, the Conv2D gradient) stay. For benchmarks that compare
+ * both, and for ruling a fast kernel out when results look wrong.
+ */
+export function setFastKernels(on: boolean): void {
+  fastKernelsOn = on;
+  for (const { original, fast } of replacedWasmKernels) {
+    tf.unregisterKernel(original.kernelName, 'wasm');
+    tf.registerKernel(on ? fast : original);
+  }
+  setJsKernelsEnabled(on);
+}
 
 /** Registers painter's kernels and gradients; idempotent, called after each backend loads. */
 export function registerPainterKernels(): void {
   if (tf.findBackendFactory('wasm') && !tf.getKernel('UnsortedSegmentSum', 'wasm')) {
     tf.registerKernel({ kernelName: 'UnsortedSegmentSum', backendName: 'wasm', kernelFunc: unsortedSegmentSumWasm as tf.KernelFunc });
   }
+  if (tf.findBackendFactory('wasm') && !wasmKernelsReplaced) {
+    wasmKernelsReplaced = true;
+    replaceWasmKernel('BatchMatMul', makeWasmBatchMatMul);
+    replaceWasmKernel('Identity', makeWasmIdentity);
+    replaceWasmKernel('Sum', makeWasmSum);
+  }
+  registerFusedNorms();
+  registerFusedAdamW();
+  registerConvKernels();
   if (gradientsRegistered) return;
   gradientsRegistered = true;
   const original = tf.getGradient('Conv2D');

@@ -84,6 +84,20 @@ function buildParser(argv: string[]): Argv {
       async (a) => (await import('./commands/generate.js')).generateCommand(a as unknown as Args),
     )
     .command(
+      'bench',
+      'Measure training and generation speed on this machine (median of repeated runs after warm-up)',
+      (c) =>
+        c
+          .option('model', { type: 'string', describe: 'Model to measure [default: the bundled fixtures/tiny-sd-a]', requiresArg: true })
+          .option('json', { type: 'boolean', describe: 'Print the report as JSON on stdout' })
+          .option('runs', { type: 'number', describe: 'Timed runs per item [default: 10]', requiresArg: true })
+          .option('warmup', { type: 'number', describe: 'Untimed warm-up runs per item [default: 2]', requiresArg: true })
+          .option('only', { type: 'string', array: true, describe: 'Items to run: unet-train-step, ti-step, unet-forward, generate, vae-encode, vae-decode, matmul' })
+          .option('profile', { type: 'boolean', describe: 'Also print per-kernel time of one training step' })
+          .option('compare', { type: 'boolean', describe: "Run the suite with painter's fast CPU kernels off, then on" }),
+      async (a) => (await import('./commands/bench.js')).benchCommand(a as unknown as Args),
+    )
+    .command(
       'info [file]',
       'Versions, compute backend, what a model folder holds, or the parameters stored in a PNG',
       (c) =>
@@ -93,7 +107,7 @@ function buildParser(argv: string[]): Argv {
           .option('json', { type: 'boolean', describe: 'Print the report as JSON on stdout' }),
       async (a) => (await import('./commands/info.js')).infoCommand(a as unknown as Args),
     )
-    .demandCommand(1, 'Name a command: invert, dreambooth, generate or info.')
+    .demandCommand(1, 'Name a command: invert, dreambooth, generate, bench or info.')
     .strict()
     .recommendCommands()
     .version(packageVersion())

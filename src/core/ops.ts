@@ -1,9 +1,37 @@
 /**
  * Neural-network building blocks shared by the text encoder, UNet and VAE, written as plain
  * functions over NHWC tensors and weights in tfjs layout (conv HWIO, linear [in, out]).
- * Every op here runs and differentiates on every backend (see backend/kernels.ts).
+ * Every op here runs and differentiates on every backend (see backend/kernels.ts). On wasm and
+ * cpu, groupNorm, groupNormSilu and layerNorm run as fused kernels (backend/fused-norm.ts);
+ * elsewhere, and for operands those kernels do not take, as the tf ops written out below.
  */
 import * as tf from '@tensorflow/tfjs';
+import { GROUP_NORM, LAYER_NORM } from '../backend/fused-norm.js';
+import { hasKernel, runKernel } from '../backend/js-kernel.js';
+
+/**
+ * Whether painter's fused kernel `name` can take these operands: registered on the active
+ * backend (wasm, cpu; never tensorflow), float32, per-channel affine weights of `channels`.
+ */
+function fusable(name: string, x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, channels: number): boolean {
+  return (
+    x.dtype === 'float32' &&
+    gamma.dtype === 'float32' &&
+    beta.dtype === 'float32' &&
+    gamma.rank === 1 &&
+    beta.rank === 1 &&
+    gamma.size === channels &&
+    beta.size === channels &&
+    hasKernel(name)
+  );
+}
+
+/** Runs a fused norm kernel and drops its statistics output (the tape keeps its own reference). */
+function fusedNorm(name: string, x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, attrs: Record<string, unknown>): tf.Tensor {
+  const [y, stats] = runKernel(name, { x, gamma, beta }, attrs);
+  stats!.dispose();
+  return y!;
+}
 
 /** y = x·W + b over the last axis; W is [in, out]. Reshaped to 2-D, the fast matmul path. */
 export function linear(x: tf.Tensor, w: tf.Tensor, b?: tf.Tensor): tf.Tensor {
@@ -36,14 +64,25 @@ export function conv2d(x: tf.Tensor4D, w: tf.Tensor, b: tf.Tensor | undefined, s
 export function groupNorm(x: tf.Tensor4D, groups: number, gamma: tf.Tensor, beta: tf.Tensor, eps: number): tf.Tensor4D {
   const [n, h, w, c] = x.shape;
   if (c % groups !== 0) throw new Error(`groupNorm: ${c} channels do not divide into ${groups} groups`);
+  if (fusable(GROUP_NORM, x, gamma, beta, c)) return fusedNorm(GROUP_NORM, x, gamma, beta, { groups, eps, silu: false }) as tf.Tensor4D;
   const g = x.reshape([n, h * w, groups, c / groups]);
   const { mean, variance } = tf.moments(g, [1, 3], true);
   const normed = tf.mul(tf.sub(g, mean), tf.rsqrt(tf.add(variance, eps))).reshape([n, h, w, c]);
   return tf.add(tf.mul(normed, gamma), beta);
 }
 
+/** silu(groupNorm(x)): one fused kernel where the backend has it. */
+export function groupNormSilu(x: tf.Tensor4D, groups: number, gamma: tf.Tensor, beta: tf.Tensor, eps: number): tf.Tensor4D {
+  const c = x.shape[3];
+  if (c % groups === 0 && fusable(GROUP_NORM, x, gamma, beta, c)) {
+    return fusedNorm(GROUP_NORM, x, gamma, beta, { groups, eps, silu: true }) as tf.Tensor4D;
+  }
+  return silu(groupNorm(x, groups, gamma, beta, eps)) as tf.Tensor4D;
+}
+
 /** LayerNorm over the last axis. */
 export function layerNorm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number): tf.Tensor {
+  if (fusable(LAYER_NORM, x, gamma, beta, x.shape[x.rank - 1]!)) return fusedNorm(LAYER_NORM, x, gamma, beta, { eps });
   const { mean, variance } = tf.moments(x, -1, true);
   return tf.add(tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, eps))), gamma), beta);
 }
@@ -91,11 +130,13 @@ export function mergeHeads(x: tf.Tensor4D): tf.Tensor3D {
  * scores (e.g. a causal mask of -Inf above the diagonal), broadcastable to [B, H, Lq, Lk].
  */
 export function attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, heads: number, mask?: tf.Tensor): tf.Tensor3D {
-  const qh = splitHeads(q, heads);
+  // 1/√d scales q ([B, L, C]) rather than the scores ([B, H, L, S]): the same product without a
+  // second scores-sized tensor (at 64×64 latents that is 2·8·4096² floats, 1 GiB, per attention).
+  const d = q.shape[q.rank - 1]! / heads;
+  const qh = splitHeads(tf.mul(q, 1 / Math.sqrt(d)), heads);
   const kh = splitHeads(k, heads);
   const vh = splitHeads(v, heads);
-  const d = qh.shape[3];
-  let scores = tf.mul(tf.matMul(qh, kh, false, true), 1 / Math.sqrt(d));
+  let scores: tf.Tensor = tf.matMul(qh, kh, false, true);
   if (mask) scores = tf.add(scores, mask);
   const probs = tf.softmax(scores, -1);
   return mergeHeads(tf.matMul(probs, vh) as tf.Tensor4D);

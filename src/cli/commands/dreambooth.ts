@@ -11,6 +11,8 @@ import { backendFromArgs, describeBackend } from '../backend-option.js';
 import type { ConfigValues } from '../config.js';
 import type { Args } from '../main.js';
 import { createProgress, engineConfig, engineHooks, loadBaseModel, readImages, requireModelPath, resolveRun, trainingResolution, writeRunConfig } from './train-common.js';
+import { checkMemoryBudget } from '../memory-check.js';
+import { scanImageFolder } from '../../io/dataset.js';
 
 /** Learning rates of diffusers' DreamBooth examples, used when neither a flag nor a preset sets one. */
 const DEFAULT_LR: Record<DreamBoothMode, number> = { lora: 1e-4, full: 5e-6 };
@@ -35,6 +37,7 @@ export async function dreamboothCommand(args: Args): Promise<void> {
   const progress = createProgress(json);
   const backend = await backendFromArgs(args);
   const modelPath = requireModelPath(cfg);
+  checkMemoryBudget('dreambooth', modelPath, cfg, backend, { images: scanImageFolder(dir).images.length });
   const model = loadBaseModel(cfg);
   try {
     const resolution = trainingResolution(model, cfg);

@@ -16,6 +16,7 @@ import { breathe, watchInterrupt } from '../interrupt.js';
 import { passedOptions, type Args } from '../main.js';
 import { createProgress, type Progress } from '../progress.js';
 import { applyConcepts, type LoadedConcepts } from './concepts.js';
+import { checkMemoryBudget } from '../memory-check.js';
 
 
 /** Reads --latents: one tensor [B, C, h, w] (NCHW, as diffusers passes latents=). */
@@ -60,6 +61,7 @@ export async function generateCommand(args: Args): Promise<void> {
   const progress: Progress = createProgress(json);
   const backend = await backendFromArgs(args);
   const modelPath = requireModel(cfg['model']);
+  checkMemoryBudget('generate', modelPath, cfg, backend);
   const t0 = Date.now();
   const base = loadModel(modelPath, { config: cfg['config'] as string | undefined, arch: cfg['arch'] as 'auto' | 'sd1' | 'sd2' });
   let concepts: LoadedConcepts | undefined;

@@ -7,6 +7,7 @@ import { parseInfotext } from '../../core/infotext.js';
 import { PainterError } from '../../errors.js';
 import { describeModel, type ModelInfo } from '../../io/model-info.js';
 import { readPngText } from '../../io/png-text.js';
+import { formatMemoryReport, memoryReport } from '../memory-check.js';
 import { backendFromArgs, describeBackend } from '../backend-option.js';
 import type { Args } from '../main.js';
 import { packageVersion } from '../version.js';
@@ -70,6 +71,7 @@ export async function infoCommand(args: Args): Promise<void> {
   const backend = await backendFromArgs(args);
   const target = (args['model'] as string | undefined) ?? file;
   const model = target ? describeModel(path.resolve(target)) : undefined;
+  const memory = target && model ? memoryReport(path.resolve(target), backend) : undefined;
   const report = {
     painter: packageVersion(),
     node: process.version,
@@ -77,6 +79,7 @@ export async function infoCommand(args: Args): Promise<void> {
     backend: { name: backend.name, package: backend.package, gpu: backend.gpu, reason: backend.reason, failed: backend.failed },
     threads: await threads(backend.name),
     model,
+    memory,
   };
   if (args['json']) {
     process.stdout.write(JSON.stringify(report, null, 2) + '\n');
@@ -90,5 +93,6 @@ export async function infoCommand(args: Args): Promise<void> {
     `threads   ${report.threads}`,
   ];
   if (model) lines.push(...modelLines(model));
+  if (memory) lines.push(...formatMemoryReport(memory));
   process.stdout.write(lines.join('\n') + '\n');
 }

@@ -8,6 +8,8 @@ import { createInversion } from '../../train/textual-inversion.js';
 import { backendFromArgs, describeBackend } from '../backend-option.js';
 import type { Args } from '../main.js';
 import { createProgress, engineConfig, engineHooks, loadBaseModel, readImages, requireModelPath, resolveRun, trainingResolution, writeRunConfig } from './train-common.js';
+import { checkMemoryBudget } from '../memory-check.js';
+import { scanImageFolder } from '../../io/dataset.js';
 
 export async function invertCommand(args: Args): Promise<void> {
   const json = Boolean(args['json']);
@@ -19,6 +21,7 @@ export async function invertCommand(args: Args): Promise<void> {
   const progress = createProgress(json);
   const backend = await backendFromArgs(args);
   const modelPath = requireModelPath(cfg);
+  checkMemoryBudget('invert', modelPath, cfg, backend, { images: scanImageFolder(dir).images.length });
   const model = loadBaseModel(cfg);
   try {
     const resolution = trainingResolution(model, cfg);

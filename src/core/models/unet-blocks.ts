@@ -7,7 +7,7 @@
  * backprop needs).
  */
 import * as tf from '@tensorflow/tfjs';
-import { attention, conv2d, gelu, groupNorm, layerNorm, linear, silu, upsampleNearest2x } from '../ops.js';
+import { attention, conv2d, gelu, groupNorm, groupNormSilu, layerNorm, linear, upsampleNearest2x } from '../ops.js';
 import { param, type ParamShapes, type Params } from '../params.js';
 
 /** diffusers' Transformer2DModel GroupNorm uses a fixed eps, not the UNet's norm_eps. */
@@ -123,11 +123,11 @@ export function resnetBlock(
 ): tf.Tensor4D {
   return tf.tidy(() => {
     const k = s.prefix;
-    let h = silu(groupNorm(x, b.groups, param(p, `${k}.norm1.weight`), param(p, `${k}.norm1.bias`), b.eps)) as tf.Tensor4D;
+    let h = groupNormSilu(x, b.groups, param(p, `${k}.norm1.weight`), param(p, `${k}.norm1.bias`), b.eps);
     h = conv2d(h, param(p, `${k}.conv1.weight`), param(p, `${k}.conv1.bias`), 1, 1);
     const t = linear(tembAct, param(p, `${k}.time_emb_proj.weight`), param(p, `${k}.time_emb_proj.bias`));
     h = tf.add(h, t.reshape([t.shape[0]!, 1, 1, s.outChannels]));
-    h = silu(groupNorm(h, b.groups, param(p, `${k}.norm2.weight`), param(p, `${k}.norm2.bias`), b.eps)) as tf.Tensor4D;
+    h = groupNormSilu(h, b.groups, param(p, `${k}.norm2.weight`), param(p, `${k}.norm2.bias`), b.eps);
     h = conv2d(h, param(p, `${k}.conv2.weight`), param(p, `${k}.conv2.bias`), 1, 1);
     const shortcut =
       s.inChannels !== s.outChannels

@@ -11,7 +11,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { PainterError } from '../../errors.js';
-import { conv2d, groupNorm, linear, silu } from '../ops.js';
+import { conv2d, groupNormSilu, linear, silu } from '../ops.js';
 import { param, type ParamShapes, type Params } from '../params.js';
 import { timestepEmbedding } from './timestep-embedding.js';
 import {
@@ -527,8 +527,7 @@ export function unetForward(
     }
 
     // 6. output
-    x = groupNorm(x, s.groups, param(params, 'conv_norm_out.weight'), param(params, 'conv_norm_out.bias'), s.eps);
-    x = silu(x) as tf.Tensor4D;
+    x = groupNormSilu(x, s.groups, param(params, 'conv_norm_out.weight'), param(params, 'conv_norm_out.bias'), s.eps);
     return conv2d(x, param(params, 'conv_out.weight'), param(params, 'conv_out.bias'), 1, (config.conv_out_kernel - 1) / 2);
   });
 }

@@ -8,7 +8,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { PainterError } from '../../errors.js';
-import { attention, conv2d, gelu, groupNorm, linear, silu } from '../ops.js';
+import { attention, conv2d, gelu, groupNorm, groupNormSilu, linear, silu } from '../ops.js';
 import { param, type ParamShapes, type Params } from '../params.js';
 import { downsample, upsample } from './unet-blocks.js';
 
@@ -203,13 +203,19 @@ function norm(p: Params, config: VaeConfig, key: string, x: tf.Tensor4D): tf.Ten
   return groupNorm(x, config.norm_num_groups, param(p, `${key}.weight`), param(p, `${key}.bias`), NORM_EPS);
 }
 
+/** act(norm(x)); GroupNorm and SiLU as one op (fused on wasm/cpu). */
+function normAct(p: Params, config: VaeConfig, key: string, x: tf.Tensor4D, fn: VaeActFn): tf.Tensor4D {
+  if (fn === 'silu' || fn === 'swish') return groupNormSilu(x, config.norm_num_groups, param(p, `${key}.weight`), param(p, `${key}.bias`), NORM_EPS);
+  return act(norm(p, config, key, x), fn) as tf.Tensor4D;
+}
+
 /**
  * ResnetBlock2D without time embedding: shortcut(x) + conv2(act(norm2(conv1(act(norm1(x)))))),
  * the shortcut a 1×1 conv when widths differ; output_scale_factor is 1 in the VAE.
  */
 function resnet(p: Params, config: VaeConfig, key: string, x: tf.Tensor4D): tf.Tensor4D {
-  let h = conv(p, `${key}.conv1`, act(norm(p, config, `${key}.norm1`, x), config.act_fn) as tf.Tensor4D, 1);
-  h = conv(p, `${key}.conv2`, act(norm(p, config, `${key}.norm2`, h), config.act_fn) as tf.Tensor4D, 1);
+  let h = conv(p, `${key}.conv1`, normAct(p, config, `${key}.norm1`, x, config.act_fn), 1);
+  h = conv(p, `${key}.conv2`, normAct(p, config, `${key}.norm2`, h, config.act_fn), 1);
   const widened = param(p, `${key}.conv1.weight`).shape[3] !== x.shape[3];
   const shortcut = widened ? conv(p, `${key}.conv_shortcut`, x, 0) : x;
   return tf.add(shortcut, h);
@@ -258,7 +264,7 @@ function midBlockStages(p: Params, config: VaeConfig, key: string): Stage[] {
 
 /** GroupNorm → SiLU → conv 3×3. conv_act is nn.SiLU() in diffusers' Encoder and Decoder whatever act_fn says. */
 function outputHead(p: Params, config: VaeConfig, prefix: string): Stage {
-  return (x) => conv(p, `${prefix}.conv_out`, silu(norm(p, config, `${prefix}.conv_norm_out`, x)) as tf.Tensor4D, 1);
+  return (x) => conv(p, `${prefix}.conv_out`, normAct(p, config, `${prefix}.conv_norm_out`, x, 'silu'), 1);
 }
 
 /** Encoder → quant_conv: image → moments [B, h, w, 2·latent_channels] (mean channels, then logvar). */
