@@ -22,7 +22,7 @@ export interface AdamWOptions {
   weightDecay?: number;
 }
 
-interface Hyper {
+export interface Hyper {
   lr: number;
   beta1: number;
   beta2: number;
@@ -69,6 +69,18 @@ export function registerFusedAdamW(): void {
 }
 
 /** AdamW over a fixed set of variables; moments are created on the first step. */
+/**
+ * One AdamW update of a single weight (torch.optim.AdamW order), fused into one kernel on the
+ * CPU backends and plain tf ops elsewhere. Returns the new weight and moments; `step` is t ≥ 1.
+ */
+export function adamWUpdate(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, h: Hyper): [tf.Tensor, tf.Tensor, tf.Tensor] {
+  return tf.tidy(() => {
+    const gf = g.dtype === 'float32' ? g : g.toFloat();
+    const out = hasKernel(ADAMW) ? runKernel(ADAMW, { param: p, grad: gf, m, v }, { ...h }) : adamwOps(p, gf, m, v, h);
+    return [out[0]!, out[1]!, out[2]!];
+  });
+}
+
 export class AdamW {
   private readonly moments = new Map<string, { m: tf.Tensor; v: tf.Tensor }>();
   private step = 0;
@@ -88,7 +100,6 @@ export class AdamW {
   applyGradients(vars: tf.Variable[], grads: tf.NamedTensorMap, lr = this.opts.lr): void {
     this.step++;
     const h: Hyper = { lr, beta1: this.beta1, beta2: this.beta2, eps: this.eps, weightDecay: this.weightDecay, step: this.step };
-    const fused = hasKernel(ADAMW);
     for (const variable of vars) {
       const g = grads[variable.name];
       if (!g) continue;
@@ -97,12 +108,7 @@ export class AdamW {
         state = { m: tf.keep(tf.zerosLike(variable)), v: tf.keep(tf.zerosLike(variable)) };
         this.moments.set(variable.name, state);
       }
-      const [p2, m2, v2] = tf.tidy(() => {
-        const gf = g.dtype === 'float32' ? g : g.toFloat();
-        return fused
-          ? runKernel(ADAMW, { param: variable, grad: gf, m: state.m, v: state.v }, { ...h })
-          : adamwOps(variable, gf, state.m, state.v, h);
-      });
+      const [p2, m2, v2] = adamWUpdate(variable, g, state.m, state.v, h);
       variable.assign(p2!);
       p2!.dispose();
       state.m.dispose();

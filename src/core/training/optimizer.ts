@@ -4,6 +4,7 @@
  * store it and a resumed run continues bit-exactly.
  */
 import * as tf from '@tensorflow/tfjs';
+import { adamWUpdate } from '../../backend/fused-adamw.js';
 
 export interface AdamWConfig {
   lr: number;
@@ -46,22 +47,21 @@ export function disposeAdamWState(s: AdamWState): void {
 export function adamWStep(vars: Map<string, tf.Variable>, grads: Map<string, tf.Tensor>, state: AdamWState, cfg: AdamWConfig, lr: number): void {
   state.step += 1;
   const t = state.step;
-  const bc1 = 1 - cfg.beta1 ** t;
-  const bc2 = 1 - cfg.beta2 ** t;
   for (const [k, p] of vars) {
     const g = grads.get(k);
     if (!g) continue;
-    const [m, v, next] = tf.tidy(() => {
-      const m = tf.add(tf.mul(state.m.get(k)!, cfg.beta1), tf.mul(g, 1 - cfg.beta1));
-      const v = tf.add(tf.mul(state.v.get(k)!, cfg.beta2), tf.mul(tf.square(g), 1 - cfg.beta2));
-      const decayed = cfg.weightDecay > 0 ? tf.mul(p, 1 - lr * cfg.weightDecay) : p;
-      const update = tf.div(tf.div(m, bc1), tf.add(tf.sqrt(tf.div(v, bc2)), cfg.eps));
-      return [m, v, tf.sub(decayed, tf.mul(update, lr))];
+    const [next, m, v] = adamWUpdate(p, g, state.m.get(k)!, state.v.get(k)!, {
+      lr,
+      beta1: cfg.beta1,
+      beta2: cfg.beta2,
+      eps: cfg.eps,
+      weightDecay: cfg.weightDecay,
+      step: t,
     });
     state.m.get(k)!.dispose();
     state.v.get(k)!.dispose();
-    state.m.set(k, m);
-    state.v.set(k, v);
+    state.m.set(k, tf.keep(m));
+    state.v.set(k, tf.keep(v));
     p.assign(next);
     next.dispose();
   }
