@@ -23,14 +23,14 @@ import { diffusionLoss } from '../core/training/loss.js';
 import type { SourceImage } from '../io/dataset.js';
 import { writeLoraFile } from '../io/lora-files.js';
 import { saveModel } from '../io/save-model.js';
-import type { TrainingTask } from './engine.js';
+import type { MethodSettings, TrainingTask } from './engine.js';
 import { createTrainableLora, loraVariables, paramsWithLora, toLoraAdapters, type TrainableLora } from './lora-training.js';
 import { encodeViews } from './textual-inversion.js';
 import { renderValidationGrid } from './validation.js';
 
 export type DreamBoothMode = 'full' | 'lora';
 
-export interface DreamBoothSettings {
+export interface DreamBoothSettings extends MethodSettings {
   identifier: string;
   className: string;
   /** Prompts with {identifier} and {class} already filled in. */
@@ -43,17 +43,7 @@ export interface DreamBoothSettings {
   rank: number;
   alpha: number;
   trainTextEncoder: boolean;
-  resolution: number;
-  centerCrop: boolean;
-  flip: boolean;
-  batch: number;
-  minSnrGamma: number;
-  noiseOffset: number;
-  seed: number;
-  validationPrompt: string;
   format: 'diffusers' | 'kohya';
-  /** Recorded in the output's metadata. */
-  baseModelHash: string;
 }
 
 /** Fills {identifier} and {class} in a prompt template. */

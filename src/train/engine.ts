@@ -42,6 +42,22 @@ export interface TrainingTask {
   saveResult(runDir: string, step: number): Promise<string>;
 }
 
+/** Data, loss and validation settings every training method takes. */
+export interface MethodSettings {
+  /** Square training size in pixels. */
+  resolution: number;
+  centerCrop: boolean;
+  flip: boolean;
+  /** Images per micro-batch (per term, for DreamBooth). */
+  batch: number;
+  minSnrGamma: number;
+  noiseOffset: number;
+  seed: number;
+  validationPrompt: string;
+  /** Recorded in the output's metadata. */
+  baseModelHash: string;
+}
+
 export interface EngineConfig {
   steps: number;
   gradAccum: number;

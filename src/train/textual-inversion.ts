@@ -18,7 +18,7 @@ import { PainterError } from '../errors.js';
 import { writeEmbeddingFile } from '../io/embeddings.js';
 import { multiVectorTokens } from '../core/embeddings.js';
 import { cropToTensorData, centreCrop, type SourceImage } from '../io/dataset.js';
-import type { TrainingTask } from './engine.js';
+import type { MethodSettings, TrainingTask } from './engine.js';
 import { renderValidationGrid } from './validation.js';
 import * as path from 'node:path';
 
@@ -41,22 +41,12 @@ export const STYLE_TEMPLATES = [
   'a weird painting in the style of {}', 'a large painting in the style of {}',
 ];
 
-export interface InvertSettings {
+export interface InvertSettings extends MethodSettings {
   token: string;
   initToken?: string;
   vectors: number;
   mode: 'object' | 'style';
-  resolution: number;
-  centerCrop: boolean;
-  flip: boolean;
-  batch: number;
-  minSnrGamma: number;
-  noiseOffset: number;
-  seed: number;
-  validationPrompt: string;
   format: 'diffusers' | 'a1111';
-  /** Recorded in the output's metadata. */
-  baseModelHash: string;
 }
 
 /** A cached training view: the VAE posterior of one crop (and mirror) of one image. */

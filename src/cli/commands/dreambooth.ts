@@ -7,12 +7,10 @@ import { CLASS_IMAGE_SAMPLING, defaultClassDir, ensureClassImages, type ClassIma
 import { createDreamBooth, fillPrompt, type DreamBoothMode } from '../../train/dreambooth.js';
 import { train } from '../../train/engine.js';
 import { chooseIdentifier, commonWordProblem } from '../../train/identifier.js';
-import { backendFromArgs, describeBackend } from '../backend-option.js';
+import { describeBackend } from '../backend-option.js';
 import type { ConfigValues } from '../config.js';
 import type { Args } from '../main.js';
-import { createProgress, engineConfig, engineHooks, loadBaseModel, readImages, requireModelPath, resolveRun, trainingResolution, writeRunConfig } from './train-common.js';
-import { checkMemoryBudget } from '../memory-check.js';
-import { scanImageFolder } from '../../io/dataset.js';
+import { engineConfig, engineHooks, openTrainingInputs, resolveRun, writeRunConfig } from './train-common.js';
 
 /** Learning rates of diffusers' DreamBooth examples, used when neither a flag nor a preset sets one. */
 const DEFAULT_LR: Record<DreamBoothMode, number> = { lora: 1e-4, full: 5e-6 };
@@ -33,16 +31,9 @@ export async function dreamboothCommand(args: Args): Promise<void> {
   if (!Number.isInteger(rank) || rank < 1) throw new PainterError(`--rank must be a positive whole number, got ${rank}`);
   cfg['alpha'] ??= rank;
   cfg['lr'] ??= DEFAULT_LR[mode];
-  const dir = String(args['dir']);
-  const progress = createProgress(json);
-  const backend = await backendFromArgs(args);
-  const modelPath = requireModelPath(cfg);
-  checkMemoryBudget('dreambooth', modelPath, cfg, backend, { images: scanImageFolder(dir).images.length });
-  const model = loadBaseModel(cfg);
+  const { progress, backend, modelPath, model, resolution, images } = await openTrainingInputs('dreambooth', args, cfg, json);
   try {
-    const resolution = trainingResolution(model, cfg);
     const seed = cfg['seed'] as number;
-    const images = await readImages(dir, resolution, Boolean(cfg['skipBadImages']), progress);
     const given = cfg['identifier'];
     if (typeof given === 'string') {
       if (given.trim() === '') throw new PainterError('--identifier must not be empty; omit it to let painter choose a rare token');

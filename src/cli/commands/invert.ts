@@ -5,11 +5,9 @@ import { PainterError } from '../../errors.js';
 import { modelHash } from '../../io/file-hash.js';
 import { train } from '../../train/engine.js';
 import { createInversion } from '../../train/textual-inversion.js';
-import { backendFromArgs, describeBackend } from '../backend-option.js';
+import { describeBackend } from '../backend-option.js';
 import type { Args } from '../main.js';
-import { createProgress, engineConfig, engineHooks, loadBaseModel, readImages, requireModelPath, resolveRun, trainingResolution, writeRunConfig } from './train-common.js';
-import { checkMemoryBudget } from '../memory-check.js';
-import { scanImageFolder } from '../../io/dataset.js';
+import { engineConfig, engineHooks, openTrainingInputs, resolveRun, writeRunConfig } from './train-common.js';
 
 export async function invertCommand(args: Args): Promise<void> {
   const json = Boolean(args['json']);
@@ -17,15 +15,8 @@ export async function invertCommand(args: Args): Promise<void> {
   const { cfg, runDir } = run;
   const token = cfg['token'];
   if (typeof token !== 'string' || token === '') throw new PainterError('--token is required: the new placeholder word to learn, e.g. --token "<cat>"');
-  const dir = String(args['dir']);
-  const progress = createProgress(json);
-  const backend = await backendFromArgs(args);
-  const modelPath = requireModelPath(cfg);
-  checkMemoryBudget('invert', modelPath, cfg, backend, { images: scanImageFolder(dir).images.length });
-  const model = loadBaseModel(cfg);
+  const { progress, backend, modelPath, model, resolution, images } = await openTrainingInputs('invert', args, cfg, json);
   try {
-    const resolution = trainingResolution(model, cfg);
-    const images = await readImages(dir, resolution, Boolean(cfg['skipBadImages']), progress);
     const validationPrompt = String(cfg['validationPrompt'] ?? 'a photo of {token}').replaceAll('{token}', token);
     const setup = createInversion(model, images, {
       token,

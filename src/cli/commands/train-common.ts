@@ -4,7 +4,10 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { StableDiffusion } from '../../core/model.js';
+import { disposeModel, type StableDiffusion } from '../../core/model.js';
+import type { BackendReport } from '../../backend/select.js';
+import { backendFromArgs } from '../backend-option.js';
+import { checkMemoryBudget } from '../memory-check.js';
 import { defaultImageSize, latentSize } from '../../core/pipeline/generate.js';
 import type { LrSchedule } from '../../core/training/optimizer.js';
 import { PainterError } from '../../errors.js';
@@ -138,6 +141,36 @@ export function engineHooks(progress: Progress, json: boolean): { hooks: EngineH
     },
   };
   return { hooks, interrupt };
+}
+
+export interface TrainingInputs {
+  progress: Progress;
+  backend: BackendReport;
+  modelPath: string;
+  model: StableDiffusion;
+  resolution: number;
+  images: SourceImage[];
+}
+
+/**
+ * The steps every training command takes before its method: progress, backend, the memory check,
+ * the base model, the training resolution and the images (the model is freed if a later step fails).
+ */
+export async function openTrainingInputs(command: 'invert' | 'dreambooth', args: Args, cfg: ConfigValues, json: boolean): Promise<TrainingInputs> {
+  const dir = String(args['dir']);
+  const progress = createProgress(json);
+  const backend = await backendFromArgs(args);
+  const modelPath = requireModelPath(cfg);
+  checkMemoryBudget(command, modelPath, cfg, backend, { images: scanImageFolder(dir).images.length });
+  const model = loadBaseModel(cfg);
+  try {
+    const resolution = trainingResolution(model, cfg);
+    const images = await readImages(dir, resolution, Boolean(cfg['skipBadImages']), progress);
+    return { progress, backend, modelPath, model, resolution, images };
+  } catch (e) {
+    disposeModel(model);
+    throw e;
+  }
 }
 
 export { createProgress };
