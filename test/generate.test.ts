@@ -203,3 +203,32 @@ describe('painter generate with learned concepts', () => {
     });
   });
 });
+
+describe('painter generate interrupted', () => {
+  it('Ctrl-C stops between steps with exit 130, keeping only complete images', async () => {
+    const { spawn } = await import('node:child_process');
+    const out = path.join(tmp, 'interrupted');
+    const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'painter'), 'generate', 'a cat', '--model', TINY_SD_A, '--steps', '4', '--count', '200', '--width', '32', '--height', '32', '--out', out], {
+      env: { ...process.env, PAINTER_BACKEND: 'wasm' },
+    });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += String(d)));
+    await new Promise<void>((resolve) => {
+      const t = setInterval(() => {
+        if (fs.existsSync(out) && fs.readdirSync(out).some((f) => f.endsWith('.png'))) {
+          clearInterval(t);
+          resolve();
+        }
+      }, 50);
+    });
+    child.kill('SIGINT');
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect(code, stderr).toBe(130);
+    expect(stderr).toMatch(/interrupted; \d+ complete image\(s\) kept/);
+    const files = fs.readdirSync(out);
+    expect(files.length).toBeGreaterThan(0);
+    expect(files.length).toBeLessThan(200);
+    expect(files.every((f) => /^\d{5}-\d+\.png$/.test(f))).toBe(true); // no temp or partial files
+    for (const f of files) expect((await sharp(path.join(out, f)).raw().toBuffer()).length).toBe(32 * 32 * 3);
+  });
+});

@@ -93,7 +93,7 @@ type SpecialKey = (typeof SPECIAL_KEYS)[number];
 // Python regex's IGNORECASE spelled out: the text is already lower-case, and on it IGNORECASE only adds U+017F
 // (long s, folds to s) to the literal `s` and drops U+0345 (folds to a Greek letter) from the last class, so
 // U+0345 matches nothing and vanishes. JS's /i flag instead puts U+0345 into \p{L}, hence no /i here.
-const CLIP_PATTERN =
+export const CLIP_PATTERN =
   /<\|[sſ]tartoftext\|>|<\|endoftext\|>|'[sſ]|'t|'re|'ve|'m|'ll|'d|\p{L}+|\p{N}|[^\s\p{L}\p{N}\u0345]+/gu;
 // Python's str.isspace() set, used wherever Python calls split()/strip() without arguments.
 const PY_SPACE = '\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000';
@@ -137,7 +137,7 @@ function buildByteEncoder(): string[] {
   return Array.from({ length: 256 }, (_, b) => String.fromCodePoint(printable(b) ? b : next++));
 }
 
-const BYTE_ENCODER = buildByteEncoder();
+export const BYTE_ENCODER: readonly string[] = buildByteEncoder();
 const BYTE_DECODER = new Map(BYTE_ENCODER.map((ch, b) => [ch, b]));
 const UTF8 = new TextEncoder();
 
@@ -149,7 +149,7 @@ const CJK_RANGES = [[0x4e00, 0x9fff], [0x3400, 0x4dbf], [0x20000, 0x2a6df], [0x2
   [0x2b820, 0x2ceaf], [0xf900, 0xfaff], [0x2f800, 0x2fa1f]] as const;
 const isCjkIdeograph = (cp: number): boolean => CJK_RANGES.some(([lo, hi]) => cp >= lo && cp <= hi);
 
-function basicTokenize(text: string): string[] {
+export function basicTokenize(text: string): string[] {
   let cleaned = '';
   for (const ch of text) {
     const cp = ch.codePointAt(0)!;
