@@ -232,3 +232,33 @@ describe('painter generate interrupted', () => {
     for (const f of files) expect((await sharp(path.join(out, f)).raw().toBuffer()).length).toBe(32 * 32 * 3);
   });
 });
+
+describe('painter generate within a memory limit', () => {
+  const TI = path.join(ROOT, 'fixtures', 'interop', 'tiny-sd-a', 'textual_inversion', 'diffusers', 'kitty', 'learned_embeds.safetensors');
+  const LORA = path.join(ROOT, 'fixtures', 'interop', 'tiny-sd-a', 'lora', 'kohya', 'lora_kohya.safetensors');
+  const run = (env: Record<string, string>, out: string) => {
+    const r = spawnSync(
+      process.execPath,
+      [path.join(ROOT, 'bin', 'painter'), 'generate', 'a photo of <kitty>', '--model', TINY_SD_A, '--steps', '3', '--count', '2', '--seed', '5', '--embedding', TI, '--lora', LORA, '--out', path.join(tmp, out), '--json'],
+      { encoding: 'utf8', env: { ...process.env, PAINTER_BACKEND: 'wasm', ...env }, timeout: 120_000 },
+    );
+    return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+  };
+
+  it('generates one component at a time when only that fits, with identical images; refuses below that', async () => {
+    const whole = run({}, 'whole');
+    // tiny-sd-a needs ~43 MB whole and ~40 MB one component at a time on wasm.
+    const phased = run({ PAINTER_MEMORY_LIMIT: '43MB' }, 'phased');
+    expect(whole.code, whole.stderr).toBe(0);
+    expect(phased.code, phased.stderr).toBe(0);
+    expect(whole.stderr).not.toContain('one component loaded at a time');
+    expect(phased.stderr).toContain('generating with one component loaded at a time');
+    const a = JSON.parse(whole.stdout).files;
+    const b = JSON.parse(phased.stdout).files;
+    for (let i = 0; i < 2; i++) expect((await pixels(b[i].file)).equals(await pixels(a[i].file)), `image ${i}`).toBe(true);
+    const refused = run({ PAINTER_MEMORY_LIMIT: '30MB' }, 'refused');
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/^painter: not enough memory: generate needs about \d+ MB .* even holding one component at a time\), but only 29 MB can be used .*PAINTER_MEMORY_LIMIT.*Nothing was loaded or written/);
+    expect(fs.existsSync(path.join(tmp, 'refused'))).toBe(false);
+  });
+});

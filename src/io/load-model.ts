@@ -22,6 +22,8 @@ export interface LoadModelOptions {
   arch?: Arch | 'auto';
   /** Prefer `*.fp16.safetensors` weight variants when both exist (computed in float32 either way). */
   variant?: 'fp16';
+  /** Load only these components' weights (diffusers folders); the others get empty weight maps. */
+  parts?: readonly ('unet' | 'vae' | 'text_encoder')[];
 }
 
 const COMPONENTS = ['unet', 'vae', 'text_encoder', 'tokenizer', 'scheduler'] as const;
@@ -78,14 +80,17 @@ export function loadModel(source: string, opts: LoadModelOptions = {}): StableDi
   const configs = readConfigs(source);
   const tokenizer = loadClipTokenizer(path.join(source, 'tokenizer'));
   const loaded: StableDiffusion['unet']['params'][] = [];
+  const wanted = (part: 'unet' | 'vae' | 'text_encoder') => !opts.parts || opts.parts.includes(part);
   try {
-    const unet = loadWeights(weightFiles(path.join(source, 'unet'), opts.variant), unetParamShapes(configs.unet), 'unet');
+    const unet = wanted('unet') ? loadWeights(weightFiles(path.join(source, 'unet'), opts.variant), unetParamShapes(configs.unet), 'unet') : new Map();
     loaded.push(unet);
-    const vae = loadWeights(weightFiles(path.join(source, 'vae'), opts.variant), vaeParamShapes(configs.vae), 'vae');
+    const vae = wanted('vae') ? loadWeights(weightFiles(path.join(source, 'vae'), opts.variant), vaeParamShapes(configs.vae), 'vae') : new Map();
     loaded.push(vae);
-    const text = loadWeights(weightFiles(path.join(source, 'text_encoder'), opts.variant), clipTextParamShapes(configs.textEncoder), 'text_encoder', {
-      ignore: CLIP_TEXT_IGNORED_KEYS,
-    });
+    const text = wanted('text_encoder')
+      ? loadWeights(weightFiles(path.join(source, 'text_encoder'), opts.variant), clipTextParamShapes(configs.textEncoder), 'text_encoder', {
+          ignore: CLIP_TEXT_IGNORED_KEYS,
+        })
+      : new Map();
     return {
       source,
       unet: { config: configs.unet, params: unet },

@@ -169,7 +169,19 @@ export function freeGpuMemory(): number | undefined {
 }
 
 /** How much the active backend can hold. */
+/** PAINTER_MEMORY_LIMIT ("512MB", "3GiB", bytes): a lower limit the user sets for painter. */
+export function memoryLimitOverride(value = process.env['PAINTER_MEMORY_LIMIT']): number | undefined {
+  if (!value) return undefined;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$/i.exec(value);
+  if (!m) throw new PainterError(`PAINTER_MEMORY_LIMIT=${value}: give a size such as 3GB or 512MiB`);
+  const unit = (m[2] ?? 'b').toLowerCase();
+  const scale: Record<string, number> = { b: 1, kb: 1e3, kib: 1024, mb: 1e6, mib: 2 ** 20, gb: 1e9, gib: 2 ** 30 };
+  return Math.floor(Number(m[1]) * scale[unit]!);
+}
+
 export function backendCapacity(backend: { name: 'wasm' | 'cpu' | 'tensorflow'; gpu: boolean }): Capacity {
+  const limit = memoryLimitOverride();
+  if (limit !== undefined) return { bytes: limit, what: 'the PAINTER_MEMORY_LIMIT you set' };
   switch (backend.name) {
     case 'wasm': {
       const system = availableSystemMemory();

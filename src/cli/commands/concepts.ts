@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { applyEmbeddings } from '../../core/embeddings.js';
 import { applyLora, disposeLora } from '../../core/lora.js';
 import type { StableDiffusion } from '../../core/model.js';
+import type { PipelinePart } from '../../core/pipeline/generate.js';
 import { PainterError } from '../../errors.js';
 import { readEmbeddingFile } from '../../io/embeddings.js';
 import { shortHash } from '../../io/file-hash.js';
@@ -38,14 +39,19 @@ function stem(file: string): string {
   return path.basename(file).replace(/\.(safetensors|pt|bin)$/i, '');
 }
 
-export function applyConcepts(base: StableDiffusion, req: ConceptRequest): LoadedConcepts {
+/**
+ * Applies embeddings and LoRAs to `base`. With `parts` (phased generation), only what those
+ * components need: embeddings with the text encoder, LoRA merged into the loaded components.
+ */
+export function applyConcepts(base: StableDiffusion, req: ConceptRequest, parts?: readonly PipelinePart[]): LoadedConcepts {
+  const has = (p: PipelinePart) => !parts || parts.includes(p);
   if (req.token !== undefined && req.embeddings.length !== 1) throw new PainterError('--token names the token of one --embedding; give exactly one --embedding with it');
   const cleanups: (() => void)[] = [];
   const tiHashes: Record<string, string> = {};
   const loraHashes: Record<string, string> = {};
   let model = base;
   try {
-    if (req.embeddings.length > 0) {
+    if (req.embeddings.length > 0 && has('text_encoder')) {
       const files = req.embeddings.map((f) => readEmbeddingFile(f, { token: req.token }));
       const applied = applyEmbeddings(model, files);
       cleanups.push(applied.dispose);
@@ -55,7 +61,8 @@ export function applyConcepts(base: StableDiffusion, req: ConceptRequest): Loade
     for (const arg of req.loras) {
       const { file, scale } = parseLoraArg(arg);
       const lora = readLoraFile(file);
-      const merged = applyLora(model, lora, scale);
+      const components = (['unet', 'text_encoder'] as const).filter(has);
+      const merged = applyLora(model, lora, scale, { components });
       disposeLora(lora);
       cleanups.push(merged.dispose);
       model = merged.model;

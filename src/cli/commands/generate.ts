@@ -1,8 +1,18 @@
 /** `painter generate "PROMPT"`: text-to-image to PNG files with A1111-readable parameters. */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { formatInfotext } from '../../core/infotext.js';
 import { disposeModel, type StableDiffusion } from '../../core/model.js';
-import { defaultImageSize, generate, latentSize, truncatedText, type GenerateRequest } from '../../core/pipeline/generate.js';
+import {
+  defaultImageSize,
+  generate,
+  generatePhased,
+  latentSize,
+  truncatedText,
+  type GenerateRequest,
+  type PartLoader,
+  type PipelinePart,
+} from '../../core/pipeline/generate.js';
 import { A1111_SAMPLER_NAMES, type SchedulerKind } from '../../core/schedulers/index.js';
 import { tokenId } from '../../core/tokenizer/clip-tokenizer.js';
 import { InterruptedError, PainterError } from '../../errors.js';
@@ -61,16 +71,21 @@ export async function generateCommand(args: Args): Promise<void> {
   const progress: Progress = createProgress(json);
   const backend = await backendFromArgs(args);
   const modelPath = requireModel(cfg['model']);
-  checkMemoryBudget('generate', modelPath, cfg, backend);
+  const isFolder = fs.existsSync(modelPath) && fs.statSync(modelPath).isDirectory();
+  // When the whole pipeline does not fit but one component at a time does, generate in phases.
+  const phased = checkMemoryBudget('generate', modelPath, cfg, backend, { phasedGeneration: isFolder })?.plan === 'phased';
   const t0 = Date.now();
-  const base = loadModel(modelPath, { config: cfg['config'] as string | undefined, arch: cfg['arch'] as 'auto' | 'sd1' | 'sd2' });
+  const loadOpts = { config: cfg['config'] as string | undefined, arch: cfg['arch'] as 'auto' | 'sd1' | 'sd2' };
+  const conceptRequest = {
+    embeddings: (cfg['embedding'] as string[] | undefined) ?? [],
+    token: cfg['token'] as string | undefined,
+    loras: (cfg['lora'] as string[] | undefined) ?? [],
+  };
+  const firstParts: PipelinePart[] | undefined = phased ? ['text_encoder'] : undefined;
+  const base = loadModel(modelPath, { ...loadOpts, parts: firstParts });
   let concepts: LoadedConcepts | undefined;
   try {
-    concepts = applyConcepts(base, {
-      embeddings: (cfg['embedding'] as string[] | undefined) ?? [],
-      token: cfg['token'] as string | undefined,
-      loras: (cfg['lora'] as string[] | undefined) ?? [],
-    });
+    concepts = applyConcepts(base, conceptRequest, firstParts);
     const model = concepts.model;
     const loadMs = Date.now() - t0;
     const size = defaultImageSize(model);
@@ -118,7 +133,28 @@ export async function generateCommand(args: Args): Promise<void> {
     const files: { file: string; seed: number }[] = [];
     const t1 = Date.now();
     try {
-      for (const event of generate(model, request)) {
+      if (phased) progress.warn('the whole model does not fit in memory; generating with one component loaded at a time');
+      const partsInUse = new Map<StableDiffusion, () => void>();
+      const loader: PartLoader = {
+        load: (parts) => {
+          if (parts.length === 1 && parts[0] === 'text_encoder') return model;
+          const m = loadModel(modelPath, { ...loadOpts, parts });
+          const c = applyConcepts(m, conceptRequest, parts);
+          partsInUse.set(c.model, () => {
+            c.dispose();
+            disposeModel(m);
+          });
+          return c.model;
+        },
+        release: (m) => {
+          if (m === model) {
+            concepts?.dispose();
+            disposeModel(base);
+          } else partsInUse.get(m)?.();
+        },
+      };
+      const events = phased ? generatePhased(loader, request) : generate(model, request);
+      for (const event of events) {
         if (event.kind === 'step') {
           progress.update(event.step, event.steps, `images ${event.images[0]! + 1}–${event.images.at(-1)! + 1}/${count} · step`);
         } else {

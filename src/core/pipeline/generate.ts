@@ -67,66 +67,148 @@ export function truncatedText(model: StableDiffusion, prompt: string): string | 
   return e.truncated ? e.truncatedText : undefined;
 }
 
-export function* generate(model: StableDiffusion, req: GenerateRequest): Generator<GenerateEvent, void, void> {
+interface Conditioning {
+  prompt: tf.Tensor3D;
+  negative?: tf.Tensor3D;
+}
+
+/** Phase 1: the prompt embeddings (text encoder). */
+function encodeRequest(model: StableDiffusion, req: GenerateRequest): Conditioning {
+  const textOpts = { clipSkip: req.clipSkip, tokenEmbedding: req.tokenEmbedding, extraTokens: req.extraTokens };
+  const prompt = encodePrompts(model, [req.prompt], textOpts);
+  const negative = req.guidance > 1 ? encodePrompts(model, [req.negativePrompt], textOpts) : undefined;
+  return { prompt, negative };
+}
+
+function batches(req: GenerateRequest): number[][] {
+  const out: number[][] = [];
+  for (let first = 0; first < req.count; first += req.batch) {
+    out.push(Array.from({ length: Math.min(req.batch, req.count - first) }, (_, i) => first + i));
+  }
+  return out;
+}
+
+function checkInitLatents(model: StableDiffusion, req: GenerateRequest): void {
+  const { h, w } = latentSize(model, req.width, req.height);
+  const c = model.unet.config.in_channels;
+  if (req.initLatents && req.initLatents.length !== req.count * c * h * w) {
+    throw new RangeError(`initial latents hold ${req.initLatents.length} values; ${req.count} image(s) of [${c}, ${h}, ${w}] need ${req.count * c * h * w}`);
+  }
+}
+
+/** Phase 2 for one batch: denoise from seeded (or given) initial latents; returns the final latents. */
+function* denoiseBatch(model: StableDiffusion, req: GenerateRequest, cond: Conditioning, indices: number[]): Generator<GenerateEvent, tf.Tensor4D, void> {
   const { h, w } = latentSize(model, req.width, req.height);
   const c = model.unet.config.in_channels;
   const perImage = c * h * w;
-  if (req.initLatents && req.initLatents.length !== req.count * perImage) {
-    throw new RangeError(`initial latents hold ${req.initLatents.length} values; ${req.count} image(s) of [${c}, ${h}, ${w}] need ${req.count * perImage}`);
-  }
-  const guided = req.guidance > 1;
-  const textOpts = { clipSkip: req.clipSkip, tokenEmbedding: req.tokenEmbedding, extraTokens: req.extraTokens };
-  const prompt = encodePrompts(model, [req.prompt], textOpts);
-  const negative = guided ? encodePrompts(model, [req.negativePrompt], textOpts) : undefined;
+  const n = indices.length;
+  const rngs = indices.map((i) => new Rng(req.seed + i));
+  // Initial latents z_T ~ N(0, I), drawn per image in NCHW order (the layout --latents files use).
+  const nchw = new Float32Array(n * perImage);
+  indices.forEach((img, i) => {
+    const values = req.initLatents ? req.initLatents.subarray(img * perImage, (img + 1) * perImage) : rngs[i]!.normals(perImage);
+    nchw.set(values, i * perImage);
+  });
+  const latents = tf.tidy(() => tf.tensor4d(nchw, [n, c, h, w]).transpose([0, 2, 3, 1]) as tf.Tensor4D);
+  const scheduler = createScheduler(req.scheduler, model.scheduler, req.steps);
+  const promptEmbeds = tf.tidy(() => tf.tile(cond.prompt, [n, 1, 1]) as tf.Tensor3D);
+  const negativeEmbeds = cond.negative ? tf.tidy(() => tf.tile(cond.negative!, [n, 1, 1]) as tf.Tensor3D) : undefined;
+  const noise = (_step: number, shape: number[]) => {
+    const [, hh, ww, cc] = shape as [number, number, number, number];
+    const data = new Float32Array(n * hh * ww * cc);
+    rngs.forEach((r, i) => data.set(r.normals(hh * ww * cc), i * hh * ww * cc));
+    return tf.tensor4d(data, [n, hh, ww, cc]);
+  };
+  const loop = denoise(model, { scheduler, promptEmbeds, negativeEmbeds, guidance: req.guidance, latents, noise });
   try {
-    for (let first = 0; first < req.count; first += req.batch) {
-      const n = Math.min(req.batch, req.count - first);
-      const indices = Array.from({ length: n }, (_, i) => first + i);
-      const rngs = indices.map((i) => new Rng(req.seed + i));
-      // Initial latents z_T ~ N(0, I), drawn per image in NCHW order (the layout --latents files use).
-      const nchw = new Float32Array(n * perImage);
-      indices.forEach((img, i) => {
-        const values = req.initLatents ? req.initLatents.subarray(img * perImage, (img + 1) * perImage) : rngs[i]!.normals(perImage);
-        nchw.set(values, i * perImage);
-      });
-      const latents = tf.tidy(() => tf.tensor4d(nchw, [n, c, h, w]).transpose([0, 2, 3, 1]) as tf.Tensor4D);
-      const scheduler = createScheduler(req.scheduler, model.scheduler, req.steps);
-      const promptEmbeds = tf.tidy(() => tf.tile(prompt, [n, 1, 1]) as tf.Tensor3D);
-      const negativeEmbeds = negative ? tf.tidy(() => tf.tile(negative, [n, 1, 1]) as tf.Tensor3D) : undefined;
-      const noise = (_step: number, shape: number[]) => {
-        const [, hh, ww, cc] = shape as [number, number, number, number];
-        const data = new Float32Array(n * hh * ww * cc);
-        rngs.forEach((r, i) => data.set(r.normals(hh * ww * cc), i * hh * ww * cc));
-        return tf.tensor4d(data, [n, hh, ww, cc]);
-      };
-      const loop = denoise(model, { scheduler, promptEmbeds, negativeEmbeds, guidance: req.guidance, latents, noise });
-      try {
-        let r = loop.next();
-        while (!r.done) {
-          yield { kind: 'step', step: r.value.step + 1, steps: r.value.total, images: indices };
-          r = loop.next();
-        }
-        const final = r.value;
-        const pixels = tf.tidy(() => tf.round(tf.mul(decodeLatents(model, final), 255)).toInt());
-        final.dispose();
-        const data = pixels.dataSync() as Int32Array;
-        pixels.dispose();
-        const size = req.width * req.height * 3;
-        for (let i = 0; i < n; i++) {
-          yield {
-            kind: 'image',
-            image: { index: indices[i]!, seed: req.seed + indices[i]!, width: req.width, height: req.height, pixels: Uint8Array.from(data.subarray(i * size, (i + 1) * size)) },
-          };
-        }
-      } finally {
-        loop.return(undefined as unknown as tf.Tensor4D);
-        scheduler.dispose();
-        tf.dispose([latents, promptEmbeds]);
-        negativeEmbeds?.dispose();
-      }
+    let r = loop.next();
+    while (!r.done) {
+      yield { kind: 'step', step: r.value.step + 1, steps: r.value.total, images: indices };
+      r = loop.next();
+    }
+    return r.value;
+  } finally {
+    loop.return(undefined as unknown as tf.Tensor4D);
+    scheduler.dispose();
+    tf.dispose([latents, promptEmbeds]);
+    negativeEmbeds?.dispose();
+  }
+}
+
+/** Phase 3 for one batch: VAE decode to 8-bit RGB images (disposes the latents). */
+function* decodeBatch(model: StableDiffusion, req: GenerateRequest, indices: number[], final: tf.Tensor4D): Generator<GenerateEvent, void, void> {
+  const pixels = tf.tidy(() => tf.round(tf.mul(decodeLatents(model, final), 255)).toInt());
+  final.dispose();
+  const data = pixels.dataSync() as Int32Array;
+  pixels.dispose();
+  const size = req.width * req.height * 3;
+  for (let i = 0; i < indices.length; i++) {
+    yield {
+      kind: 'image',
+      image: { index: indices[i]!, seed: req.seed + indices[i]!, width: req.width, height: req.height, pixels: Uint8Array.from(data.subarray(i * size, (i + 1) * size)) },
+    };
+  }
+}
+
+/** Generation with the whole model resident: encode, then denoise and decode batch by batch. */
+export function* generate(model: StableDiffusion, req: GenerateRequest): Generator<GenerateEvent, void, void> {
+  checkInitLatents(model, req);
+  const cond = encodeRequest(model, req);
+  try {
+    for (const indices of batches(req)) {
+      const final = yield* denoiseBatch(model, req, cond, indices);
+      yield* decodeBatch(model, req, indices, final);
     }
   } finally {
-    prompt.dispose();
-    negative?.dispose();
+    tf.dispose([cond.prompt, cond.negative ?? []].flat());
+  }
+}
+
+export type PipelinePart = 'text_encoder' | 'unet' | 'vae';
+
+/** Loads a model holding only the given parts' weights (configs and tokenizer always), and frees it. */
+export interface PartLoader {
+  load(parts: PipelinePart[]): StableDiffusion;
+  release(model: StableDiffusion): void;
+}
+
+/**
+ * Generation holding one component at a time (text encoder → UNet → VAE), for models that do
+ * not fit in memory whole: the same images as `generate`, with only latents kept between phases.
+ */
+export function* generatePhased(loader: PartLoader, req: GenerateRequest): Generator<GenerateEvent, void, void> {
+  const text = loader.load(['text_encoder']);
+  let cond: Conditioning;
+  try {
+    checkInitLatents(text, req);
+    cond = encodeRequest(text, req);
+  } finally {
+    loader.release(text);
+  }
+  const finals: tf.Tensor4D[] = [];
+  const groups = batches(req);
+  try {
+    try {
+      const unet = loader.load(['unet']);
+      try {
+        for (const indices of groups) finals.push(yield* denoiseBatch(unet, req, cond, indices));
+      } finally {
+        loader.release(unet);
+      }
+    } finally {
+      tf.dispose([cond.prompt, cond.negative ?? []].flat());
+    }
+    const vae = loader.load(['vae']);
+    try {
+      for (let b = 0; b < groups.length; b++) {
+        const final = finals[b]!;
+        finals[b] = undefined as unknown as tf.Tensor4D;
+        yield* decodeBatch(vae, req, groups[b]!, final);
+      }
+    } finally {
+      loader.release(vae);
+    }
+  } finally {
+    for (const f of finals) f?.dispose();
   }
 }
