@@ -1,0 +1,623 @@
+/**
+ * painter-mini's pretraining recipe: a Stable Diffusion in miniature trained from scratch on the
+ * procedural world, seeded and resumable, in three stages, each a `train()` run with its own
+ * subfolder of the run folder (checkpoints, train.log, loss.svg):
+ *
+ *   0. tokenizer — a CLIP BPE vocabulary from world captions (deterministic, rebuilt on resume);
+ *   1. vae/      — AutoencoderKL, loss = MSE + L1 reconstruction + klWeight·KL(q(z|x) ‖ N(0, I))
+ *                  (Rombach et al. 2022, §3 / appendix G, without the GAN and LPIPS terms);
+ *   2. ldm/      — scaling_factor = 1/std of the trained VAE's latents (as the LDM authors set
+ *                  0.18215), then text encoder + UNet jointly on L = ‖ε − ε_θ(z_t, t, τ_θ(y))‖²
+ *                  (eq. 2) with a fraction of captions emptied so the model also learns the
+ *                  unconditional ε_θ(z_t, t, ∅) that classifier-free guidance needs.
+ * Finally the pipeline is saved as a diffusers folder (float16) with a README of the recipe.
+ *
+ * Every batch is rendered on the fly from `sampleScene` (which never yields held-out subjects)
+ * with a generator seeded by (seed, stage, step), so a resumed stage sees the same data as an
+ * uninterrupted one; the next batch renders while the current step computes.
+ *
+ *   node scripts/pretrain-mini.mjs [--out DIR] [--run-dir DIR] [--seed N] [--vae-steps N]
+ *     [--steps N] [--vae-batch N] [--batch N] [--vae-lr X] [--lr X] [--checkpoint-every N]
+ *     [--size 64|32] [--resume] [--backend wasm]
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+import * as tf from '@tensorflow/tfjs';
+import { BACKEND_CHOICES, selectBackend, type BackendChoice } from '../backend/select.js';
+import type { StableDiffusion } from '../core/model.js';
+import { clipTextForward, clipTextParamShapes } from '../core/models/clip-text.js';
+import { unetParamShapes } from '../core/models/unet.js';
+import { vaeDecode, vaeEncode, vaeParamShapes } from '../core/models/vae.js';
+import { initParams, type Params, type ParamShapes } from '../core/params.js';
+import { Rng } from '../core/random.js';
+import { noiseSchedule } from '../core/schedulers/index.js';
+import { encode, type ClipTokenizer } from '../core/tokenizer/clip-tokenizer.js';
+import { diffusionLoss } from '../core/training/loss.js';
+import { PainterError, UsageError } from '../errors.js';
+import { writeBytesAtomic } from '../io/atomic.js';
+import { loadWeights } from '../io/load-weights.js';
+import { saveModel, writeParams } from '../io/save-model.js';
+import { latestCheckpoint, readCheckpointMeta, train, type EngineConfig, type StepReport } from '../train/engine.js';
+import { BOS_TOKEN, EOS_TOKEN, trainClipBpe, type TrainedBpe } from './bpe-train.js';
+import { describeMiniSize, MINI_MAX_BYTES, MINI_SIZES, miniConfigs, miniParamCounts, type MiniConfigs, type MiniSizeReport, type MiniSizes, type MiniTokenIds } from './mini-config.js';
+import { renderScene } from './render.js';
+import { writeMiniTokenizer } from './tokenizer-files.js';
+import { caption, sampleScene } from './world.js';
+
+export interface PretrainSettings {
+  seed: number;
+  /** The finished pipeline (diffusers folder, float16). */
+  out: string;
+  /** Stage folders, checkpoints and logs. */
+  runDir: string;
+  vaeSteps: number;
+  ldmSteps: number;
+  vaeBatch: number;
+  batch: number;
+  vaeLr: number;
+  lr: number;
+  warmupSteps: number;
+  checkpointEvery: number;
+  /** Weight of the mean per-latent-element KL term against the mean per-pixel reconstruction. */
+  klWeight: number;
+  /** Fraction of captions replaced by "" (classifier-free guidance's unconditional model). */
+  emptyCaptionRate: number;
+  /** Captions the BPE vocabulary is learnt from, and its size. */
+  bpeCaptions: number;
+  vocabSize: number;
+  /** Images whose latents measure the scaling factor. */
+  scaleSamples: number;
+  sizes: MiniSizes;
+  /** Continue each stage from its latest checkpoint (a finished stage is kept). */
+  resume: boolean;
+}
+
+/**
+ * Sized to stay under 3 hours on a shared 2-core machine (wasm backend, measured ≈ 4.0 s per VAE
+ * step of 8 images and ≈ 3.9 s per diffusion step of 16 at 64×64): 800 × 4.0 + 1700 × 3.9 s ≈ 2.7 h.
+ */
+export const PRETRAIN_DEFAULTS: PretrainSettings = {
+  seed: 0,
+  out: 'fixtures/painter-mini',
+  runDir: 'build/painter-mini-run',
+  vaeSteps: 800,
+  ldmSteps: 1700,
+  vaeBatch: 8,
+  batch: 16,
+  vaeLr: 5e-4,
+  lr: 3e-4,
+  warmupSteps: 100,
+  checkpointEvery: 250,
+  klWeight: 1e-5,
+  emptyCaptionRate: 0.1,
+  bpeCaptions: 5000,
+  vocabSize: 1000,
+  scaleSamples: 256,
+  sizes: MINI_SIZES,
+  resume: false,
+};
+
+export type PretrainStage = 'vae' | 'ldm';
+
+export interface PretrainHooks {
+  log?(line: string): void;
+  onStep?(stage: PretrainStage, r: StepReport): void;
+  /** Checked between steps: true saves a checkpoint and stops with an InterruptedError. */
+  shouldStop?(): boolean;
+}
+
+export interface StageSummary {
+  steps: number;
+  firstLoss: number;
+  /** Mean loss over the last tenth of the steps (at least one). */
+  finalLoss: number;
+}
+
+export interface PretrainResult {
+  out: string;
+  configs: MiniConfigs;
+  size: MiniSizeReport;
+  scalingFactor: number;
+  vae: StageSummary;
+  ldm: StageSummary;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data
+
+interface SceneBatch {
+  images: Uint8Array[];
+  captions: string[];
+}
+
+const STAGE_SALT = { tokenizer: 0, vae: 1, ldm: 2, scale: 3 } as const;
+
+/** A generator for (seed, stream, index): disjoint streams for seeds below 2^20. */
+function streamRng(seed: number, stream: number, index: number): Rng {
+  return new Rng((seed * 4 + stream) * 2 ** 28 + index);
+}
+
+async function renderBatch(rng: Rng, n: number, size: number): Promise<SceneBatch> {
+  const scenes = Array.from({ length: n }, () => sampleScene(rng));
+  const captions = scenes.map((s) => caption(s, rng));
+  const images = await Promise.all(scenes.map((s) => renderScene(s, size)));
+  return { images, captions };
+}
+
+/**
+ * Batch `k` of a stage is rendered from streamRng(seed, stage, k): independent of when it is
+ * asked for, so resuming reproduces the data. `request` starts rendering in the background.
+ */
+class BatchStream {
+  private readonly pending = new Map<number, Promise<SceneBatch>>();
+  private readonly ready = new Map<number, SceneBatch>();
+
+  constructor(
+    private readonly seed: number,
+    private readonly stream: number,
+    private readonly batch: number,
+    private readonly size: number,
+    private readonly steps: number,
+  ) {}
+
+  request(k: number): void {
+    if (k >= this.steps || this.pending.has(k) || this.ready.has(k)) return;
+    this.pending.set(k, renderBatch(streamRng(this.seed, this.stream, k), this.batch, this.size));
+  }
+
+  async wait(k: number): Promise<void> {
+    this.request(k);
+    const p = this.pending.get(k);
+    if (!p) return;
+    this.ready.set(k, await p);
+    this.pending.delete(k);
+  }
+
+  take(k: number): SceneBatch {
+    const b = this.ready.get(k);
+    if (!b) throw new Error(`pretrain: batch ${k} was not rendered before its step`);
+    this.ready.delete(k);
+    return b;
+  }
+}
+
+/** Raw RGB images → NHWC float32 in [−1, 1] (the VAE's input range). */
+function imagesToArray(images: Uint8Array[], size: number): Float32Array {
+  const per = size * size * 3;
+  const out = new Float32Array(images.length * per);
+  images.forEach((img, i) => {
+    for (let j = 0; j < per; j++) out[i * per + j] = img[j]! / 127.5 - 1;
+  });
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weights
+
+let created = 0;
+
+function variables(shapes: ParamShapes, seed: number, prefix: string): Map<string, tf.Variable> {
+  const init = initParams(shapes, seed);
+  const vars = new Map<string, tf.Variable>();
+  for (const [k, t] of init) {
+    vars.set(k, tf.variable(t, true, `${prefix}/${k}`));
+    t.dispose();
+  }
+  return vars;
+}
+
+function prefixed(vars: Map<string, tf.Variable>, prefix: string): Map<string, tf.Variable> {
+  return new Map([...vars].map(([k, v]) => [`${prefix}/${k}`, v]));
+}
+
+async function writeComponent(dir: string, config: object, file: string, params: Params): Promise<void> {
+  fs.mkdirSync(dir, { recursive: true });
+  await writeBytesAtomic(path.join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+  await writeParams(path.join(dir, file), params);
+}
+
+interface DoneMarker extends StageSummary {
+  scalingFactor?: number;
+}
+
+const DONE_FILE = 'done.json';
+
+function readDone(stageDir: string): DoneMarker | undefined {
+  const file = path.join(stageDir, DONE_FILE);
+  return fs.existsSync(file) ? (JSON.parse(fs.readFileSync(file, 'utf8')) as DoneMarker) : undefined;
+}
+
+function summarise(losses: number[]): StageSummary {
+  const tail = losses.slice(-Math.max(1, Math.floor(losses.length / 10)));
+  return { steps: losses.length, firstLoss: losses[0] ?? NaN, finalLoss: tail.reduce((a, b) => a + b, 0) / Math.max(1, tail.length) };
+}
+
+/** Warmup is capped at a tenth of a stage, so short runs still reach the peak rate. */
+function effectiveWarmup(s: PretrainSettings, steps: number): number {
+  return Math.min(s.warmupSteps, Math.floor(steps / 10));
+}
+
+function engineConfig(s: PretrainSettings, steps: number, lr: number, weightDecay: number, stream: number): EngineConfig {
+  return {
+    steps,
+    gradAccum: 1,
+    lr,
+    lrSchedule: 'cosine',
+    warmupSteps: effectiveWarmup(s, steps),
+    weightDecay,
+    maxGradNorm: 1,
+    checkpointEvery: s.checkpointEvery,
+    validationEvery: 0,
+    seed: s.seed * 4 + stream,
+  };
+}
+
+/** The checkpoint to resume a stage from, or undefined to start it; refuses to overwrite a run. */
+function resumePoint(stageDir: string, resume: boolean): string | undefined {
+  const last = latestCheckpoint(stageDir);
+  if (last && !resume) throw new PainterError(`${stageDir}: a previous run is there; pass --resume to continue it, or remove the folder to start over`);
+  return last?.dir;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stages
+
+/** Stage 0: the BPE vocabulary of the world's captions. */
+export function buildMiniBpe(s: Pick<PretrainSettings, 'seed' | 'bpeCaptions' | 'vocabSize'>): TrainedBpe {
+  const rng = streamRng(s.seed, STAGE_SALT.tokenizer, 0);
+  const texts = Array.from({ length: s.bpeCaptions }, () => caption(sampleScene(rng), rng));
+  return trainClipBpe(texts, { vocabSize: s.vocabSize });
+}
+
+/** Runs a stage's `train()`, rendering batch k while step k−1 computes. */
+async function runStage(
+  stage: PretrainStage,
+  s: PretrainSettings,
+  data: BatchStream,
+  task: Parameters<typeof train>[0],
+  cfg: EngineConfig,
+  stageDir: string,
+  hooks: PretrainHooks,
+  nextStep: () => number,
+): Promise<number[]> {
+  const from = resumePoint(stageDir, s.resume);
+  await data.wait(from ? readCheckpointMeta(from).step : 0);
+  const result = await train(task, cfg, stageDir, { stage, settings: s }, {
+    onStep: (r) => hooks.onStep?.(stage, r),
+    shouldStop: hooks.shouldStop,
+    breathe: () => data.wait(nextStep()),
+    info: hooks.log,
+  }, from);
+  return result.losses;
+}
+
+async function trainVae(s: PretrainSettings, configs: MiniConfigs, hooks: PretrainHooks): Promise<{ params: Params; summary: StageSummary }> {
+  const dir = path.join(s.runDir, 'vae');
+  const cfg = configs.vae;
+  const shapes = vaeParamShapes(cfg);
+  const done = readDone(dir);
+  if (done && done.steps >= s.vaeSteps) {
+    hooks.log?.(`stage 1 (vae): finished earlier (${done.steps} steps), reusing ${dir}`);
+    return { params: loadWeights([path.join(dir, 'vae', 'diffusion_pytorch_model.safetensors')], shapes, 'painter-mini vae'), summary: done };
+  }
+  const vars = variables(shapes, s.seed * 8 + 1, `painter_mini_${++created}_vae`);
+  const params: Params = new Map(vars);
+  const size = s.sizes.imageSize;
+  const data = new BatchStream(s.seed, STAGE_SALT.vae, s.vaeBatch, size, s.vaeSteps);
+  const latentElems = (size / 4) ** 2 * cfg.latent_channels;
+  let k = 0;
+  const task: Parameters<typeof train>[0] = {
+    vars,
+    prepareBatch(rng) {
+      const batch = data.take(k);
+      data.request(++k);
+      const x = imagesToArray(batch.images, size);
+      const n = rng.normals(s.vaeBatch * latentElems);
+      const b = s.vaeBatch;
+      return () => {
+        const image = tf.tensor4d(x, [b, size, size, 3]);
+        const post = vaeEncode(params, cfg, image);
+        // Reparameterised sample z = μ + σ·n, so the reconstruction sees the posterior's spread.
+        const z = tf.add(post.mean, tf.mul(post.std, tf.tensor4d(n, post.mean.shape))) as tf.Tensor4D;
+        const diff = tf.sub(vaeDecode(params, cfg, z), image);
+        const rec = tf.add(tf.mean(tf.square(diff)), tf.mean(tf.abs(diff)));
+        // KL(N(μ, σ²) ‖ N(0, 1)) = ½(μ² + σ² − 1 − log σ²), averaged over latent elements.
+        const kl = tf.mul(0.5, tf.mean(tf.sub(tf.add(tf.square(post.mean), tf.exp(post.logvar)), tf.add(1, post.logvar))));
+        return tf.add(rec, tf.mul(s.klWeight, kl)) as tf.Scalar;
+      };
+    },
+    saveState: () => ({ k }),
+    restoreState(state) {
+      k = (state as { k: number }).k;
+    },
+    async saveResult(runDir) {
+      await writeComponent(path.join(runDir, 'vae'), cfg, 'diffusion_pytorch_model.safetensors', params);
+      return path.join(runDir, 'vae');
+    },
+  };
+  try {
+    hooks.log?.(`stage 1 (vae): ${s.vaeSteps} steps of ${s.vaeBatch} images at ${size}×${size}`);
+    const losses = await runStage('vae', s, data, task, engineConfig(s, s.vaeSteps, s.vaeLr, 0, STAGE_SALT.vae), dir, hooks, () => k);
+    const summary = summarise(losses);
+    await writeBytesAtomic(path.join(dir, DONE_FILE), JSON.stringify(summary));
+    const out: Params = new Map();
+    for (const [key, v] of vars) out.set(key, tf.clone(v));
+    return { params: out, summary };
+  } finally {
+    for (const v of vars.values()) v.dispose();
+  }
+}
+
+/** 1/std of sampled latents z = μ + σ·n over `scaleSamples` fresh scenes (diffusers' recipe). */
+export async function measureScalingFactor(vae: Params, configs: MiniConfigs, s: PretrainSettings): Promise<number> {
+  const rng = streamRng(s.seed, STAGE_SALT.scale, 0);
+  const size = s.sizes.imageSize;
+  let sum = 0;
+  let sumSq = 0;
+  let count = 0;
+  for (let done = 0; done < s.scaleSamples; done += 16) {
+    const n = Math.min(16, s.scaleSamples - done);
+    const batch = await renderBatch(rng, n, size);
+    const x = imagesToArray(batch.images, size);
+    const z = tf.tidy(() => {
+      const post = vaeEncode(vae, configs.vae, tf.tensor4d(x, [n, size, size, 3]));
+      return tf.add(post.mean, tf.mul(post.std, tf.tensor4d(rng.normals(post.mean.size), post.mean.shape)));
+    });
+    const values = z.dataSync();
+    z.dispose();
+    for (const v of values) {
+      sum += v;
+      sumSq += v * v;
+    }
+    count += values.length;
+  }
+  const mean = sum / count;
+  const std = Math.sqrt(Math.max(sumSq / count - mean * mean, 1e-12));
+  return 1 / std;
+}
+
+interface LdmWeights {
+  unet: Params;
+  textEncoder: Params;
+  summary: StageSummary;
+}
+
+async function trainLdm(s: PretrainSettings, configs: MiniConfigs, tokenizer: ClipTokenizer, vae: Params, hooks: PretrainHooks): Promise<LdmWeights> {
+  const dir = path.join(s.runDir, 'ldm');
+  const unetShapes = unetParamShapes(configs.unet);
+  const textShapes = clipTextParamShapes(configs.textEncoder);
+  const done = readDone(dir);
+  if (done && done.steps >= s.ldmSteps) {
+    hooks.log?.(`stage 2 (text encoder + unet): finished earlier (${done.steps} steps), reusing ${dir}`);
+    return {
+      unet: loadWeights([path.join(dir, 'unet', 'diffusion_pytorch_model.safetensors')], unetShapes, 'painter-mini unet'),
+      textEncoder: loadWeights([path.join(dir, 'text_encoder', 'model.safetensors')], textShapes, 'painter-mini text_encoder'),
+      summary: done,
+    };
+  }
+  const prefix = `painter_mini_${++created}`;
+  const unetVars = variables(unetShapes, s.seed * 8 + 2, `${prefix}_unet`);
+  const textVars = variables(textShapes, s.seed * 8 + 3, `${prefix}_text`);
+  const unet = { params: new Map(unetVars) as Params, config: configs.unet };
+  const textParams: Params = new Map(textVars);
+  const size = s.sizes.imageSize;
+  const data = new BatchStream(s.seed, STAGE_SALT.ldm, s.batch, size, s.ldmSteps);
+  const schedule = noiseSchedule(configs.scheduler);
+  const T = configs.scheduler.num_train_timesteps;
+  const sf = configs.vae.scaling_factor;
+  const L = Math.min(tokenizer.modelMaxLength, configs.textEncoder.max_position_embeddings);
+  const lh = size / 4;
+  const latentShape: [number, number, number, number] = [s.batch, lh, lh, configs.vae.latent_channels];
+  const latentElems = lh * lh * configs.vae.latent_channels;
+  let k = 0;
+  const task: Parameters<typeof train>[0] = {
+    vars: new Map([...prefixed(textVars, 'text_encoder'), ...prefixed(unetVars, 'unet')]),
+    prepareBatch(rng) {
+      const batch = data.take(k);
+      data.request(++k);
+      const captions = batch.captions.map((c) => (rng.uniform() < s.emptyCaptionRate ? '' : c));
+      const ids = captions.flatMap((c) => encode(tokenizer, c, { maxLength: L, padding: 'max_length', truncation: true }).ids);
+      const posterior = rng.normals(s.batch * latentElems);
+      // z₀ = (μ + σ·n)·scaling_factor, outside the tape: the VAE is frozen.
+      const latents = tf.tidy(() => {
+        const post = vaeEncode(vae, configs.vae, tf.tensor4d(imagesToArray(batch.images, size), [s.batch, size, size, 3]));
+        return tf.mul(tf.add(post.mean, tf.mul(post.std, tf.tensor4d(posterior, latentShape))), sf);
+      });
+      const z0 = latents.dataSync() as Float32Array;
+      latents.dispose();
+      const timesteps = captions.map(() => rng.int(T));
+      const noise = rng.normals(s.batch * latentElems);
+      return () => {
+        const ehs = clipTextForward(textParams, configs.textEncoder, tf.tensor2d(ids, [s.batch, L], 'int32')).lastHiddenState;
+        return diffusionLoss(unet, schedule, { latents: tf.tensor4d(z0, latentShape), noise: tf.tensor4d(noise, latentShape), timesteps, encoderHiddenStates: ehs }, { predictionType: 'epsilon' });
+      };
+    },
+    saveState: () => ({ k }),
+    restoreState(state) {
+      k = (state as { k: number }).k;
+    },
+    async saveResult(runDir) {
+      await writeComponent(path.join(runDir, 'unet'), configs.unet, 'diffusion_pytorch_model.safetensors', unet.params);
+      await writeComponent(path.join(runDir, 'text_encoder'), configs.textEncoder, 'model.safetensors', textParams);
+      return runDir;
+    },
+  };
+  try {
+    hooks.log?.(`stage 2 (text encoder + unet): ${s.ldmSteps} steps of ${s.batch} captioned images, ${Math.round(s.emptyCaptionRate * 100)}% empty captions`);
+    const losses = await runStage('ldm', s, data, task, engineConfig(s, s.ldmSteps, s.lr, 0.01, STAGE_SALT.ldm), dir, hooks, () => k);
+    const summary = summarise(losses);
+    await writeBytesAtomic(path.join(dir, DONE_FILE), JSON.stringify(summary));
+    const clone = (vars: Map<string, tf.Variable>): Params => new Map([...vars].map(([key, v]) => [key, tf.clone(v)]));
+    return { unet: clone(unetVars), textEncoder: clone(textVars), summary };
+  } finally {
+    for (const v of [...unetVars.values(), ...textVars.values()]) v.dispose();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The recipe
+
+function tokenIds(bpe: TrainedBpe): MiniTokenIds {
+  const id = (t: string) => {
+    const v = bpe.vocab[t];
+    if (v === undefined) throw new Error(`painter-mini vocabulary lacks ${t}`);
+    return v;
+  };
+  return { vocabSize: Object.keys(bpe.vocab).length, bosTokenId: id(BOS_TOKEN), eosTokenId: id(EOS_TOKEN) };
+}
+
+function readme(s: PretrainSettings, r: Omit<PretrainResult, 'out'>): string {
+  const f = (x: number) => x.toPrecision(4);
+  const warmup = (steps: number) => effectiveWarmup(s, steps);
+  const w = s.sizes;
+  return `# painter-mini
+
+A miniature Stable Diffusion trained from scratch on painter's procedural world (\`src/mini/\`) by
+\`npm run pretrain:mini\` (\`src/mini/pretrain.ts\`). Diffusers layout, float16 weights. Held-out
+subjects and accessories never appeared in its training data.
+
+| component | architecture | parameters |
+|---|---|---|
+| vae | AutoencoderKL, block_out_channels [${w.vaeChannels.join(', ')}], latent factor 4, 4 latent channels | ${r.size.vae} |
+| text_encoder | CLIPTextModel, ${w.textLayers} layers, hidden ${w.textHidden}, ${w.textHeads} heads, vocabulary ${r.configs.textEncoder.vocab_size} (BPE of ${s.bpeCaptions} world captions) | ${r.size.textEncoder} |
+| unet | UNet2DConditionModel, block_out_channels [${w.unetChannels.join(', ')}], ${w.unetLayersPerBlock} layer(s) per block | ${r.size.unet} |
+| total | ${w.imageSize}×${w.imageSize} images, ${w.imageSize / 4}×${w.imageSize / 4}×4 latents | ${r.size.total} (${(r.size.float16Bytes / 2 ** 20).toFixed(1)} MiB as float16) |
+
+## Recipe
+
+- seed ${s.seed}
+- stage 0: BPE vocabulary from ${s.bpeCaptions} captions: ${r.configs.textEncoder.vocab_size} tokens (asked for at most ${s.vocabSize}; pairs seen once are not merged)
+- stage 1 (vae): ${r.vae.steps} steps × ${s.vaeBatch} images, AdamW lr ${s.vaeLr} (cosine, warmup ${warmup(r.vae.steps)}), loss MSE + L1 + ${s.klWeight}·KL; loss ${f(r.vae.firstLoss)} → ${f(r.vae.finalLoss)} (mean of the last tenth)
+- scaling_factor ${f(r.scalingFactor)} = 1/std of the latents of ${s.scaleSamples} scenes
+- stage 2 (text encoder + unet): ${r.ldm.steps} steps × ${s.batch} images, AdamW lr ${s.lr} (cosine, warmup ${warmup(r.ldm.steps)}, weight decay 0.01), ε-prediction MSE, ${Math.round(s.emptyCaptionRate * 100)}% empty captions; loss ${f(r.ldm.firstLoss)} → ${f(r.ldm.finalLoss)}
+- scheduler: PNDM, scaled_linear β 0.00085–0.012, 1000 steps (as SD 1.x)
+`;
+}
+
+export async function pretrainMini(settings: Partial<PretrainSettings>, hooks: PretrainHooks = {}): Promise<PretrainResult> {
+  const s: PretrainSettings = { ...PRETRAIN_DEFAULTS, ...settings };
+  if (!Number.isInteger(s.seed) || s.seed < 0 || s.seed >= 2 ** 20) throw new UsageError(`--seed ${s.seed}: give a whole number in [0, ${2 ** 20})`);
+  if (!s.resume && fs.existsSync(s.runDir) && fs.readdirSync(s.runDir).length > 0) {
+    throw new PainterError(`${s.runDir}: a previous run is there; pass --resume to continue it, or remove the folder to start over`);
+  }
+  fs.mkdirSync(s.runDir, { recursive: true });
+  const bpe = buildMiniBpe(s);
+  const tokenizer = await writeMiniTokenizer(bpe, path.join(s.runDir, 'tokenizer'));
+  const ids = tokenIds(bpe);
+  const draft = miniConfigs(s.sizes, ids);
+  const size = miniParamCounts(draft);
+  hooks.log?.(describeMiniSize(size));
+  if (size.float16Bytes > MINI_MAX_BYTES) throw new PainterError(`painter-mini: ${describeMiniSize(size)} is over the limit; choose smaller widths`);
+
+  const vaeDone = readDone(path.join(s.runDir, 'vae'));
+  if ((!vaeDone || vaeDone.steps < s.vaeSteps) && latestCheckpoint(path.join(s.runDir, 'ldm'))) {
+    throw new PainterError(`${s.runDir}: the diffusion stage was trained on a VAE of ${vaeDone?.steps ?? 'fewer'} steps; keep --vae-steps at that, or remove ${path.join(s.runDir, 'ldm')} to retrain it`);
+  }
+  const vae = await trainVae(s, draft, hooks);
+  const unets: Params[] = [];
+  try {
+    const scaleFile = path.join(s.runDir, 'ldm', 'scaling-factor.json');
+    let scalingFactor: number;
+    if (fs.existsSync(scaleFile)) scalingFactor = (JSON.parse(fs.readFileSync(scaleFile, 'utf8')) as { scalingFactor: number }).scalingFactor;
+    else {
+      scalingFactor = await measureScalingFactor(vae.params, draft, s);
+      fs.mkdirSync(path.dirname(scaleFile), { recursive: true });
+      await writeBytesAtomic(scaleFile, JSON.stringify({ scalingFactor }));
+    }
+    hooks.log?.(`scaling_factor ${scalingFactor.toPrecision(4)}`);
+    const configs = miniConfigs(s.sizes, ids, scalingFactor);
+    const ldm = await trainLdm(s, configs, tokenizer, vae.params, hooks);
+    unets.push(ldm.unet, ldm.textEncoder);
+    const model: StableDiffusion = {
+      source: s.out,
+      unet: { config: configs.unet, params: ldm.unet },
+      vae: { config: configs.vae, params: vae.params },
+      textEncoder: { config: configs.textEncoder, params: ldm.textEncoder },
+      tokenizer,
+      scheduler: configs.scheduler,
+    };
+    await saveModel(model, s.out, { half: true, overwrite: true });
+    const result = { configs, size, scalingFactor, vae: vae.summary, ldm: ldm.summary };
+    await writeBytesAtomic(path.join(s.out, 'README.md'), readme(s, result));
+    hooks.log?.(`saved ${s.out}`);
+    return { out: s.out, ...result };
+  } finally {
+    for (const p of [vae.params, ...unets]) for (const t of p.values()) t.dispose();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Command line
+
+const OPTIONS = {
+  seed: { type: 'string' },
+  out: { type: 'string' },
+  'run-dir': { type: 'string' },
+  'vae-steps': { type: 'string' },
+  steps: { type: 'string' },
+  'vae-batch': { type: 'string' },
+  batch: { type: 'string' },
+  'vae-lr': { type: 'string' },
+  lr: { type: 'string' },
+  'checkpoint-every': { type: 'string' },
+  size: { type: 'string' },
+  resume: { type: 'boolean' },
+  backend: { type: 'string' },
+} as const;
+
+function numberOption(values: Record<string, unknown>, name: string, fallback: number, integer: boolean): number {
+  const raw = values[name];
+  if (raw === undefined) return fallback;
+  const v = Number(raw);
+  const min = name === 'seed' ? 0 : Number.MIN_VALUE;
+  if (!Number.isFinite(v) || v < min || (integer && !Number.isInteger(v))) {
+    throw new UsageError(`--${name} ${String(raw)}: give a ${name === 'seed' ? 'whole number, 0 or more' : integer ? 'positive whole number' : 'positive number'}`);
+  }
+  return v;
+}
+
+/** The `pretrain:mini` command; returns the summary line. Ctrl-C stops with a checkpoint. */
+export async function main(argv: string[], log: (line: string) => void = () => {}): Promise<string> {
+  let values: Record<string, unknown>;
+  try {
+    values = parseArgs({ args: argv, options: OPTIONS, strict: true }).values;
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const backend = (values['backend'] as string | undefined) ?? 'auto';
+  if (!BACKEND_CHOICES.includes(backend as BackendChoice)) throw new UsageError(`--backend ${backend}: choose one of ${BACKEND_CHOICES.join(', ')}`);
+  const d = PRETRAIN_DEFAULTS;
+  const settings: Partial<PretrainSettings> = {
+    seed: numberOption(values, 'seed', d.seed, true),
+    out: (values['out'] as string | undefined) ?? d.out,
+    runDir: (values['run-dir'] as string | undefined) ?? d.runDir,
+    vaeSteps: numberOption(values, 'vae-steps', d.vaeSteps, true),
+    ldmSteps: numberOption(values, 'steps', d.ldmSteps, true),
+    vaeBatch: numberOption(values, 'vae-batch', d.vaeBatch, true),
+    batch: numberOption(values, 'batch', d.batch, true),
+    vaeLr: numberOption(values, 'vae-lr', d.vaeLr, false),
+    lr: numberOption(values, 'lr', d.lr, false),
+    checkpointEvery: numberOption(values, 'checkpoint-every', d.checkpointEvery, true),
+    sizes: { ...d.sizes, imageSize: numberOption(values, 'size', d.sizes.imageSize, true) },
+    resume: values['resume'] === true,
+  };
+  await selectBackend(backend as BackendChoice);
+  let stop = false;
+  const onSigint = () => {
+    stop = true;
+  };
+  process.once('SIGINT', onSigint);
+  try {
+    const r = await pretrainMini(settings, {
+      log,
+      shouldStop: () => stop,
+      onStep: (stage, st) => {
+        if (st.step % 10 === 0 || st.step === st.steps) log(`${stage} ${st.step}/${st.steps} loss ${st.loss.toFixed(4)} ${Math.round(st.msPerStep)} ms/step`);
+      },
+    });
+    return `painter-mini saved to ${r.out}: vae loss ${r.vae.finalLoss.toPrecision(3)}, diffusion loss ${r.ldm.finalLoss.toPrecision(3)}, scaling_factor ${r.scalingFactor.toPrecision(4)}`;
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
+}

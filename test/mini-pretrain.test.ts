@@ -1,0 +1,152 @@
+/**
+ * painter-mini's pretraining recipe at micro scale (tiny widths, 32×32, a few steps): the stages
+ * run, the losses are finite and the VAE's falls, the output is a diffusers folder that loads
+ * and generates, and a run interrupted in either stage resumes to exactly the uninterrupted
+ * run's losses.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { disposeModel } from '../src/core/model.js';
+import { generate, type GeneratedImage } from '../src/core/pipeline/generate.js';
+import { InterruptedError, PainterError } from '../src/errors.js';
+import { loadModel } from '../src/io/load-model.js';
+import { MINI_SIZES, miniConfigs, miniParamCounts, MINI_MAX_BYTES, type MiniSizes } from '../src/mini/mini-config.js';
+import { pretrainMini, type PretrainResult, type PretrainSettings, type PretrainStage } from '../src/mini/pretrain.js';
+import { useBackend } from './helpers.js';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'painter-pretrain-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+beforeAll(() => useBackend());
+
+const MICRO: MiniSizes = {
+  imageSize: 32,
+  vaeChannels: [8, 16, 16],
+  vaeLayersPerBlock: 1,
+  textHidden: 16,
+  textLayers: 1,
+  textHeads: 2,
+  textIntermediate: 32,
+  unetChannels: [16, 32],
+  unetLayersPerBlock: 1,
+  unetHeads: 2,
+  vaeNormGroups: 2,
+  unetNormGroups: 4,
+};
+
+const VAE_STEPS = 30;
+const LDM_STEPS = 4;
+
+function settings(name: string, resume = false): Partial<PretrainSettings> {
+  return {
+    seed: 3,
+    out: path.join(tmp, name, 'painter-mini'),
+    runDir: path.join(tmp, name, 'run'),
+    vaeSteps: VAE_STEPS,
+    ldmSteps: LDM_STEPS,
+    vaeBatch: 8,
+    batch: 4,
+    vaeLr: 1e-2,
+    lr: 1e-3,
+    warmupSteps: 0,
+    checkpointEvery: 10,
+    bpeCaptions: 400,
+    vocabSize: 600,
+    scaleSamples: 8,
+    sizes: MICRO,
+    resume,
+  };
+}
+
+type Losses = Record<PretrainStage, number[]>;
+
+async function run(name: string, opts: { resume?: boolean; stopAt?: { stage: PretrainStage; step: number } } = {}): Promise<{ result: PretrainResult; losses: Losses }> {
+  const losses: Losses = { vae: [], ldm: [] };
+  let last: { stage: PretrainStage; step: number } | undefined;
+  const result = await pretrainMini(settings(name, opts.resume), {
+    onStep: (stage, r) => {
+      losses[stage].push(r.loss);
+      last = { stage, step: r.step };
+    },
+    shouldStop: () => opts.stopAt !== undefined && last?.stage === opts.stopAt.stage && last.step === opts.stopAt.step,
+  }).catch((e: unknown) => {
+    if (e instanceof InterruptedError) return Object.assign(e, { losses });
+    throw e;
+  });
+  if (result instanceof InterruptedError) throw result;
+  return { result, losses };
+}
+
+describe('painter-mini configs', () => {
+  it('parse with the real parsers and fit the package limit', () => {
+    const c = miniConfigs(MINI_SIZES, { vocabSize: 1000, bosTokenId: 998, eosTokenId: 999 });
+    expect(c.unet.cross_attention_dim).toBe(c.textEncoder.hidden_size);
+    expect(c.unet.sample_size).toBe(16);
+    expect(c.vae.block_out_channels).toHaveLength(3);
+    expect(c.scheduler.beta_schedule).toBe('scaled_linear');
+    const size = miniParamCounts(c);
+    expect(size.float16Bytes).toBeLessThanOrEqual(MINI_MAX_BYTES);
+    expect(size.total).toBeGreaterThan(5e6);
+  });
+});
+
+describe('pretrainMini (micro scale)', () => {
+  let reference: { result: PretrainResult; losses: Losses };
+
+  beforeAll(async () => {
+    reference = await run('a');
+  }, 120_000);
+
+  it('trains every stage with finite losses; the VAE loss falls', () => {
+    const { vae, ldm } = reference.losses;
+    expect(vae).toHaveLength(VAE_STEPS);
+    expect(ldm).toHaveLength(LDM_STEPS);
+    for (const l of [...vae, ...ldm]) expect(Number.isFinite(l)).toBe(true);
+    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+    expect(mean(vae.slice(-5))).toBeLessThan(0.8 * mean(vae.slice(0, 5)));
+    const r = reference.result;
+    expect(r.scalingFactor).toBeGreaterThan(0);
+    expect(r.vae.finalLoss).toBeLessThan(r.vae.firstLoss);
+  });
+
+  it('saves a diffusers folder that loads and generates', () => {
+    const out = reference.result.out;
+    const text = fs.readFileSync(path.join(out, 'README.md'), 'utf8');
+    expect(text).toMatch(/seed 3/);
+    expect(text).toMatch(/stage 1 \(vae\): 30 steps/);
+    const model = loadModel(out);
+    try {
+      expect(model.vae.config.scaling_factor).toBeCloseTo(reference.result.scalingFactor, 5);
+      expect(model.textEncoder.config.vocab_size).toBe(reference.result.configs.textEncoder.vocab_size);
+      const before = tf.memory().numTensors;
+      const images: GeneratedImage[] = [];
+      for (const e of generate(model, { prompt: 'a red cat on a blue background', negativePrompt: '', steps: 2, guidance: 3, scheduler: 'ddim', seed: 1, count: 1, batch: 1, width: 32, height: 32, clipSkip: 0 })) {
+        if (e.kind === 'image') images.push(e.image);
+      }
+      expect(images).toHaveLength(1);
+      expect(images[0]!.pixels).toHaveLength(32 * 32 * 3);
+      expect(tf.memory().numTensors).toBe(before);
+    } finally {
+      disposeModel(model);
+    }
+  });
+
+  it('resumes an interrupted stage to exactly the uninterrupted losses', async () => {
+    await expect(run('b', { stopAt: { stage: 'vae', step: 12 } })).rejects.toBeInstanceOf(InterruptedError);
+    await expect(run('b')).rejects.toThrow(PainterError);
+    const second = await run('b', { resume: true, stopAt: { stage: 'ldm', step: 2 } }).catch((e: unknown) => e);
+    expect(second).toBeInstanceOf(InterruptedError);
+    const seen = (second as { losses: Losses }).losses;
+    expect(seen.vae).toEqual(reference.losses.vae.slice(12));
+    expect(seen.ldm).toEqual(reference.losses.ldm.slice(0, 2));
+    const last = await run('b', { resume: true });
+    // The finished VAE stage is reused; the diffusion stage continues from step 2.
+    expect(last.losses.vae).toEqual([]);
+    expect(last.losses.ldm).toEqual(reference.losses.ldm.slice(2));
+    expect(last.result.vae.finalLoss).toBe(reference.result.vae.finalLoss);
+    expect(last.result.ldm.finalLoss).toBe(reference.result.ldm.finalLoss);
+    expect(last.result.scalingFactor).toBe(reference.result.scalingFactor);
+  }, 120_000);
+});
