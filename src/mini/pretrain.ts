@@ -498,6 +498,8 @@ subjects and accessories never appeared in its training data.
 export async function pretrainMini(settings: Partial<PretrainSettings>, hooks: PretrainHooks = {}): Promise<PretrainResult> {
   const s: PretrainSettings = { ...PRETRAIN_DEFAULTS, ...settings };
   if (!Number.isInteger(s.seed) || s.seed < 0 || s.seed >= 2 ** 20) throw new UsageError(`--seed ${s.seed}: give a whole number in [0, ${2 ** 20})`);
+  // The image size must divide into the VAE's and UNet's levels: check before anything is written.
+  if (![32, 64].includes(s.sizes.imageSize)) throw new UsageError(`--size ${s.sizes.imageSize}: painter-mini trains at 32 or 64 pixels`);
   if (!s.resume && fs.existsSync(s.runDir) && fs.readdirSync(s.runDir).length > 0) {
     throw new PainterError(`${s.runDir}: a previous run is there; pass --resume to continue it, or remove the folder to start over`);
   }
