@@ -6,4 +6,10 @@
 // Ctrl-C saves a checkpoint of the running stage; run again with --resume to continue.
 import { runDistMain } from './run-dist.mjs';
 
-await runDistMain('mini/pretrain.js');
+await runDistMain(
+  'mini/pretrain.js',
+  `Pretrains painter-mini (VAE, then text encoder + UNet) and saves it (default fixtures/painter-mini).
+Usage: npm run pretrain:mini -- [--out DIR] [--run-dir DIR] [--seed N] [--vae-steps N] [--steps N]
+  [--vae-batch N] [--batch N] [--vae-lr X] [--lr X] [--checkpoint-every N] [--size 64|32] [--resume] [--backend B]
+Ctrl-C saves a checkpoint of the running stage; run again with --resume to continue.`,
+);

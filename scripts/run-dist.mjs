@@ -8,7 +8,12 @@ import sharp from 'sharp';
 sharp.concurrency(1);
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 
-export async function runDistMain(modulePath) {
+/** Runs dist/src/<modulePath>'s main; --help or -h prints `usage` instead. */
+export async function runDistMain(modulePath, usage) {
+  if (process.argv.slice(2).some((a) => a === '--help' || a === '-h')) {
+    console.log(usage);
+    return;
+  }
   const { main } = await import(pathToFileURL(path.join(root, 'dist', 'src', modulePath)).href);
   const { isPainterError } = await import(pathToFileURL(path.join(root, 'dist', 'src', 'errors.js')).href);
   try {

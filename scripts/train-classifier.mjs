@@ -4,4 +4,9 @@
 //   [--size 32|64] [--widths 16,32,64] [--lr 0.01] [--seed 0] [--test N] [--backend wasm]
 import { runDistMain } from './run-dist.mjs';
 
-await runDistMain('mini/train-classifier.js');
+await runDistMain(
+  'mini/train-classifier.js',
+  `Trains painter-mini's attribute classifier and saves it (default runs/classifier).
+Usage: npm run train:classifier -- [--out DIR] [--steps N] [--batch N] [--size 32|64] [--widths 16,32,64]
+  [--lr 0.01] [--seed 0] [--test N] [--backend B]`,
+);
