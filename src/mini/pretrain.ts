@@ -288,6 +288,7 @@ async function runStage(
     shouldStop: hooks.shouldStop,
     breathe: () => data.wait(nextStep()),
     info: hooks.log,
+    resumeHint: 'run npm run pretrain:mini again with --resume',
   }, from);
   return result.losses;
 }

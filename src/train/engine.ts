@@ -87,6 +87,8 @@ export interface EngineHooks {
   /** Lets the event loop run between steps (signals, spinner). */
   breathe?(): Promise<void>;
   info?(message: string): void;
+  /** How the user continues an interrupted run (the caller knows its own command line). */
+  resumeHint?: string;
 }
 
 export interface Checkpoint {
@@ -248,6 +250,8 @@ export async function train(task: TrainingTask, cfg: EngineConfig, runDir: strin
         const ms = performance.now() - t0;
         fs.writeSync(log, JSON.stringify({ step, loss, lr, gradNorm, ms: Math.round(ms) }) + '\n');
         hooks.onStep?.({ step, steps: cfg.steps, loss, lr, gradNorm, msPerStep: ms });
+        // Let signals and timers run, then see whether the user asked to stop (Ctrl-C).
+        await hooks.breathe?.();
         const stopping = hooks.shouldStop?.() === true;
         if (cfg.validationEvery > 0 && step % cfg.validationEvery === 0 && task.validate && !stopping) {
           const png = await task.validate(step);
@@ -258,12 +262,8 @@ export async function train(task: TrainingTask, cfg: EngineConfig, runDir: strin
           await writeBytesAtomic(path.join(runDir, 'loss.svg'), lossCurveSvg(losses));
         }
         if (stopping) {
-          throw new InterruptedError(`interrupted at step ${step}/${cfg.steps}; checkpoint saved in ${lastCheckpoint}; continue with --resume latest --out ${runDir}`);
-        }
-        await hooks.breathe?.();
-        if (hooks.shouldStop?.() === true) {
-          lastCheckpoint = await saveCheckpoint(runDir, step, task, adam, rng, fullConfig, losses);
-          throw new InterruptedError(`interrupted at step ${step}/${cfg.steps}; checkpoint saved in ${lastCheckpoint}; continue with --resume latest --out ${runDir}`);
+          const hint = hooks.resumeHint ?? `resume from ${lastCheckpoint}`;
+          throw new InterruptedError(`interrupted at step ${step}/${cfg.steps}; checkpoint saved in ${lastCheckpoint}; to continue, ${hint}`);
         }
       }
     } finally {

@@ -49,7 +49,7 @@ export async function dreamboothCommand(args: Args): Promise<void> {
       process.stderr.write(`painter: backend ${describeBackend(backend)}\n`);
       process.stderr.write(`painter: identifier "${identifier}": the subject is "${instancePrompt}"\n`);
     }
-    const { hooks, interrupt } = engineHooks(progress, json);
+    const { hooks, interrupt } = engineHooks(progress, json, runDir);
     try {
       let classImages: ClassImages | undefined;
       if (cfg['priorPreservation']) {

@@ -40,7 +40,7 @@ export async function invertCommand(args: Args): Promise<void> {
         process.stderr.write(`painter: backend ${describeBackend(backend)}\n`);
         process.stderr.write(`painter: learning ${setup.tokens.join(' ')} from ${images.length} image(s) at ${resolution}px; run folder ${runDir}\n`);
       }
-      const { hooks, interrupt } = engineHooks(progress, json);
+      const { hooks, interrupt } = engineHooks(progress, json, runDir);
       try {
         const result = await train(setup.task, engineConfig(cfg), runDir, cfg, hooks, run.resumeFrom);
         progress.succeed(`learned ${token} in ${result.step} steps → ${result.output}`);

@@ -126,7 +126,7 @@ export async function writeRunConfig(runDir: string, cfg: ConfigValues, extra: R
 }
 
 /** Progress, Ctrl-C and event-loop hooks for the engine. */
-export function engineHooks(progress: Progress, json: boolean): { hooks: EngineHooks; interrupt: InterruptFlag } {
+export function engineHooks(progress: Progress, json: boolean, runDir: string): { hooks: EngineHooks; interrupt: InterruptFlag } {
   const interrupt = watchInterrupt(() => progress.warn('stopping after this step and saving a checkpoint (Ctrl-C again to quit at once)'));
   let avg = 0;
   const hooks: EngineHooks = {
@@ -136,6 +136,7 @@ export function engineHooks(progress: Progress, json: boolean): { hooks: EngineH
     },
     shouldStop: () => interrupt.requested,
     breathe,
+    resumeHint: `run the same command with --resume latest --out ${runDir}`,
     info: (m) => {
       if (!json) process.stderr.write(`painter: ${m}\n`);
     },
