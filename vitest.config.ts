@@ -1,3 +1,5 @@
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
@@ -6,5 +8,7 @@ export default defineConfig({
     pool: 'forks',
     testTimeout: 120_000,
     hookTimeout: 120_000,
+    // `painter invert` installs embeddings into this folder: keep tests out of ./embeddings.
+    env: { PAINTER_EMBEDDINGS: path.join(os.tmpdir(), `painter-test-embeddings-${process.pid}`) },
   },
 });

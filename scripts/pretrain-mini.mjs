@@ -2,14 +2,15 @@
 // Pretrains painter-mini (VAE, then text encoder + UNet) and saves it (default fixtures/painter-mini).
 // Usage: npm run build && node scripts/pretrain-mini.mjs [--out DIR] [--run-dir DIR] [--seed N]
 //   [--vae-steps N] [--steps N] [--vae-batch N] [--batch N] [--vae-lr X] [--lr X]
-//   [--checkpoint-every N] [--size 64|32] [--resume] [--backend wasm]
+//   [--checkpoint-every N] [--size 64|32] [--resume] [--snapshot DIR] [--backend wasm]
 // Ctrl-C saves a checkpoint of the running stage; run again with --resume to continue.
 import { runDistMain } from './run-dist.mjs';
 
 await runDistMain(
-  'mini/pretrain.js',
+  'mini/pretrain-cli.js',
   `Pretrains painter-mini (VAE, then text encoder + UNet) and saves it (default fixtures/painter-mini).
 Usage: npm run pretrain:mini -- [--out DIR] [--run-dir DIR] [--seed N] [--vae-steps N] [--steps N]
-  [--vae-batch N] [--batch N] [--vae-lr X] [--lr X] [--checkpoint-every N] [--size 64|32] [--resume] [--backend B]
-Ctrl-C saves a checkpoint of the running stage; run again with --resume to continue.`,
+  [--vae-batch N] [--batch N] [--vae-lr X] [--lr X] [--checkpoint-every N] [--size 64|32] [--resume] [--snapshot DIR] [--backend B]
+Ctrl-C saves a checkpoint of the running stage; run again with --resume to continue.
+--snapshot DIR writes the latest diffusion checkpoint as a model folder to try while training goes on.`,
 );

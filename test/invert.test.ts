@@ -214,7 +214,11 @@ describe('painter invert (command line)', () => {
     const step = Number(saved[0]!.slice(5));
     const r = painter(['invert', PHOTOS, '--resume', 'latest', '--out', out, '--steps', String(step + 2), '--json']);
     expect(r.code, r.stderr).toBe(0);
-    expect(JSON.parse(r.stdout).steps).toBe(step + 2);
-    expect(fs.existsSync(path.join(out, 'cat-toy.safetensors'))).toBe(true);
+    const done = JSON.parse(r.stdout) as { steps: number; output: string; installed: string };
+    expect(done.steps).toBe(step + 2);
+    expect(done.output).toBe(path.join(out, 'cat-toy.safetensors'));
+    // Also installed, byte for byte, in the embeddings folder generate reads (vitest's $PAINTER_EMBEDDINGS).
+    expect(done.installed).toBe(path.join(process.env['PAINTER_EMBEDDINGS']!, 'cat-toy.safetensors'));
+    expect(fs.readFileSync(done.installed).equals(fs.readFileSync(done.output))).toBe(true);
   });
 });

@@ -124,7 +124,7 @@ describe('attribute classifier training', () => {
 });
 
 describe('the shipped classifier', () => {
-  it('loads from fixtures/mini-classifier and reads object and colour of unseen scenes', async () => {
+  it('loads from fixtures/mini-classifier and reads object, colour and background of unseen scenes', async () => {
     const { params, config } = loadClassifier(path.join(FIXTURES, 'mini-classifier'));
     const data = await renderLabelled(worldScenes(424242, 120), config.imageSize);
     const acc = evaluate(params, config, data);

@@ -133,6 +133,26 @@ describe('pretrainMini (micro scale)', () => {
     }
   });
 
+  it('--snapshot writes the latest diffusion checkpoint as a loadable pipeline, without training', async () => {
+    const snap = path.join(tmp, 'snapshot');
+    const r = await pretrainMini({ ...settings('a'), snapshot: snap });
+    expect(r.out).toBe(snap);
+    const a = loadModel(reference.result.out);
+    const b = loadModel(snap);
+    try {
+      // The last checkpoint is the final step: the snapshot is the shipped model in float32.
+      for (const [k, t] of a.unet.params) {
+        const [d, m] = tf.tidy(() => [tf.max(tf.abs(tf.sub(t, b.unet.params.get(k)!))).dataSync()[0]!, tf.max(tf.abs(t)).dataSync()[0]!]);
+        expect(d, k).toBeLessThanOrEqual(1e-3 * Math.max(1, m!)); // float16 rounding
+      }
+      expect(b.tokenizer.encoder.size).toBe(a.tokenizer.encoder.size);
+    } finally {
+      disposeModel(a);
+      disposeModel(b);
+    }
+    await expect(pretrainMini({ ...settings('never-trained'), snapshot: snap })).rejects.toThrow(/--snapshot: the VAE stage in .* has not finished/);
+  });
+
   it('resumes an interrupted stage to exactly the uninterrupted losses', async () => {
     await expect(run('b', { stopAt: { stage: 'vae', step: 12 } })).rejects.toBeInstanceOf(InterruptedError);
     await expect(run('b')).rejects.toThrow(PainterError);

@@ -77,12 +77,19 @@ const TRAINING: OptionSpec[] = [
   SEED,
 ];
 
+const EMBEDDINGS_DIR: OptionSpec = {
+  name: 'embeddings-dir',
+  type: 'string',
+  describe: 'Embeddings folder: invert installs what it learns there, generate loads those whose trigger word the prompt uses (default: $PAINTER_EMBEDDINGS, else ./embeddings)',
+};
+
 export const INVERT_OPTIONS: OptionSpec[] = [
   { name: 'token', type: 'string', describe: 'The new placeholder word to learn, e.g. "<cat>" (must not exist in the vocabulary)' },
   { name: 'init-token', type: 'string', describe: 'An existing single token whose embedding initialises the new one (e.g. "cat")', presettable: true },
   { name: 'vectors', type: 'integer', min: 1, max: 75, default: 1, describe: 'Embedding vectors per placeholder (multi-vector Textual Inversion)', presettable: true },
   { name: 'mode', type: 'string', choices: ['object', 'style'], default: 'object', describe: 'Prompt templates of the Textual Inversion paper: "a photo of a {}" (object) or "a painting in the style of {}" (style)', presettable: true },
   { name: 'format', type: 'string', choices: ['diffusers', 'a1111'], default: 'diffusers', describe: 'Output layout: diffusers learned_embeds (load_textual_inversion) or AUTOMATIC1111/kohya (emb_params)', presettable: true },
+  EMBEDDINGS_DIR,
   ...TRAINING,
 ];
 
@@ -122,6 +129,7 @@ export const GENERATE_OPTIONS: OptionSpec[] = [
   { name: 'out', type: 'string', default: './outputs', describe: 'Output folder for PNG files' },
   { name: 'embedding', type: 'string[]', describe: 'Textual Inversion file(s): painter, diffusers learned_embeds, AUTOMATIC1111 .pt/.safetensors' },
   { name: 'token', type: 'string', describe: 'Prompt token for a single --embedding (default: from the file)' },
+  EMBEDDINGS_DIR,
   { name: 'lora', type: 'string[]', describe: 'LoRA file(s) as FILE[:SCALE] (diffusers or kohya naming)' },
   { name: 'clip-skip', type: 'integer', min: 0, max: 11, default: 0, describe: 'Use the text encoder\'s output this many layers before the last' },
   { name: 'latents', type: 'string', describe: 'Initial latents: a safetensors file with one tensor [B, C, h, w] (NCHW), for exact reproduction across tools' },

@@ -18,13 +18,11 @@
  *
  *   node scripts/pretrain-mini.mjs [--out DIR] [--run-dir DIR] [--seed N] [--vae-steps N]
  *     [--steps N] [--vae-batch N] [--batch N] [--vae-lr X] [--lr X] [--checkpoint-every N]
- *     [--size 64|32] [--resume] [--backend wasm]
+ *     [--size 64|32] [--resume] [--snapshot DIR] [--backend wasm]
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
-import { BACKEND_CHOICES, selectBackend, type BackendChoice } from '../backend/select.js';
 import type { StableDiffusion } from '../core/model.js';
 import { clipTextForward, clipTextParamShapes } from '../core/models/clip-text.js';
 import { unetParamShapes } from '../core/models/unet.js';
@@ -38,7 +36,7 @@ import { PainterError, UsageError } from '../errors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
 import { loadWeights } from '../io/load-weights.js';
 import { saveModel, writeParams } from '../io/save-model.js';
-import { latestCheckpoint, readCheckpointMeta, train, type EngineConfig, type StepReport } from '../train/engine.js';
+import { checkpointParams, latestCheckpoint, readCheckpointMeta, train, type EngineConfig, type StepReport } from '../train/engine.js';
 import { BOS_TOKEN, EOS_TOKEN, trainClipBpe, type TrainedBpe } from './bpe-train.js';
 import { describeMiniSize, MINI_MAX_BYTES, MINI_SIZES, miniConfigs, miniParamCounts, type MiniConfigs, type MiniSizeReport, type MiniSizes, type MiniTokenIds } from './mini-config.js';
 import { renderScene } from './render.js';
@@ -71,6 +69,11 @@ export interface PretrainSettings {
   sizes: MiniSizes;
   /** Continue each stage from its latest checkpoint (a finished stage is kept). */
   resume: boolean;
+  /**
+   * Instead of training: write the diffusion stage's latest checkpoint, with the finished VAE, as
+   * a diffusers folder (float32) here, to try the model while its run goes on.
+   */
+  snapshot?: string;
 }
 
 /**
@@ -456,6 +459,51 @@ async function trainLdm(s: PretrainSettings, configs: MiniConfigs, tokenizer: Cl
   }
 }
 
+/** `--snapshot`: the latest diffusion checkpoint as a pipeline (see PretrainSettings.snapshot). */
+async function writeSnapshot(
+  s: PretrainSettings,
+  out: string,
+  configs: MiniConfigs,
+  tokenizer: ClipTokenizer,
+  vae: { params: Params; summary: StageSummary },
+  hooks: PretrainHooks,
+): Promise<PretrainResult> {
+  const ckpt = latestCheckpoint(path.join(s.runDir, 'ldm'));
+  if (!ckpt) throw new PainterError(`--snapshot: no diffusion-stage checkpoint in ${path.join(s.runDir, 'ldm', 'checkpoints')} yet`);
+  const unet = paramsFromCheckpoint(ckpt.dir, 'unet', unetParamShapes(configs.unet));
+  const textEncoder = paramsFromCheckpoint(ckpt.dir, 'text_encoder', clipTextParamShapes(configs.textEncoder));
+  try {
+    const model: StableDiffusion = {
+      source: out,
+      unet: { config: configs.unet, params: unet },
+      vae: { config: configs.vae, params: vae.params },
+      textEncoder: { config: configs.textEncoder, params: textEncoder },
+      tokenizer,
+      scheduler: configs.scheduler,
+    };
+    await saveModel(model, out, { half: false, overwrite: true });
+    hooks.log?.(`snapshot of ${ckpt.dir} saved to ${out}`);
+    const meta = readCheckpointMeta(ckpt.dir);
+    const losses = meta.losses;
+    return { out, configs, size: miniParamCounts(configs), scalingFactor: configs.vae.scaling_factor, vae: vae.summary, ldm: summarise(losses) };
+  } finally {
+    for (const p of [unet, textEncoder]) for (const t of p.values()) t.dispose();
+  }
+}
+
+/** One component's parameters (`<component>/<key>`) from an engine checkpoint, checked against `shapes`. */
+function paramsFromCheckpoint(dir: string, component: string, shapes: ParamShapes): Params {
+  const params = checkpointParams(dir, component);
+  for (const [k, shape] of shapes) {
+    const t = params.get(k);
+    if (!t || t.shape.join(',') !== shape.join(',')) {
+      for (const x of params.values()) x.dispose();
+      throw new PainterError(`${dir}: ${component} "${k}" is ${t ? `[${t.shape.join(', ')}]` : 'missing'}, expected [${shape.join(', ')}]; the checkpoint is from another configuration`);
+    }
+  }
+  return params;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The recipe
 
@@ -501,7 +549,7 @@ export async function pretrainMini(settings: Partial<PretrainSettings>, hooks: P
   if (!Number.isInteger(s.seed) || s.seed < 0 || s.seed >= 2 ** 20) throw new UsageError(`--seed ${s.seed}: give a whole number in [0, ${2 ** 20})`);
   // The image size must divide into the VAE's and UNet's levels: check before anything is written.
   if (![32, 64].includes(s.sizes.imageSize)) throw new UsageError(`--size ${s.sizes.imageSize}: painter-mini trains at 32 or 64 pixels`);
-  if (!s.resume && fs.existsSync(s.runDir) && fs.readdirSync(s.runDir).length > 0) {
+  if (!s.resume && !s.snapshot && fs.existsSync(s.runDir) && fs.readdirSync(s.runDir).length > 0) {
     throw new PainterError(`${s.runDir}: a previous run is there; pass --resume to continue it, or remove the folder to start over`);
   }
   fs.mkdirSync(s.runDir, { recursive: true });
@@ -517,6 +565,7 @@ export async function pretrainMini(settings: Partial<PretrainSettings>, hooks: P
   if ((!vaeDone || vaeDone.steps < s.vaeSteps) && latestCheckpoint(path.join(s.runDir, 'ldm'))) {
     throw new PainterError(`${s.runDir}: the diffusion stage was trained on a VAE of ${vaeDone?.steps ?? 'fewer'} steps; keep --vae-steps at that, or remove ${path.join(s.runDir, 'ldm')} to retrain it`);
   }
+  if (s.snapshot && !(vaeDone && vaeDone.steps >= s.vaeSteps)) throw new PainterError(`--snapshot: the VAE stage in ${s.runDir} has not finished; snapshots are of the diffusion stage`);
   const vae = await trainVae(s, draft, hooks);
   const unets: Params[] = [];
   try {
@@ -530,6 +579,7 @@ export async function pretrainMini(settings: Partial<PretrainSettings>, hooks: P
     }
     hooks.log?.(`scaling_factor ${scalingFactor.toPrecision(4)}`);
     const configs = miniConfigs(s.sizes, ids, scalingFactor);
+    if (s.snapshot) return await writeSnapshot(s, s.snapshot, configs, tokenizer, vae, hooks);
     const ldm = await trainLdm(s, configs, tokenizer, vae.params, hooks);
     unets.push(ldm.unet, ldm.textEncoder);
     const model: StableDiffusion = {
@@ -547,80 +597,5 @@ export async function pretrainMini(settings: Partial<PretrainSettings>, hooks: P
     return { out: s.out, ...result };
   } finally {
     for (const p of [vae.params, ...unets]) for (const t of p.values()) t.dispose();
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Command line
-
-const OPTIONS = {
-  seed: { type: 'string' },
-  out: { type: 'string' },
-  'run-dir': { type: 'string' },
-  'vae-steps': { type: 'string' },
-  steps: { type: 'string' },
-  'vae-batch': { type: 'string' },
-  batch: { type: 'string' },
-  'vae-lr': { type: 'string' },
-  lr: { type: 'string' },
-  'checkpoint-every': { type: 'string' },
-  size: { type: 'string' },
-  resume: { type: 'boolean' },
-  backend: { type: 'string' },
-} as const;
-
-function numberOption(values: Record<string, unknown>, name: string, fallback: number, integer: boolean): number {
-  const raw = values[name];
-  if (raw === undefined) return fallback;
-  const v = Number(raw);
-  const min = name === 'seed' ? 0 : Number.MIN_VALUE;
-  if (!Number.isFinite(v) || v < min || (integer && !Number.isInteger(v))) {
-    throw new UsageError(`--${name} ${String(raw)}: give a ${name === 'seed' ? 'whole number, 0 or more' : integer ? 'positive whole number' : 'positive number'}`);
-  }
-  return v;
-}
-
-/** The `pretrain:mini` command; returns the summary line. Ctrl-C stops with a checkpoint. */
-export async function main(argv: string[], log: (line: string) => void = () => {}): Promise<string> {
-  let values: Record<string, unknown>;
-  try {
-    values = parseArgs({ args: argv, options: OPTIONS, strict: true }).values;
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
-  const backend = (values['backend'] as string | undefined) ?? 'auto';
-  if (!BACKEND_CHOICES.includes(backend as BackendChoice)) throw new UsageError(`--backend ${backend}: choose one of ${BACKEND_CHOICES.join(', ')}`);
-  const d = PRETRAIN_DEFAULTS;
-  const settings: Partial<PretrainSettings> = {
-    seed: numberOption(values, 'seed', d.seed, true),
-    out: (values['out'] as string | undefined) ?? d.out,
-    runDir: (values['run-dir'] as string | undefined) ?? d.runDir,
-    vaeSteps: numberOption(values, 'vae-steps', d.vaeSteps, true),
-    ldmSteps: numberOption(values, 'steps', d.ldmSteps, true),
-    vaeBatch: numberOption(values, 'vae-batch', d.vaeBatch, true),
-    batch: numberOption(values, 'batch', d.batch, true),
-    vaeLr: numberOption(values, 'vae-lr', d.vaeLr, false),
-    lr: numberOption(values, 'lr', d.lr, false),
-    checkpointEvery: numberOption(values, 'checkpoint-every', d.checkpointEvery, true),
-    sizes: { ...d.sizes, imageSize: numberOption(values, 'size', d.sizes.imageSize, true) },
-    resume: values['resume'] === true,
-  };
-  await selectBackend(backend as BackendChoice);
-  let stop = false;
-  const onSigint = () => {
-    stop = true;
-  };
-  process.once('SIGINT', onSigint);
-  try {
-    const r = await pretrainMini(settings, {
-      log,
-      shouldStop: () => stop,
-      onStep: (stage, st) => {
-        if (st.step % 10 === 0 || st.step === st.steps) log(`${stage} ${st.step}/${st.steps} loss ${st.loss.toFixed(4)} ${Math.round(st.msPerStep)} ms/step`);
-      },
-    });
-    return `painter-mini saved to ${r.out}: vae loss ${r.vae.finalLoss.toPrecision(3)}, diffusion loss ${r.ldm.finalLoss.toPrecision(3)}, scaling_factor ${r.scalingFactor.toPrecision(4)}`;
-  } finally {
-    process.off('SIGINT', onSigint);
   }
 }

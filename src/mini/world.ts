@@ -177,10 +177,13 @@ function sampleLayout(rng: Rng, subject: Subject): SceneLayout {
   return { background, size, position, facing, jitter };
 }
 
+/** How often `includeHeldOut` scenes wear an accessory: often enough for the classifier's feature head to learn all four. */
+export const FEATURE_RATE = 0.3;
+
 export interface SampleOptions {
   /**
-   * Also draw held-out combinations and, with probability 0.15, one accessory (for the
-   * attribute classifier, which must read any subject). Never set this for pretraining data.
+   * Also draw held-out combinations and, with probability `FEATURE_RATE`, one accessory (for
+   * the attribute classifier, which must read any subject). Never set this for pretraining data.
    */
   includeHeldOut?: boolean;
 }
@@ -193,7 +196,7 @@ export function sampleScene(rng: Rng, options: SampleOptions = {}): Scene {
   for (;;) {
     const subject = sampleSubject(rng);
     if (options.includeHeldOut) {
-      if (rng.uniform() < 0.15) subject.features = [{ kind: pick(rng, FEATURE_KINDS), colour: pickOther(rng, [subject.colour]) }];
+      if (rng.uniform() < FEATURE_RATE) subject.features = [{ kind: pick(rng, FEATURE_KINDS), colour: pickOther(rng, [subject.colour]) }];
       return { subject, ...sampleLayout(rng, subject) };
     }
     if (!isHeldOutSubject(subject)) return { subject, ...sampleLayout(rng, subject) };
@@ -290,6 +293,8 @@ export const LABEL_CLASSES = {
   pattern: PATTERNS,
   background: BACKGROUND_KINDS,
   backgroundColour: COLOUR_NAMES,
+  /** The (first) accessory, or none. */
+  feature: ['none', ...FEATURE_KINDS],
 } as const;
 export type LabelName = keyof typeof LABEL_CLASSES;
 export const LABEL_NAMES = Object.keys(LABEL_CLASSES) as LabelName[];
@@ -300,6 +305,7 @@ export interface SceneLabels {
   pattern: PatternKind;
   background: BackgroundKind;
   backgroundColour: ColourName;
+  feature: FeatureKind | 'none';
 }
 
 export function sceneLabels(scene: Scene): SceneLabels {
@@ -309,6 +315,7 @@ export function sceneLabels(scene: Scene): SceneLabels {
     pattern: scene.subject.pattern,
     background: scene.background.kind,
     backgroundColour: scene.background.colour,
+    feature: scene.subject.features[0]?.kind ?? 'none',
   };
 }
 

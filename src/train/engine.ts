@@ -160,6 +160,21 @@ async function saveCheckpoint(runDir: string, step: number, task: TrainingTask, 
   return final;
 }
 
+/**
+ * The trained values in a checkpoint (tfjs layout), those of keys under `prefix/` with the prefix
+ * removed (all when no prefix), e.g. to use a checkpoint of a run that is still going on.
+ */
+export function checkpointParams(dir: string, prefix?: string): Map<string, tf.Tensor> {
+  const { tensors } = loadSafetensors(path.join(dir, 'state.safetensors'));
+  const head = prefix === undefined ? 'param/' : `param/${prefix}/`;
+  const out = new Map<string, tf.Tensor>();
+  for (const [name, t] of tensors) {
+    if (!name.startsWith(head) || t.dtype === 'I32' || t.dtype === 'I64') continue;
+    out.set(name.slice(head.length), tf.tensor(t.data, t.shape));
+  }
+  return out;
+}
+
 function restoreCheckpoint(dir: string, task: TrainingTask, adam: AdamWState): CheckpointMeta {
   const meta = readCheckpointMeta(dir);
   const { tensors } = loadSafetensors(path.join(dir, 'state.safetensors'));

@@ -3,9 +3,9 @@
  * so grids from successive steps show what the run has learned.
  */
 import type * as tf from '@tensorflow/tfjs';
-import sharp from 'sharp';
 import type { StableDiffusion } from '../core/model.js';
 import { defaultImageSize, generate } from '../core/pipeline/generate.js';
+import { imageGrid } from '../io/image-grid.js';
 
 export const VALIDATION_IMAGES = 4;
 export const VALIDATION_STEPS = 20;
@@ -18,7 +18,7 @@ export async function renderValidationGrid(
   _step: number,
 ): Promise<Buffer> {
   const size = defaultImageSize(model);
-  const tiles: Buffer[] = [];
+  const tiles: Uint8Array[] = [];
   for (const event of generate(model, {
     prompt,
     negativePrompt: '',
@@ -33,12 +33,7 @@ export async function renderValidationGrid(
     clipSkip: 0,
     ...text,
   })) {
-    if (event.kind === 'image') tiles.push(Buffer.from(event.image.pixels));
+    if (event.kind === 'image') tiles.push(event.image.pixels);
   }
-  const cols = 2;
-  const rows = Math.ceil(tiles.length / cols);
-  return sharp({ create: { width: cols * size, height: rows * size, channels: 3, background: '#000' } })
-    .composite(tiles.map((t, i) => ({ input: t, raw: { width: size, height: size, channels: 3 as const }, left: (i % cols) * size, top: Math.floor(i / cols) * size })))
-    .png()
-    .toBuffer();
+  return imageGrid(tiles, size, size, 2);
 }

@@ -16,6 +16,8 @@ import { readLoraFile } from '../../io/lora-files.js';
 export interface ConceptRequest {
   embeddings: string[];
   token?: string;
+  /** Embeddings found in the embeddings folder (each file's own token). */
+  library?: string[];
   loras: string[];
 }
 
@@ -51,8 +53,8 @@ export function applyConcepts(base: StableDiffusion, req: ConceptRequest, parts?
   const loraHashes: Record<string, string> = {};
   let model = base;
   try {
-    if (req.embeddings.length > 0 && has('text_encoder')) {
-      const files = req.embeddings.map((f) => readEmbeddingFile(f, { token: req.token }));
+    if (req.embeddings.length + (req.library?.length ?? 0) > 0 && has('text_encoder')) {
+      const files = [...req.embeddings.map((f) => readEmbeddingFile(f, { token: req.token })), ...(req.library ?? []).map((f) => readEmbeddingFile(f))];
       const applied = applyEmbeddings(model, files);
       cleanups.push(applied.dispose);
       model = applied.model;

@@ -18,6 +18,10 @@ import { tokenId } from '../../core/tokenizer/clip-tokenizer.js';
 import { InterruptedError, PainterError } from '../../errors.js';
 import { modelHash } from '../../io/file-hash.js';
 import { loadModel } from '../../io/load-model.js';
+import { resolveModelPath } from '../default-model.js';
+import { embeddingsDir, findEmbeddings } from '../../io/embedding-library.js';
+import { readEmbeddingFile } from '../../io/embeddings.js';
+import { multiVectorTokens } from '../../core/embeddings.js';
 import { encodePng, writeNewPng } from '../../io/png-out.js';
 import { closeSafetensors, openSafetensors, readTensor } from '../../io/safetensors.js';
 import { backendFromArgs, describeBackend } from '../backend-option.js';
@@ -25,7 +29,7 @@ import { resolveConfig } from '../config.js';
 import { breathe, watchInterrupt } from '../interrupt.js';
 import { passedOptions, type Args } from '../main.js';
 import { createProgress, type Progress } from '../progress.js';
-import { applyConcepts, type LoadedConcepts } from './concepts.js';
+import { applyConcepts, type ConceptRequest, type LoadedConcepts } from './concepts.js';
 import { checkMemoryBudget } from '../memory-check.js';
 
 
@@ -57,26 +61,19 @@ function unknownPlaceholders(model: StableDiffusion, prompt: string): string[] {
   return [...new Set(prompt.match(/<[^<>\s]+>/g) ?? [])].filter((t) => tokenId(model.tokenizer, t) === undefined && !t.startsWith('<|'));
 }
 
-function requireModel(value: unknown): string {
-  if (typeof value !== 'string' || value === '') {
-    throw new PainterError('--model is required: give a diffusers model folder or a single-file .safetensors checkpoint (a bundled default model is coming)');
-  }
-  return value;
-}
-
 export async function generateCommand(args: Args): Promise<void> {
   const cfg = resolveConfig('generate', passedOptions(args, 'generate'));
   const prompt = String(args['prompt'] ?? '');
   const json = Boolean(args['json']);
   const progress: Progress = createProgress(json);
   const backend = await backendFromArgs(args);
-  const modelPath = requireModel(cfg['model']);
+  const modelPath = resolveModelPath(cfg['model']);
   const isFolder = fs.existsSync(modelPath) && fs.statSync(modelPath).isDirectory();
   // When the whole pipeline does not fit but one component at a time does, generate in phases.
   const phased = checkMemoryBudget('generate', modelPath, cfg, backend, { phasedGeneration: isFolder })?.plan === 'phased';
   const t0 = Date.now();
   const loadOpts = { config: cfg['config'] as string | undefined, arch: cfg['arch'] as 'auto' | 'sd1' | 'sd2' };
-  const conceptRequest = {
+  const conceptRequest: ConceptRequest = {
     embeddings: (cfg['embedding'] as string[] | undefined) ?? [],
     token: cfg['token'] as string | undefined,
     loras: (cfg['lora'] as string[] | undefined) ?? [],
@@ -85,6 +82,22 @@ export async function generateCommand(args: Args): Promise<void> {
   const base = loadModel(modelPath, { ...loadOpts, parts: firstParts });
   let concepts: LoadedConcepts | undefined;
   try {
+    // Embeddings in the embeddings folder whose trigger word the prompts use (as AUTOMATIC1111).
+    const given = new Set(conceptRequest.embeddings.map((f) => readEmbeddingFile(f, { token: conceptRequest.token }).token));
+    const hidden = base.textEncoder.config.hidden_size;
+    const library = findEmbeddings(embeddingsDir(cfg['embeddingsDir']), [prompt, String(cfg['negative'] ?? '')], given, (m) => progress.warn(m)).filter((l) => {
+      // As AUTOMATIC1111: embeddings for another base model (or clashing with a word) are skipped.
+      const why =
+        l.width !== hidden
+          ? `its vectors are ${l.width} wide, this model's text encoder ${hidden}`
+          : multiVectorTokens(l.token, l.vectors).some((t) => tokenId(base.tokenizer, t) !== undefined)
+            ? `"${l.token}" is already a word of this model's vocabulary`
+            : undefined;
+      if (why) progress.warn(`not using ${l.file} from the embeddings folder: ${why}`);
+      return why === undefined;
+    });
+    conceptRequest.library = library.map((l) => l.file);
+    if (!json) for (const l of library) process.stderr.write(`painter: ${l.token} from ${l.file}\n`);
     concepts = applyConcepts(base, conceptRequest, firstParts);
     const model = concepts.model;
     const loadMs = Date.now() - t0;

@@ -2,6 +2,7 @@
 import * as path from 'node:path';
 import { disposeModel } from '../../core/model.js';
 import { PainterError } from '../../errors.js';
+import { embeddingsDir, installEmbedding } from '../../io/embedding-library.js';
 import { modelHash } from '../../io/file-hash.js';
 import { train } from '../../train/engine.js';
 import { createInversion } from '../../train/textual-inversion.js';
@@ -43,9 +44,14 @@ export async function invertCommand(args: Args): Promise<void> {
       const { hooks, interrupt } = engineHooks(progress, json, runDir);
       try {
         const result = await train(setup.task, engineConfig(cfg), runDir, cfg, hooks, run.resumeFrom);
+        // Installed where generate finds it by its token, as AUTOMATIC1111's embeddings folder.
+        const installed = await installEmbedding(result.output, embeddingsDir(cfg['embeddingsDir']));
         progress.succeed(`learned ${token} in ${result.step} steps → ${result.output}`);
-        if (json) process.stdout.write(JSON.stringify({ output: result.output, runDir, steps: result.step, finalLoss: result.losses.at(-1) }, null, 2) + '\n');
-        else process.stdout.write(`${result.output}\n`);
+        if (json) process.stdout.write(JSON.stringify({ output: result.output, installed, runDir, steps: result.step, finalLoss: result.losses.at(-1) }, null, 2) + '\n');
+        else {
+          process.stderr.write(`painter: installed as ${installed}; "painter generate" uses it whenever a prompt says ${token}\n`);
+          process.stdout.write(`${result.output}\n`);
+        }
       } finally {
         interrupt.dispose();
         progress.stop();

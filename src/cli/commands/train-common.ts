@@ -20,6 +20,7 @@ import { resolveConfig, type ConfigValues } from '../config.js';
 import { breathe, watchInterrupt, type InterruptFlag } from '../interrupt.js';
 import { passedOptions, type Args } from '../main.js';
 import { createProgress, type Progress } from '../progress.js';
+import { resolveModelPath } from '../default-model.js';
 
 /** Options that may differ on resume (how long and how often), all others come from the checkpoint. */
 const RESUME_OVERRIDABLE = ['steps', 'checkpointEvery', 'validationEvery', 'out', 'resume', 'backend'];
@@ -56,18 +57,15 @@ export function resolveRun(command: CommandName, args: Args, defaultName: (cfg: 
     cfg = { ...saved, ...overrides };
   }
   // Paths are stored absolute so a resumed run finds them from any working directory.
-  if (typeof cfg['model'] === 'string' && !resumeFrom) cfg['model'] = path.resolve(cfg['model']);
+  // An absent --model is recorded as the bundled model's path, so the run config names what trained.
+  if (!resumeFrom) cfg['model'] = path.resolve(resolveModelPath(cfg['model']));
   if (typeof cfg['config'] === 'string' && !resumeFrom) cfg['config'] = path.resolve(cfg['config']);
   runDir ??= path.resolve('runs', `${defaultName(cfg)}-${timestamp()}`);
   return { cfg, runDir, resumeFrom };
 }
 
 export function requireModelPath(cfg: ConfigValues): string {
-  const m = cfg['model'];
-  if (typeof m !== 'string' || m === '') {
-    throw new PainterError('--model is required: give a diffusers model folder or a single-file .safetensors checkpoint (a bundled default model is coming)');
-  }
-  return m;
+  return resolveModelPath(cfg['model']);
 }
 
 export function loadBaseModel(cfg: ConfigValues): StableDiffusion {

@@ -1,0 +1,524 @@
+/**
+ * `npm run bench:concepts [-- --seed N]`: what painter's concept learning achieves on the bundled
+ * painter-mini, scored by the shipped attribute classifier (fixtures/mini-classifier):
+ *
+ *   - VAE reconstruction PSNR on held-out scenes;
+ *   - prompt fidelity of generation (classified object / colour / background colour = prompt's);
+ *   - Textual Inversion of a held-out subject against its init-token baseline;
+ *   - DreamBooth on the same subject, which also wears a never-seen accessory: subject fidelity,
+ *     and PRES (the share of plain class-prompt samples that look like the subject) with and
+ *     without prior preservation — and against Textual Inversion (DreamBooth's Table 1 in small).
+ *
+ * The seed picks the subject (a held-out combination plus an accessory) and draws every photo,
+ * prompt and sample. Training runs through the real `painter invert` / `painter dreambooth`
+ * commands; sampling and scoring run here on the files they write. Everything lands in --out:
+ * the subject's photos, runs, sample grids, results.json and table.md.
+ */
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+import * as tf from '@tensorflow/tfjs';
+import { BACKEND_CHOICES, selectBackend, type BackendChoice } from '../backend/select.js';
+import { applyConcepts } from '../cli/commands/concepts.js';
+import { packageRoot } from '../cli/config.js';
+import { bundledModelPath } from '../cli/default-model.js';
+import { disposeModel, type StableDiffusion } from '../core/model.js';
+import { vaeDecode, vaeEncode } from '../core/models/vae.js';
+import { defaultImageSize, generate } from '../core/pipeline/generate.js';
+import { Rng } from '../core/random.js';
+import type { SchedulerKind } from '../core/schedulers/index.js';
+import { PainterError, UsageError } from '../errors.js';
+import { writeBytesAtomic } from '../io/atomic.js';
+import { imageGrid } from '../io/image-grid.js';
+import { loadModel } from '../io/load-model.js';
+import { imagesToTensor, predict, type ClassifierConfig } from './classifier.js';
+import type { Params } from '../core/params.js';
+import { renderScene } from './render.js';
+import { subjectScenes, writeScenePngs } from './subject-photos.js';
+import { loadClassifier } from './train-classifier.js';
+import {
+  caption,
+  COLOUR_NAMES,
+  HELD_OUT_COMBINATIONS,
+  heldOutSubject,
+  isHeldOut,
+  LABEL_CLASSES,
+  LABEL_NAMES,
+  sampleScene,
+  sceneLabels,
+  subjectPhrase,
+  type LabelName,
+  type Scene,
+  type FeatureKind,
+  type Subject,
+} from './world.js';
+
+// ---------------------------------------------------------------------------------------------
+// Subject, readings and scores (pure)
+
+/**
+ * Accessories the 32-px classifier reads reliably enough to score: on photos of held-out subjects
+ * it recognises a hat 88% of the time, but a bow 35%, a crown 27% and a collar 12% (a pixel or
+ * two at that size), so only the hat is used as the never-seen feature.
+ */
+export const SCORED_FEATURES: readonly FeatureKind[] = ['hat'];
+
+/** The benchmark's subject for a seed: a held-out combination wearing a never-seen accessory. */
+export function benchSubject(seed: number): Subject {
+  const rng = new Rng(seed * 4 + 1);
+  const c = HELD_OUT_COMBINATIONS[rng.int(HELD_OUT_COMBINATIONS.length)]!;
+  const kind = SCORED_FEATURES[rng.int(SCORED_FEATURES.length)]!;
+  const colours = COLOUR_NAMES.filter((x) => x !== c.colour && x !== c.patternColour);
+  return heldOutSubject(c, [{ kind, colour: colours[rng.int(colours.length)]! }]);
+}
+
+/** What the classifier reads from one image, as class names. */
+export type Reading = Record<LabelName, string>;
+
+/** The subject's attributes as the classifier names them. */
+export function subjectReading(s: Subject): Pick<Reading, 'object' | 'colour' | 'pattern' | 'feature'> {
+  return { object: s.object, colour: s.colour, pattern: s.pattern, feature: s.features[0]?.kind ?? 'none' };
+}
+
+export interface SubjectScore {
+  /** Object, colour, pattern and accessory all read as the subject's. */
+  subject: number;
+  /** Object, colour and pattern (the held-out combination) without the accessory. */
+  combination: number;
+  object: number;
+  colour: number;
+  pattern: number;
+  feature: number;
+}
+
+export function scoreSubject(readings: readonly Reading[], s: Subject): SubjectScore {
+  const want = subjectReading(s);
+  const frac = (f: (r: Reading) => boolean) => (readings.length === 0 ? 0 : readings.filter(f).length / readings.length);
+  const combo = (r: Reading) => r['object'] === want.object && r['colour'] === want.colour && r['pattern'] === want.pattern;
+  return {
+    subject: frac((r) => combo(r) && r['feature'] === want.feature),
+    combination: frac(combo),
+    object: frac((r) => r['object'] === want.object),
+    colour: frac((r) => r['colour'] === want.colour),
+    pattern: frac((r) => r['pattern'] === want.pattern),
+    feature: frac((r) => r['feature'] === want.feature),
+  };
+}
+
+/** Mean per-image PSNR in dB of 8-bit images (identical images count as 99 dB). */
+export function psnr(a: Uint8Array, b: Uint8Array): number {
+  if (a.length !== b.length) throw new Error('psnr: images differ in size');
+  let se = 0;
+  for (let i = 0; i < a.length; i++) se += (a[i]! - b[i]!) ** 2;
+  const mse = se / a.length;
+  return mse === 0 ? 99 : 10 * Math.log10((255 * 255) / mse);
+}
+
+/** Box-filter downscale of a square RGB image by an integer factor (what SVG rendering at the small size approximates). */
+export function downscale(pixels: Uint8Array, size: number, factor: number): Uint8Array {
+  if (factor === 1) return pixels;
+  if (size % factor !== 0) throw new Error(`downscale: ${size} is not a multiple of ${factor}`);
+  const out = new Uint8Array((size / factor) ** 2 * 3);
+  const n = size / factor;
+  for (let y = 0; y < n; y++) {
+    for (let x = 0; x < n; x++) {
+      for (let c = 0; c < 3; c++) {
+        let sum = 0;
+        for (let dy = 0; dy < factor; dy++) for (let dx = 0; dx < factor; dx++) sum += pixels[((y * factor + dy) * size + x * factor + dx) * 3 + c]!;
+        out[(y * n + x) * 3 + c] = Math.round(sum / (factor * factor));
+      }
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Settings
+
+export interface SamplingSettings {
+  steps: number;
+  guidance: number;
+  scheduler: SchedulerKind;
+}
+
+export interface ConceptBenchSettings {
+  seed: number;
+  model: string;
+  classifier: string;
+  out: string;
+  /** Samples per measured prompt (subject prompts and class prompts). */
+  samples: number;
+  /** Distinct captions for prompt fidelity (one sample each). */
+  prompts: number;
+  psnrScenes: number;
+  /** Photos of the subject given to Textual Inversion and DreamBooth. */
+  photos: number;
+  sampling: SamplingSettings;
+  tiSteps: number;
+  tiLr: number;
+  dbSteps: number;
+  dbLr: number;
+  dbMode: 'full' | 'lora';
+  classImages: number;
+  backend: BackendChoice;
+}
+
+export const BENCH_DEFAULTS: Omit<ConceptBenchSettings, 'model' | 'classifier' | 'out'> = {
+  seed: 0,
+  samples: 32,
+  prompts: 60,
+  psnrScenes: 64,
+  photos: 5,
+  sampling: { steps: 30, guidance: 7.5, scheduler: 'dpm++2m' },
+  tiSteps: 1000,
+  tiLr: 5e-3,
+  dbSteps: 400,
+  dbLr: 5e-5,
+  dbMode: 'full',
+  classImages: 100,
+  backend: 'auto',
+};
+
+// ---------------------------------------------------------------------------------------------
+// Measurements
+
+interface Classifier {
+  params: Params;
+  config: ClassifierConfig;
+}
+
+function classify(clf: Classifier, images: readonly Uint8Array[], size: number): Reading[] {
+  const s = clf.config.imageSize;
+  if (size % s !== 0) throw new PainterError(`the classifier reads ${s}px images; ${size}px samples do not scale to it`);
+  const readings: Reading[] = [];
+  for (let i = 0; i < images.length; i += 64) {
+    const x = imagesToTensor(images.slice(i, i + 64).map((im) => downscale(im, size, size / s)), s);
+    const pred = predict(clf.params, clf.config, x);
+    x.dispose();
+    for (let j = 0; j < x.shape[0]; j++) {
+      const r = {} as Reading;
+      for (const name of LABEL_NAMES) r[name] = (LABEL_CLASSES[name] as readonly string[])[pred[name][j]!]!;
+      readings.push(r);
+    }
+  }
+  return readings;
+}
+
+function sample(model: StableDiffusion, prompt: string, count: number, seed: number, s: SamplingSettings): Uint8Array[] {
+  const size = defaultImageSize(model);
+  const images: Uint8Array[] = [];
+  const req = { prompt, negativePrompt: '', ...s, seed, count, batch: Math.min(count, 8), width: size, height: size, clipSkip: 0 };
+  for (const e of generate(model, req)) if (e.kind === 'image') images.push(e.image.pixels);
+  return images;
+}
+
+/** Held-out scenes (held-out subjects, accessories) that pretraining never saw. */
+function heldOutScenes(seed: number, n: number): Scene[] {
+  const rng = new Rng(seed * 4 + 2);
+  const scenes: Scene[] = [];
+  while (scenes.length < n) {
+    const s = sampleScene(rng, { includeHeldOut: true });
+    if (isHeldOut(s)) scenes.push(s);
+  }
+  return scenes;
+}
+
+async function measurePsnr(model: StableDiffusion, scenes: readonly Scene[]): Promise<{ mean: number; min: number; originals: Uint8Array[]; recon: Uint8Array[] }> {
+  const size = defaultImageSize(model);
+  const originals: Uint8Array[] = [];
+  for (const s of scenes) originals.push(await renderScene(s, size));
+  const recon: Uint8Array[] = [];
+  for (let i = 0; i < originals.length; i += 16) {
+    const batch = originals.slice(i, i + 16);
+    const out = tf.tidy(() => {
+      const x = imagesToTensor(batch, size);
+      // The posterior mean, decoded: the deterministic reconstruction.
+      const y = vaeDecode(model.vae.params, model.vae.config, vaeEncode(model.vae.params, model.vae.config, x).mean as tf.Tensor4D);
+      return tf.round(tf.mul(tf.clipByValue(tf.add(tf.mul(y, 0.5), 0.5), 0, 1), 255));
+    });
+    const data = out.dataSync();
+    out.dispose();
+    const per = size * size * 3;
+    for (let j = 0; j < batch.length; j++) recon.push(Uint8Array.from(data.subarray(j * per, (j + 1) * per)));
+  }
+  const values = originals.map((o, i) => psnr(o, recon[i]!));
+  return { mean: values.reduce((a, b) => a + b, 0) / values.length, min: Math.min(...values), originals, recon };
+}
+
+/** Runs `painter <args> --json`; its progress goes to `log`. Returns the parsed JSON. */
+function painterCli(args: string[], logFile: string): Record<string, unknown> {
+  const out = args[args.indexOf('--out') + 1]!;
+  fs.rmSync(out, { recursive: true, force: true }); // a fresh run each time, never a resumed one
+  const bin = path.join(packageRoot(), 'bin', 'painter');
+  const fd = fs.openSync(logFile, 'a');
+  try {
+    const r = spawnSync(process.execPath, [bin, ...args, '--json'], { stdio: ['ignore', 'pipe', fd], maxBuffer: 1 << 24, encoding: 'utf8' });
+    if (r.status !== 0) throw new PainterError(`painter ${args[0]} failed (exit ${r.status}); see ${logFile}`);
+    return JSON.parse(r.stdout) as Record<string, unknown>;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The benchmark
+
+interface MethodResult {
+  label: string;
+  prompt: string;
+  score: SubjectScore;
+  /** Class-prompt samples that read as the subject (DreamBooth only). */
+  pres?: number;
+  trainSeconds?: number;
+}
+
+export interface ConceptBenchResult {
+  seed: number;
+  subject: string;
+  backend: string;
+  psnr: { scenes: number; mean: number; min: number };
+  promptFidelity: { prompts: number; object: number; colour: number; background: number };
+  /** The classifier on real photos of the subject: the ceiling of every subject score. */
+  reference: SubjectScore;
+  baseline: MethodResult;
+  textualInversion: MethodResult;
+  dreamboothPrior: MethodResult;
+  dreamboothNoPrior: MethodResult;
+  seconds: number;
+}
+
+const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
+
+export function formatTable(r: ConceptBenchResult): string {
+  const rows: [string, string, string, string][] = [];
+  const ok = (b: boolean) => (b ? 'met' : 'MISSED');
+  rows.push(['VAE reconstruction PSNR', `${r.psnr.mean.toFixed(1)} dB (min ${r.psnr.min.toFixed(1)}, ${r.psnr.scenes} held-out scenes)`, '≥ 25 dB', ok(r.psnr.mean >= 25)]);
+  const pf = r.promptFidelity;
+  rows.push([`prompt fidelity: object (${pf.prompts} captions)`, pct(pf.object), '≥ 70%', ok(pf.object >= 0.7)]);
+  rows.push(['prompt fidelity: colour', pct(pf.colour), '≥ 80%', ok(pf.colour >= 0.8)]);
+  rows.push(['prompt fidelity: background colour', pct(pf.background), '', '']);
+  const m = (x: MethodResult) => `${pct(x.score.subject)} (combination ${pct(x.score.combination)}; obj ${pct(x.score.object)} col ${pct(x.score.colour)} pat ${pct(x.score.pattern)} acc ${pct(x.score.feature)})`;
+  rows.push(['classifier on real photos of the subject', m({ ...r.baseline, score: r.reference }), 'ceiling', '']);
+  rows.push([`baseline "${r.baseline.prompt}"`, m(r.baseline), '', '']);
+  const ti = r.textualInversion;
+  const tiRatio = r.baseline.score.combination > 0 ? ti.score.combination / r.baseline.score.combination : Infinity;
+  rows.push([`Textual Inversion "${ti.prompt}"`, m(ti), '≥ 3× baseline (combination)', `${Number.isFinite(tiRatio) ? tiRatio.toFixed(1) + '×' : 'baseline 0'} ${ok(ti.score.combination >= 3 * r.baseline.score.combination && ti.score.combination > 0)}`]);
+  const dp = r.dreamboothPrior;
+  const dn = r.dreamboothNoPrior;
+  rows.push([`DreamBooth + prior "${dp.prompt}"`, m(dp), '> TI (subject)', ok(dp.score.subject > ti.score.subject)]);
+  rows.push(['DreamBooth without prior', m(dn), 'within 10 points of + prior', ok(Math.abs(dp.score.subject - dn.score.subject) <= 0.1)]);
+  const cut = dn.pres! > 0 ? 1 - dp.pres! / dn.pres! : 0;
+  rows.push([`PRES (class prompt reads as the subject)`, `${pct(dp.pres!)} with prior, ${pct(dn.pres!)} without`, 'prior cuts ≥ 1/3', `${pct(cut)} cut ${ok(dn.pres! > 0 && cut >= 1 / 3)}`]);
+  const widths = [0, 1, 2, 3].map((i) => Math.max(...rows.map((row) => row[i]!.length), ['measure', 'value', 'target', 'status'][i]!.length));
+  const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
+  return [
+    `painter-mini concept benchmark — seed ${r.seed}, subject "${r.subject}", backend ${r.backend}, ${(r.seconds / 60).toFixed(1)} min`,
+    line(['measure', 'value', 'target', 'status']),
+    line(widths.map((w) => '-'.repeat(w))),
+    ...rows.map(line),
+  ].join('\n');
+}
+
+export async function runConceptBench(s: ConceptBenchSettings, log: (line: string) => void): Promise<ConceptBenchResult> {
+  const t0 = performance.now();
+  const backend = await selectBackend(s.backend);
+  fs.mkdirSync(s.out, { recursive: true });
+  const logFile = path.join(s.out, 'commands.log');
+  const subject = benchSubject(s.seed);
+  const phrase = subjectPhrase(subject);
+  const className = subject.object;
+  log(`subject: ${phrase} (seed ${s.seed}); output in ${s.out}`);
+  const clf = loadClassifier(s.classifier);
+  const base = loadModel(s.model);
+  const size = defaultImageSize(base);
+  const grid = async (name: string, images: readonly Uint8Array[]) => writeBytesAtomic(path.join(s.out, `${name}.png`), await imageGrid(images, size, size, 8));
+  const seedOf = (k: number) => s.seed * 100_000 + k * 1000;
+  try {
+    // 1. VAE
+    const v = await measurePsnr(base, heldOutScenes(s.seed, s.psnrScenes));
+    await grid('vae-reconstruction', v.originals.slice(0, 8).flatMap((o, i) => [o, v.recon[i]!]));
+    log(`VAE PSNR ${v.mean.toFixed(2)} dB`);
+
+    // 2. Prompt fidelity
+    const rng = new Rng(s.seed * 4 + 3);
+    const scenes = Array.from({ length: s.prompts }, () => sampleScene(rng));
+    const captions = scenes.map((sc) => caption(sc, rng));
+    const promptImages = captions.map((c, i) => sample(base, c, 1, seedOf(1) + i, s.sampling)[0]!);
+    const readings = classify(clf, promptImages, size);
+    const frac = (f: (r: Reading, sc: Scene) => boolean) => readings.filter((r, i) => f(r, scenes[i]!)).length / readings.length;
+    const promptFidelity = {
+      prompts: s.prompts,
+      object: frac((r, sc) => r['object'] === sceneLabels(sc).object),
+      colour: frac((r, sc) => r['colour'] === sceneLabels(sc).colour),
+      background: frac((r, sc) => r['backgroundColour'] === sceneLabels(sc).backgroundColour),
+    };
+    await grid('prompt-fidelity', promptImages.slice(0, 32));
+    await writeBytesAtomic(path.join(s.out, 'prompt-fidelity.json'), JSON.stringify(captions.map((c, i) => ({ caption: c, read: readings[i] })), null, 1));
+    log(`prompt fidelity: object ${pct(promptFidelity.object)}, colour ${pct(promptFidelity.colour)}, background ${pct(promptFidelity.background)}`);
+
+    // 3. The subject's photos, and what the classifier makes of real ones
+    const photosDir = path.join(s.out, 'photos');
+    fs.rmSync(photosDir, { recursive: true, force: true });
+    await writeScenePngs(photosDir, 'photo', subjectScenes(subject, s.photos, s.seed * 4 + 4), size);
+    const refScenes = subjectScenes(subject, s.samples, s.seed * 4 + 5);
+    const refImages: Uint8Array[] = [];
+    for (const sc of refScenes) refImages.push(await renderScene(sc, size));
+    const reference = scoreSubject(classify(clf, refImages, size), subject);
+
+    const classPrompt = `a photo of a ${className}`;
+    const scoreSamples = async (model: StableDiffusion, prompt: string, k: number, name: string) => {
+      const images = sample(model, prompt, s.samples, seedOf(k), s.sampling);
+      await grid(name, images);
+      return classify(clf, images, size);
+    };
+    const baseline: MethodResult = { label: 'baseline', prompt: classPrompt, score: scoreSubject(await scoreSamples(base, classPrompt, 2, 'baseline'), subject) };
+    log(`baseline "${classPrompt}": subject ${pct(baseline.score.subject)}, combination ${pct(baseline.score.combination)}`);
+
+    // 4. Textual Inversion
+    const token = `<${subject.object}-${s.seed}>`;
+    let t = performance.now();
+    const ti = painterCli(
+      ['invert', photosDir, '--model', s.model, '--token', token, '--init-token', className, '--steps', String(s.tiSteps), '--lr', String(s.tiLr), '--seed', String(s.seed),
+        '--out', path.join(s.out, 'ti'), '--validation-every', '0', '--checkpoint-every', String(s.tiSteps), '--backend', backend.name],
+      logFile,
+    );
+    const tiSeconds = (performance.now() - t) / 1000;
+    const tiModel = applyConcepts(base, { embeddings: [String(ti['output'])], loras: [] });
+    const tiPrompt = `a photo of ${token}`;
+    let textualInversion: MethodResult;
+    try {
+      textualInversion = { label: 'ti', prompt: tiPrompt, score: scoreSubject(await scoreSamples(tiModel.model, tiPrompt, 3, 'textual-inversion'), subject), trainSeconds: tiSeconds };
+    } finally {
+      tiModel.dispose();
+    }
+    log(`Textual Inversion (${tiSeconds.toFixed(0)} s): subject ${pct(textualInversion.score.subject)}, combination ${pct(textualInversion.score.combination)}`);
+
+    // 5. DreamBooth with and without prior preservation
+    const dreambooth = async (prior: boolean): Promise<MethodResult> => {
+      const name = prior ? 'dreambooth-prior' : 'dreambooth-no-prior';
+      t = performance.now();
+      const r = painterCli(
+        ['dreambooth', photosDir, '--model', s.model, '--class', className, '--mode', s.dbMode, '--steps', String(s.dbSteps), '--lr', String(s.dbLr), '--seed', String(s.seed),
+          prior ? '--prior-preservation' : '--no-prior-preservation', '--class-images', String(s.classImages), '--class-dir', path.join(s.out, 'class-images'),
+          '--out', path.join(s.out, name), '--validation-every', '0', '--checkpoint-every', String(s.dbSteps), '--backend', backend.name],
+        logFile,
+      );
+      const seconds = (performance.now() - t) / 1000;
+      const output = String(r['output']);
+      const tuned = s.dbMode === 'full' ? loadModel(output) : undefined;
+      const lora = tuned ? undefined : applyConcepts(base, { embeddings: [], loras: [output] });
+      const model = tuned ?? lora!.model;
+      try {
+        const prompt = String(r['instancePrompt']);
+        const score = scoreSubject(await scoreSamples(model, prompt, prior ? 4 : 6, name), subject);
+        const pres = scoreSubject(await scoreSamples(model, classPrompt, prior ? 5 : 7, `${name}-class-prompt`), subject).subject;
+        log(`DreamBooth ${prior ? 'with' : 'without'} prior (${seconds.toFixed(0)} s): subject ${pct(score.subject)}, PRES ${pct(pres)}`);
+        return { label: name, prompt, score, pres, trainSeconds: seconds };
+      } finally {
+        if (tuned) disposeModel(tuned);
+        lora?.dispose();
+      }
+    };
+    const dreamboothPrior = await dreambooth(true);
+    const dreamboothNoPrior = await dreambooth(false);
+    const result: ConceptBenchResult = {
+      seed: s.seed,
+      subject: phrase,
+      backend: backend.name,
+      psnr: { scenes: s.psnrScenes, mean: v.mean, min: v.min },
+      promptFidelity,
+      reference,
+      baseline,
+      textualInversion,
+      dreamboothPrior,
+      dreamboothNoPrior,
+      seconds: (performance.now() - t0) / 1000,
+    };
+    await writeBytesAtomic(path.join(s.out, 'results.json'), JSON.stringify({ settings: s, ...result }, null, 2) + '\n');
+    await writeBytesAtomic(path.join(s.out, 'table.md'), formatTable(result) + '\n');
+    return result;
+  } finally {
+    disposeModel(base);
+    for (const p of clf.params.values()) p.dispose();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Command line
+
+const OPTIONS = {
+  seed: { type: 'string' },
+  model: { type: 'string' },
+  classifier: { type: 'string' },
+  out: { type: 'string' },
+  samples: { type: 'string' },
+  prompts: { type: 'string' },
+  'psnr-scenes': { type: 'string' },
+  'sample-steps': { type: 'string' },
+  guidance: { type: 'string' },
+  'ti-steps': { type: 'string' },
+  'ti-lr': { type: 'string' },
+  'db-steps': { type: 'string' },
+  'db-lr': { type: 'string' },
+  'db-mode': { type: 'string' },
+  'class-images': { type: 'string' },
+  json: { type: 'boolean' },
+  backend: { type: 'string' },
+} as const;
+
+function num(values: Record<string, unknown>, name: string, fallback: number, kind: 'count' | 'seed' | 'positive'): number {
+  const raw = values[name];
+  if (raw === undefined) return fallback;
+  const v = Number(raw);
+  const ok = kind === 'positive' ? Number.isFinite(v) && v > 0 : Number.isInteger(v) && v >= (kind === 'seed' ? 0 : 1);
+  if (!ok) throw new UsageError(`--${name} ${String(raw)}: give a ${kind === 'positive' ? 'positive number' : kind === 'seed' ? 'whole number, 0 or more' : 'positive whole number'}`);
+  return v;
+}
+
+export function parseBenchArgs(argv: string[]): ConceptBenchSettings & { json: boolean } {
+  let values: Record<string, unknown>;
+  try {
+    values = parseArgs({ args: argv, options: OPTIONS, strict: true }).values;
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const d = BENCH_DEFAULTS;
+  const backend = (values['backend'] as string | undefined) ?? d.backend;
+  if (!BACKEND_CHOICES.includes(backend as BackendChoice)) throw new UsageError(`--backend ${backend}: choose one of ${BACKEND_CHOICES.join(', ')}`);
+  const dbMode = (values['db-mode'] as string | undefined) ?? d.dbMode;
+  if (dbMode !== 'full' && dbMode !== 'lora') throw new UsageError(`--db-mode ${dbMode}: choose full or lora`);
+  const seed = num(values, 'seed', d.seed, 'seed');
+  const model = (values['model'] as string | undefined) ?? bundledModelPath();
+  const classifier = (values['classifier'] as string | undefined) ?? path.join(packageRoot(), 'fixtures', 'mini-classifier');
+  const settings: ConceptBenchSettings & { json: boolean } = {
+    seed,
+    model,
+    classifier,
+    out: (values['out'] as string | undefined) ?? path.join('runs', `bench-concepts-seed${seed}`),
+    samples: num(values, 'samples', d.samples, 'count'),
+    prompts: num(values, 'prompts', d.prompts, 'count'),
+    psnrScenes: num(values, 'psnr-scenes', d.psnrScenes, 'count'),
+    photos: d.photos,
+    sampling: { ...d.sampling, steps: num(values, 'sample-steps', d.sampling.steps, 'count'), guidance: num(values, 'guidance', d.sampling.guidance, 'positive') },
+    tiSteps: num(values, 'ti-steps', d.tiSteps, 'count'),
+    tiLr: num(values, 'ti-lr', d.tiLr, 'positive'),
+    dbSteps: num(values, 'db-steps', d.dbSteps, 'count'),
+    dbLr: num(values, 'db-lr', d.dbLr, 'positive'),
+    dbMode,
+    classImages: num(values, 'class-images', d.classImages, 'count'),
+    backend: backend as BackendChoice,
+    json: values['json'] === true,
+  };
+  if (!fs.existsSync(path.join(model, 'model_index.json'))) throw new PainterError(`--model ${model}: no model_index.json; give a painter-mini-shaped diffusers folder (the bundled one is built by npm run pretrain:mini)`);
+  if (!fs.existsSync(path.join(classifier, 'config.json'))) throw new PainterError(`--classifier ${classifier}: no config.json; give the folder npm run train:classifier wrote`);
+  return settings;
+}
+
+/** `npm run bench:concepts`: prints the table (or JSON) on stdout; returns the summary line. */
+export async function main(argv: string[], log: (line: string) => void = () => {}): Promise<string> {
+  const { json, ...settings } = parseBenchArgs(argv);
+  const r = await runConceptBench(settings, log);
+  process.stdout.write(json ? JSON.stringify(r, null, 2) + '\n' : formatTable(r) + '\n');
+  return `bench:concepts: results in ${settings.out} (results.json, table.md, sample grids)`;
+}

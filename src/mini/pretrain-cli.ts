@@ -1,0 +1,82 @@
+/**
+ * `npm run pretrain:mini`: the command line of painter-mini's pretraining recipe (pretrain.ts).
+ * Ctrl-C stops with a checkpoint of the running stage; --resume continues it.
+ */
+import { parseArgs } from 'node:util';
+import { BACKEND_CHOICES, selectBackend, type BackendChoice } from '../backend/select.js';
+import { UsageError } from '../errors.js';
+import { pretrainMini, PRETRAIN_DEFAULTS, type PretrainSettings } from './pretrain.js';
+
+const OPTIONS = {
+  seed: { type: 'string' },
+  out: { type: 'string' },
+  'run-dir': { type: 'string' },
+  'vae-steps': { type: 'string' },
+  steps: { type: 'string' },
+  'vae-batch': { type: 'string' },
+  batch: { type: 'string' },
+  'vae-lr': { type: 'string' },
+  lr: { type: 'string' },
+  'checkpoint-every': { type: 'string' },
+  size: { type: 'string' },
+  resume: { type: 'boolean' },
+  snapshot: { type: 'string' },
+  backend: { type: 'string' },
+} as const;
+
+function numberOption(values: Record<string, unknown>, name: string, fallback: number, integer: boolean): number {
+  const raw = values[name];
+  if (raw === undefined) return fallback;
+  const v = Number(raw);
+  const min = name === 'seed' ? 0 : Number.MIN_VALUE;
+  if (!Number.isFinite(v) || v < min || (integer && !Number.isInteger(v))) {
+    throw new UsageError(`--${name} ${String(raw)}: give a ${name === 'seed' ? 'whole number, 0 or more' : integer ? 'positive whole number' : 'positive number'}`);
+  }
+  return v;
+}
+
+/** The `pretrain:mini` command; returns the summary line. Ctrl-C stops with a checkpoint. */
+export async function main(argv: string[], log: (line: string) => void = () => {}): Promise<string> {
+  let values: Record<string, unknown>;
+  try {
+    values = parseArgs({ args: argv, options: OPTIONS, strict: true }).values;
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const backend = (values['backend'] as string | undefined) ?? 'auto';
+  if (!BACKEND_CHOICES.includes(backend as BackendChoice)) throw new UsageError(`--backend ${backend}: choose one of ${BACKEND_CHOICES.join(', ')}`);
+  const d = PRETRAIN_DEFAULTS;
+  const settings: Partial<PretrainSettings> = {
+    seed: numberOption(values, 'seed', d.seed, true),
+    out: (values['out'] as string | undefined) ?? d.out,
+    runDir: (values['run-dir'] as string | undefined) ?? d.runDir,
+    vaeSteps: numberOption(values, 'vae-steps', d.vaeSteps, true),
+    ldmSteps: numberOption(values, 'steps', d.ldmSteps, true),
+    vaeBatch: numberOption(values, 'vae-batch', d.vaeBatch, true),
+    batch: numberOption(values, 'batch', d.batch, true),
+    vaeLr: numberOption(values, 'vae-lr', d.vaeLr, false),
+    lr: numberOption(values, 'lr', d.lr, false),
+    checkpointEvery: numberOption(values, 'checkpoint-every', d.checkpointEvery, true),
+    sizes: { ...d.sizes, imageSize: numberOption(values, 'size', d.sizes.imageSize, true) },
+    resume: values['resume'] === true,
+    snapshot: values['snapshot'] as string | undefined,
+  };
+  await selectBackend(backend as BackendChoice);
+  let stop = false;
+  const onSigint = () => {
+    stop = true;
+  };
+  process.once('SIGINT', onSigint);
+  try {
+    const r = await pretrainMini(settings, {
+      log,
+      shouldStop: () => stop,
+      onStep: (stage, st) => {
+        if (st.step % 10 === 0 || st.step === st.steps) log(`${stage} ${st.step}/${st.steps} loss ${st.loss.toFixed(4)} ${Math.round(st.msPerStep)} ms/step`);
+      },
+    });
+    return `painter-mini saved to ${r.out}: vae loss ${r.vae.finalLoss.toPrecision(3)}, diffusion loss ${r.ldm.finalLoss.toPrecision(3)}, scaling_factor ${r.scalingFactor.toPrecision(4)}`;
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
+}
