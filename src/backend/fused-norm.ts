@@ -42,6 +42,47 @@ function channelAffine(stats: Float32Array, sample: number, groups: number, c: n
   }
 }
 
+/**
+ * Per-channel Σa and Σa·b over the rows [start, end) of channel-last data (b = a gives Σa²).
+ * Four channels at a time, down the rows, in local accumulators: ~2.5× faster in V8 than
+ * updating per-channel arrays row by row.
+ */
+function channelSums(a: Float32Array, b: Float32Array, start: number, end: number, c: number, sumA: Float64Array, sumAB: Float64Array): void {
+  let ch = 0;
+  for (; ch + 4 <= c; ch += 4) {
+    let s0 = 0, s1 = 0, s2 = 0, s3 = 0, p0 = 0, p1 = 0, p2 = 0, p3 = 0; // prettier-ignore
+    for (let off = start + ch; off < end; off += c) {
+      const a0 = a[off]!, a1 = a[off + 1]!, a2 = a[off + 2]!, a3 = a[off + 3]!; // prettier-ignore
+      s0 += a0;
+      s1 += a1;
+      s2 += a2;
+      s3 += a3;
+      p0 += a0 * b[off]!;
+      p1 += a1 * b[off + 1]!;
+      p2 += a2 * b[off + 2]!;
+      p3 += a3 * b[off + 3]!;
+    }
+    sumA[ch] = s0;
+    sumA[ch + 1] = s1;
+    sumA[ch + 2] = s2;
+    sumA[ch + 3] = s3;
+    sumAB[ch] = p0;
+    sumAB[ch + 1] = p1;
+    sumAB[ch + 2] = p2;
+    sumAB[ch + 3] = p3;
+  }
+  for (; ch < c; ch++) {
+    let s = 0;
+    let p = 0;
+    for (let off = start + ch; off < end; off += c) {
+      s += a[off]!;
+      p += a[off]! * b[off]!;
+    }
+    sumA[ch] = s;
+    sumAB[ch] = p;
+  }
+}
+
 /** Forward: [y, stats] with stats [N, G, 2] = (μ, r) per sample and group. */
 const groupNormKernel: JsKernel = {
   name: GROUP_NORM,
@@ -60,16 +101,8 @@ const groupNormKernel: JsKernel = {
     for (let b = 0; b < n; b++) {
       const start = b * hw * c;
       const end = start + hw * c;
-      sum.fill(0);
-      sumSq.fill(0);
       // One pass: Σx and Σx² per channel in float64 (σ² = E[x²] − μ² loses nothing at float32 inputs).
-      for (let off = start; off < end; off += c) {
-        for (let ch = 0; ch < c; ch++) {
-          const v = x![off + ch]!;
-          sum[ch]! += v;
-          sumSq[ch]! += v * v;
-        }
-      }
+      channelSums(x!, x!, start, end, c, sum, sumSq);
       for (let g = 0; g < groups; g++) {
         let s = 0;
         let sq = 0;
@@ -133,31 +166,24 @@ const groupNormGradKernel: JsKernel = {
         ys[ch] = a[ch]! * gamma![ch]!;
         yt[ch] = b0[ch]! * gamma![ch]! + beta![ch]!;
       }
-      sumG.fill(0);
-      sumGX.fill(0);
+      // Pass 1: g = ∂L/∂y, kept in dx (through SiLU: σ of the pre-activation y first, in dx).
       if (silu) {
-        // σ of the pre-activation y, in dx for now (y itself is recomputed below).
         for (let off = start; off < end; off += c) {
           for (let ch = 0; ch < c; ch++) dx![off + ch] = x![off + ch]! * ys[ch]! + yt[ch]!;
         }
         const d = dx!.subarray(start, end);
         helpers.sigmoid(d, d);
-      }
-      // Pass 1: g = ∂L/∂y (kept in dx) and, per channel, Σg and Σg·x̂.
-      for (let off = start; off < end; off += c) {
-        for (let ch = 0; ch < c; ch++) {
-          const xv = x![off + ch]!;
-          let g = dy![off + ch]!;
-          if (silu) {
-            const yv = xv * ys[ch]! + yt[ch]!;
-            const s = dx![off + ch]!;
-            g *= s * (1 + yv * (1 - s));
+        for (let off = start; off < end; off += c) {
+          for (let ch = 0; ch < c; ch++) {
+            const yv = x![off + ch]! * ys[ch]! + yt[ch]!;
+            const sv = dx![off + ch]!;
+            dx![off + ch] = dy![off + ch]! * sv * (1 + yv * (1 - sv));
           }
-          dx![off + ch] = g;
-          sumG[ch]! += g;
-          sumGX[ch]! += g * (xv * a[ch]! + b0[ch]!);
         }
-      }
+      } else dx!.set(dy!.subarray(start, end), start);
+      // Per channel Σg and Σg·x, hence Σg·x̂ = a·Σg·x + b·Σg.
+      channelSums(dx!, x!, start, end, c, sumG, sumGX);
+      for (let ch = 0; ch < c; ch++) sumGX[ch] = a[ch]! * sumGX[ch]! + b0[ch]! * sumG[ch]!;
       // Group means of ĝ = γ·g and ĝ·x̂, then ∂L/∂x = r·(ĝ − mean ĝ − x̂·mean(ĝ·x̂)) as
       // dx = g·(rγ) + x·(a·C) + (B + b·C) with B = −r·mean ĝ, C = −r·mean(ĝ·x̂).
       for (let grp = 0; grp < groups; grp++) {
