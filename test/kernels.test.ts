@@ -240,6 +240,14 @@ describe('fused kernels match plain tf references (values and gradients)', () =>
       ref: (x, g, b) => refGroupNorm(x!, 3, g!, b!, 1e-5),
     },
     {
+      // Channels not a multiple of 4: the column sums' remainder path.
+      name: 'groupNorm, 6 channels',
+      kernel: 'PainterGroupNorm',
+      inputs: () => [rnd([2, 3, 5, 6], 11, -0.5, 2), rnd([6], 12, 1, 0.3), rnd([6], 13, 0, 0.3)],
+      fused: (x, g, b) => groupNormSilu(x as tf.Tensor4D, 2, g!, b!, 1e-5),
+      ref: (x, g, b) => silu(refGroupNorm(x!, 2, g!, b!, 1e-5)),
+    },
+    {
       name: 'groupNormSilu',
       kernel: 'PainterGroupNorm',
       inputs: () => [rnd([2, 4, 3, 8], 4, -1, 1.5), rnd([8], 5, 1, 0.3), rnd([8], 6, 0, 0.3)],

@@ -10,6 +10,7 @@
  * the normalised group (GroupNorm: H·W·C/G values per sample and group; LayerNorm: the row).
  */
 import * as tf from '@tensorflow/tfjs';
+import { columnMoments } from './column-sums.js';
 import { registerJsKernel, runKernel, type Attrs, type JsKernel } from './js-kernel.js';
 
 export const GROUP_NORM = 'PainterGroupNorm';
@@ -42,47 +43,6 @@ function channelAffine(stats: Float32Array, sample: number, groups: number, c: n
   }
 }
 
-/**
- * Per-channel Σa and Σa·b over the rows [start, end) of channel-last data (b = a gives Σa²).
- * Four channels at a time, down the rows, in local accumulators: ~2.5× faster in V8 than
- * updating per-channel arrays row by row.
- */
-function channelSums(a: Float32Array, b: Float32Array, start: number, end: number, c: number, sumA: Float64Array, sumAB: Float64Array): void {
-  let ch = 0;
-  for (; ch + 4 <= c; ch += 4) {
-    let s0 = 0, s1 = 0, s2 = 0, s3 = 0, p0 = 0, p1 = 0, p2 = 0, p3 = 0; // prettier-ignore
-    for (let off = start + ch; off < end; off += c) {
-      const a0 = a[off]!, a1 = a[off + 1]!, a2 = a[off + 2]!, a3 = a[off + 3]!; // prettier-ignore
-      s0 += a0;
-      s1 += a1;
-      s2 += a2;
-      s3 += a3;
-      p0 += a0 * b[off]!;
-      p1 += a1 * b[off + 1]!;
-      p2 += a2 * b[off + 2]!;
-      p3 += a3 * b[off + 3]!;
-    }
-    sumA[ch] = s0;
-    sumA[ch + 1] = s1;
-    sumA[ch + 2] = s2;
-    sumA[ch + 3] = s3;
-    sumAB[ch] = p0;
-    sumAB[ch + 1] = p1;
-    sumAB[ch + 2] = p2;
-    sumAB[ch + 3] = p3;
-  }
-  for (; ch < c; ch++) {
-    let s = 0;
-    let p = 0;
-    for (let off = start + ch; off < end; off += c) {
-      s += a[off]!;
-      p += a[off]! * b[off]!;
-    }
-    sumA[ch] = s;
-    sumAB[ch] = p;
-  }
-}
-
 /** Forward: [y, stats] with stats [N, G, 2] = (μ, r) per sample and group. */
 const groupNormKernel: JsKernel = {
   name: GROUP_NORM,
@@ -102,7 +62,7 @@ const groupNormKernel: JsKernel = {
       const start = b * hw * c;
       const end = start + hw * c;
       // One pass: Σx and Σx² per channel in float64 (σ² = E[x²] − μ² loses nothing at float32 inputs).
-      channelSums(x!, x!, start, end, c, sum, sumSq);
+      columnMoments(x!, x!, start, end, c, sum, sumSq);
       for (let g = 0; g < groups; g++) {
         let s = 0;
         let sq = 0;
@@ -182,7 +142,7 @@ const groupNormGradKernel: JsKernel = {
         }
       } else dx!.set(dy!.subarray(start, end), start);
       // Per channel Σg and Σg·x, hence Σg·x̂ = a·Σg·x + b·Σg.
-      channelSums(dx!, x!, start, end, c, sumG, sumGX);
+      columnMoments(dx!, x!, start, end, c, sumG, sumGX);
       for (let ch = 0; ch < c; ch++) sumGX[ch] = a[ch]! * sumGX[ch]! + b0[ch]! * sumG[ch]!;
       // Group means of ĝ = γ·g and ĝ·x̂, then ∂L/∂x = r·(ĝ − mean ĝ − x̂·mean(ĝ·x̂)) as
       // dx = g·(rγ) + x·(a·C) + (B + b·C) with B = −r·mean ĝ, C = −r·mean(ĝ·x̂).
