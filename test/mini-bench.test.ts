@@ -93,6 +93,10 @@ describe('bench:concepts measures', () => {
     expect(table).toMatch(/prompt fidelity: colour\s*\| 70%\s*\| ≥ 80%\s*\| MISSED/);
     expect(table).toMatch(/Textual Inversion .*\| 4\.0× met/);
     expect(table).toMatch(/PRES .*10% with prior, 60% without .*83% cut met/);
+    // Parts left out with --only leave no rows.
+    const vaeOnly = formatTable({ seed: 3, subject: r.subject, backend: 'wasm', psnr: r.psnr, seconds: 10 });
+    expect(vaeOnly.split('\n')).toHaveLength(4);
+    expect(vaeOnly).not.toMatch(/Textual Inversion|DreamBooth|prompt fidelity/);
   });
 
   it('rejects bad arguments with one line naming the flag', () => {
@@ -105,6 +109,7 @@ describe('bench:concepts measures', () => {
       [['--model', path.join(FIXTURES, 'nope')], /--model .*nope: no model_index\.json/],
       [['--model', TINY_SD_A, '--classifier', FIXTURES], /--classifier .*fixtures: no config\.json/],
       [['--bogus'], /bogus/],
+      [['--only', 'ti,gan'], /--only ti,gan: give a comma-separated list of vae, prompts, ti, dreambooth/],
     ];
     for (const [argv, re] of cases) {
       let err: unknown;
@@ -116,6 +121,7 @@ describe('bench:concepts measures', () => {
       expect(isPainterError(err), argv.join(' ')).toBe(true);
       expect((err as Error).message).toMatch(re);
     }
-    expect(parseBenchArgs(['--model', TINY_SD_A, '--seed', '4'])).toMatchObject({ seed: 4, out: path.join('runs', 'bench-concepts-seed4'), dbMode: 'full' });
+    expect(parseBenchArgs(['--model', TINY_SD_A, '--seed', '4'])).toMatchObject({ seed: 4, out: path.join('runs', 'bench-concepts-seed4'), dbMode: 'full', only: ['vae', 'prompts', 'ti', 'dreambooth'] });
+    expect(parseBenchArgs(['--model', TINY_SD_A, '--only', 'ti, vae']).only).toEqual(['ti', 'vae']);
   });
 });

@@ -162,7 +162,12 @@ export interface ConceptBenchSettings {
   dbMode: 'full' | 'lora';
   classImages: number;
   backend: BackendChoice;
+  /** Parts to run (default all). */
+  only: readonly BenchPart[];
 }
+
+export const BENCH_PARTS = ['vae', 'prompts', 'ti', 'dreambooth'] as const;
+export type BenchPart = (typeof BENCH_PARTS)[number];
 
 export const BENCH_DEFAULTS: Omit<ConceptBenchSettings, 'model' | 'classifier' | 'out'> = {
   seed: 0,
@@ -178,6 +183,7 @@ export const BENCH_DEFAULTS: Omit<ConceptBenchSettings, 'model' | 'classifier' |
   dbMode: 'full',
   classImages: 100,
   backend: 'auto',
+  only: BENCH_PARTS,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -273,18 +279,19 @@ interface MethodResult {
   trainSeconds?: number;
 }
 
+/** What was measured (parts left out with --only are absent). */
 export interface ConceptBenchResult {
   seed: number;
   subject: string;
   backend: string;
-  psnr: { scenes: number; mean: number; min: number };
-  promptFidelity: { prompts: number; object: number; colour: number; background: number };
+  psnr?: { scenes: number; mean: number; min: number };
+  promptFidelity?: { prompts: number; object: number; colour: number; background: number };
   /** The classifier on real photos of the subject: the ceiling of every subject score. */
-  reference: SubjectScore;
-  baseline: MethodResult;
-  textualInversion: MethodResult;
-  dreamboothPrior: MethodResult;
-  dreamboothNoPrior: MethodResult;
+  reference?: SubjectScore;
+  baseline?: MethodResult;
+  textualInversion?: MethodResult;
+  dreamboothPrior?: MethodResult;
+  dreamboothNoPrior?: MethodResult;
   seconds: number;
 }
 
@@ -293,23 +300,30 @@ const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
 export function formatTable(r: ConceptBenchResult): string {
   const rows: [string, string, string, string][] = [];
   const ok = (b: boolean) => (b ? 'met' : 'MISSED');
-  rows.push(['VAE reconstruction PSNR', `${r.psnr.mean.toFixed(1)} dB (min ${r.psnr.min.toFixed(1)}, ${r.psnr.scenes} held-out scenes)`, '≥ 25 dB', ok(r.psnr.mean >= 25)]);
+  if (r.psnr) rows.push(['VAE reconstruction PSNR', `${r.psnr.mean.toFixed(1)} dB (min ${r.psnr.min.toFixed(1)}, ${r.psnr.scenes} held-out scenes)`, '≥ 25 dB', ok(r.psnr.mean >= 25)]);
   const pf = r.promptFidelity;
-  rows.push([`prompt fidelity: object (${pf.prompts} captions)`, pct(pf.object), '≥ 70%', ok(pf.object >= 0.7)]);
-  rows.push(['prompt fidelity: colour', pct(pf.colour), '≥ 80%', ok(pf.colour >= 0.8)]);
-  rows.push(['prompt fidelity: background colour', pct(pf.background), '', '']);
-  const m = (x: MethodResult) => `${pct(x.score.subject)} (combination ${pct(x.score.combination)}; obj ${pct(x.score.object)} col ${pct(x.score.colour)} pat ${pct(x.score.pattern)} acc ${pct(x.score.feature)})`;
-  rows.push(['classifier on real photos of the subject', m({ ...r.baseline, score: r.reference }), 'ceiling', '']);
-  rows.push([`baseline "${r.baseline.prompt}"`, m(r.baseline), '', '']);
+  if (pf) {
+    rows.push([`prompt fidelity: object (${pf.prompts} captions)`, pct(pf.object), '≥ 70%', ok(pf.object >= 0.7)]);
+    rows.push(['prompt fidelity: colour', pct(pf.colour), '≥ 80%', ok(pf.colour >= 0.8)]);
+    rows.push(['prompt fidelity: background colour', pct(pf.background), '', '']);
+  }
+  const m = (x: SubjectScore) => `${pct(x.subject)} (combination ${pct(x.combination)}; obj ${pct(x.object)} col ${pct(x.colour)} pat ${pct(x.pattern)} acc ${pct(x.feature)})`;
+  if (r.reference) rows.push(['classifier on real photos of the subject', m(r.reference), 'ceiling', '']);
+  const base = r.baseline;
+  if (base) rows.push([`baseline "${base.prompt}"`, m(base.score), '', '']);
   const ti = r.textualInversion;
-  const tiRatio = r.baseline.score.combination > 0 ? ti.score.combination / r.baseline.score.combination : Infinity;
-  rows.push([`Textual Inversion "${ti.prompt}"`, m(ti), '≥ 3× baseline (combination)', `${Number.isFinite(tiRatio) ? tiRatio.toFixed(1) + '×' : 'baseline 0'} ${ok(ti.score.combination >= 3 * r.baseline.score.combination && ti.score.combination > 0)}`]);
+  if (ti && base) {
+    const ratio = base.score.combination > 0 ? `${(ti.score.combination / base.score.combination).toFixed(1)}×` : 'baseline 0';
+    rows.push([`Textual Inversion "${ti.prompt}"`, m(ti.score), '≥ 3× baseline (combination)', `${ratio} ${ok(ti.score.combination > 0 && ti.score.combination >= 3 * base.score.combination)}`]);
+  }
   const dp = r.dreamboothPrior;
   const dn = r.dreamboothNoPrior;
-  rows.push([`DreamBooth + prior "${dp.prompt}"`, m(dp), '> TI (subject)', ok(dp.score.subject > ti.score.subject)]);
-  rows.push(['DreamBooth without prior', m(dn), 'within 10 points of + prior', ok(Math.abs(dp.score.subject - dn.score.subject) <= 0.1)]);
-  const cut = dn.pres! > 0 ? 1 - dp.pres! / dn.pres! : 0;
-  rows.push([`PRES (class prompt reads as the subject)`, `${pct(dp.pres!)} with prior, ${pct(dn.pres!)} without`, 'prior cuts ≥ 1/3', `${pct(cut)} cut ${ok(dn.pres! > 0 && cut >= 1 / 3)}`]);
+  if (dp && dn) {
+    rows.push([`DreamBooth + prior "${dp.prompt}"`, m(dp.score), ti ? '> TI (subject)' : '', ti ? ok(dp.score.subject > ti.score.subject) : '']);
+    rows.push(['DreamBooth without prior', m(dn.score), 'within 10 points of + prior', ok(Math.abs(dp.score.subject - dn.score.subject) <= 0.1)]);
+    const cut = dn.pres! > 0 ? 1 - dp.pres! / dn.pres! : 0;
+    rows.push(['PRES (class prompt reads as the subject)', `${pct(dp.pres!)} with prior, ${pct(dn.pres!)} without`, 'prior cuts ≥ 1/3', `${pct(cut)} cut ${ok(dn.pres! > 0 && cut >= 1 / 3)}`]);
+  }
   const widths = [0, 1, 2, 3].map((i) => Math.max(...rows.map((row) => row[i]!.length), ['measure', 'value', 'target', 'status'][i]!.length));
   const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
   return [
@@ -334,113 +348,115 @@ export async function runConceptBench(s: ConceptBenchSettings, log: (line: strin
   const size = defaultImageSize(base);
   const grid = async (name: string, images: readonly Uint8Array[]) => writeBytesAtomic(path.join(s.out, `${name}.png`), await imageGrid(images, size, size, 8));
   const seedOf = (k: number) => s.seed * 100_000 + k * 1000;
+  const want = new Set(s.only);
+  const result: ConceptBenchResult = { seed: s.seed, subject: phrase, backend: backend.name, seconds: 0 };
   try {
     // 1. VAE
-    const v = await measurePsnr(base, heldOutScenes(s.seed, s.psnrScenes));
-    await grid('vae-reconstruction', v.originals.slice(0, 8).flatMap((o, i) => [o, v.recon[i]!]));
-    log(`VAE PSNR ${v.mean.toFixed(2)} dB`);
+    if (want.has('vae')) {
+      const v = await measurePsnr(base, heldOutScenes(s.seed, s.psnrScenes));
+      await grid('vae-reconstruction', v.originals.slice(0, 8).flatMap((o, i) => [o, v.recon[i]!]));
+      result.psnr = { scenes: s.psnrScenes, mean: v.mean, min: v.min };
+      log(`VAE PSNR ${v.mean.toFixed(2)} dB`);
+    }
 
     // 2. Prompt fidelity
-    const rng = new Rng(s.seed * 4 + 3);
-    const scenes = Array.from({ length: s.prompts }, () => sampleScene(rng));
-    const captions = scenes.map((sc) => caption(sc, rng));
-    const promptImages = captions.map((c, i) => sample(base, c, 1, seedOf(1) + i, s.sampling)[0]!);
-    const readings = classify(clf, promptImages, size);
-    const frac = (f: (r: Reading, sc: Scene) => boolean) => readings.filter((r, i) => f(r, scenes[i]!)).length / readings.length;
-    const promptFidelity = {
-      prompts: s.prompts,
-      object: frac((r, sc) => r['object'] === sceneLabels(sc).object),
-      colour: frac((r, sc) => r['colour'] === sceneLabels(sc).colour),
-      background: frac((r, sc) => r['backgroundColour'] === sceneLabels(sc).backgroundColour),
-    };
-    await grid('prompt-fidelity', promptImages.slice(0, 32));
-    await writeBytesAtomic(path.join(s.out, 'prompt-fidelity.json'), JSON.stringify(captions.map((c, i) => ({ caption: c, read: readings[i] })), null, 1));
-    log(`prompt fidelity: object ${pct(promptFidelity.object)}, colour ${pct(promptFidelity.colour)}, background ${pct(promptFidelity.background)}`);
-
-    // 3. The subject's photos, and what the classifier makes of real ones
-    const photosDir = path.join(s.out, 'photos');
-    fs.rmSync(photosDir, { recursive: true, force: true });
-    await writeScenePngs(photosDir, 'photo', subjectScenes(subject, s.photos, s.seed * 4 + 4), size);
-    const refScenes = subjectScenes(subject, s.samples, s.seed * 4 + 5);
-    const refImages: Uint8Array[] = [];
-    for (const sc of refScenes) refImages.push(await renderScene(sc, size));
-    const reference = scoreSubject(classify(clf, refImages, size), subject);
-
-    const classPrompt = `a photo of a ${className}`;
-    const scoreSamples = async (model: StableDiffusion, prompt: string, k: number, name: string) => {
-      const images = sample(model, prompt, s.samples, seedOf(k), s.sampling);
-      await grid(name, images);
-      return classify(clf, images, size);
-    };
-    const baseline: MethodResult = { label: 'baseline', prompt: classPrompt, score: scoreSubject(await scoreSamples(base, classPrompt, 2, 'baseline'), subject) };
-    log(`baseline "${classPrompt}": subject ${pct(baseline.score.subject)}, combination ${pct(baseline.score.combination)}`);
-
-    // 4. Textual Inversion
-    const token = `<${subject.object}-${s.seed}>`;
-    let t = performance.now();
-    const ti = painterCli(
-      ['invert', photosDir, '--model', s.model, '--token', token, '--init-token', className, '--steps', String(s.tiSteps), '--lr', String(s.tiLr), '--seed', String(s.seed),
-        '--out', path.join(s.out, 'ti'), '--validation-every', '0', '--checkpoint-every', String(s.tiSteps), '--backend', backend.name],
-      logFile,
-    );
-    const tiSeconds = (performance.now() - t) / 1000;
-    const tiModel = applyConcepts(base, { embeddings: [String(ti['output'])], loras: [] });
-    const tiPrompt = `a photo of ${token}`;
-    let textualInversion: MethodResult;
-    try {
-      textualInversion = { label: 'ti', prompt: tiPrompt, score: scoreSubject(await scoreSamples(tiModel.model, tiPrompt, 3, 'textual-inversion'), subject), trainSeconds: tiSeconds };
-    } finally {
-      tiModel.dispose();
+    if (want.has('prompts')) {
+      const rng = new Rng(s.seed * 4 + 3);
+      const scenes = Array.from({ length: s.prompts }, () => sampleScene(rng));
+      const captions = scenes.map((sc) => caption(sc, rng));
+      const images = captions.map((c, i) => sample(base, c, 1, seedOf(1) + i, s.sampling)[0]!);
+      const readings = classify(clf, images, size);
+      const frac = (f: (r: Reading, l: ReturnType<typeof sceneLabels>) => boolean) => readings.filter((r, i) => f(r, sceneLabels(scenes[i]!))).length / readings.length;
+      result.promptFidelity = {
+        prompts: s.prompts,
+        object: frac((r, l) => r['object'] === l.object),
+        colour: frac((r, l) => r['colour'] === l.colour),
+        background: frac((r, l) => r['backgroundColour'] === l.backgroundColour),
+      };
+      await grid('prompt-fidelity', images.slice(0, 32));
+      await writeBytesAtomic(path.join(s.out, 'prompt-fidelity.json'), JSON.stringify(captions.map((c, i) => ({ caption: c, read: readings[i] })), null, 1));
+      const pf = result.promptFidelity;
+      log(`prompt fidelity: object ${pct(pf.object)}, colour ${pct(pf.colour)}, background ${pct(pf.background)}`);
     }
-    log(`Textual Inversion (${tiSeconds.toFixed(0)} s): subject ${pct(textualInversion.score.subject)}, combination ${pct(textualInversion.score.combination)}`);
-
-    // 5. DreamBooth with and without prior preservation
-    const dreambooth = async (prior: boolean): Promise<MethodResult> => {
-      const name = prior ? 'dreambooth-prior' : 'dreambooth-no-prior';
-      t = performance.now();
-      const r = painterCli(
-        ['dreambooth', photosDir, '--model', s.model, '--class', className, '--mode', s.dbMode, '--steps', String(s.dbSteps), '--lr', String(s.dbLr), '--seed', String(s.seed),
-          prior ? '--prior-preservation' : '--no-prior-preservation', '--class-images', String(s.classImages), '--class-dir', path.join(s.out, 'class-images'),
-          '--out', path.join(s.out, name), '--validation-every', '0', '--checkpoint-every', String(s.dbSteps), '--backend', backend.name],
-        logFile,
-      );
-      const seconds = (performance.now() - t) / 1000;
-      const output = String(r['output']);
-      const tuned = s.dbMode === 'full' ? loadModel(output) : undefined;
-      const lora = tuned ? undefined : applyConcepts(base, { embeddings: [], loras: [output] });
-      const model = tuned ?? lora!.model;
-      try {
-        const prompt = String(r['instancePrompt']);
-        const score = scoreSubject(await scoreSamples(model, prompt, prior ? 4 : 6, name), subject);
-        const pres = scoreSubject(await scoreSamples(model, classPrompt, prior ? 5 : 7, `${name}-class-prompt`), subject).subject;
-        log(`DreamBooth ${prior ? 'with' : 'without'} prior (${seconds.toFixed(0)} s): subject ${pct(score.subject)}, PRES ${pct(pres)}`);
-        return { label: name, prompt, score, pres, trainSeconds: seconds };
-      } finally {
-        if (tuned) disposeModel(tuned);
-        lora?.dispose();
-      }
-    };
-    const dreamboothPrior = await dreambooth(true);
-    const dreamboothNoPrior = await dreambooth(false);
-    const result: ConceptBenchResult = {
-      seed: s.seed,
-      subject: phrase,
-      backend: backend.name,
-      psnr: { scenes: s.psnrScenes, mean: v.mean, min: v.min },
-      promptFidelity,
-      reference,
-      baseline,
-      textualInversion,
-      dreamboothPrior,
-      dreamboothNoPrior,
-      seconds: (performance.now() - t0) / 1000,
-    };
+    if (want.has('ti') || want.has('dreambooth')) await personalisation();
+    result.seconds = (performance.now() - t0) / 1000;
     await writeBytesAtomic(path.join(s.out, 'results.json'), JSON.stringify({ settings: s, ...result }, null, 2) + '\n');
     await writeBytesAtomic(path.join(s.out, 'table.md'), formatTable(result) + '\n');
     return result;
   } finally {
     disposeModel(base);
     for (const p of clf.params.values()) p.dispose();
+  }
+
+  /** Parts 3–5: Textual Inversion and DreamBooth on the seed's subject. */
+  async function personalisation(): Promise<void> {
+    // 3. The subject's photos, what the classifier makes of real ones, and the baseline
+    const photosDir = path.join(s.out, 'photos');
+    fs.rmSync(photosDir, { recursive: true, force: true });
+    await writeScenePngs(photosDir, 'photo', subjectScenes(subject, s.photos, s.seed * 4 + 4), size);
+    const refImages: Uint8Array[] = [];
+    for (const sc of subjectScenes(subject, s.samples, s.seed * 4 + 5)) refImages.push(await renderScene(sc, size));
+    result.reference = scoreSubject(classify(clf, refImages, size), subject);
+    const classPrompt = `a photo of a ${className}`;
+    const scoreSamples = async (model: StableDiffusion, prompt: string, k: number, name: string) => {
+      const images = sample(model, prompt, s.samples, seedOf(k), s.sampling);
+      await grid(name, images);
+      return scoreSubject(classify(clf, images, size), subject);
+    };
+    result.baseline = { label: 'baseline', prompt: classPrompt, score: await scoreSamples(base, classPrompt, 2, 'baseline') };
+    log(`baseline "${classPrompt}": subject ${pct(result.baseline.score.subject)}, combination ${pct(result.baseline.score.combination)}`);
+    const common = ['--model', s.model, '--seed', String(s.seed), '--validation-every', '0', '--backend', backend.name];
+
+    // 4. Textual Inversion
+    if (want.has('ti')) {
+      const token = `<${subject.object}-${s.seed}>`;
+      const t = performance.now();
+      const ti = painterCli(
+        ['invert', photosDir, ...common, '--token', token, '--init-token', className, '--steps', String(s.tiSteps), '--lr', String(s.tiLr),
+          '--checkpoint-every', String(s.tiSteps), '--out', path.join(s.out, 'ti'), '--embeddings-dir', path.join(s.out, 'embeddings')],
+        logFile,
+      );
+      const trainSeconds = (performance.now() - t) / 1000;
+      const tiModel = applyConcepts(base, { embeddings: [String(ti['output'])], loras: [] });
+      const prompt = `a photo of ${token}`;
+      try {
+        result.textualInversion = { label: 'ti', prompt, score: await scoreSamples(tiModel.model, prompt, 3, 'textual-inversion'), trainSeconds };
+      } finally {
+        tiModel.dispose();
+      }
+      log(`Textual Inversion (${trainSeconds.toFixed(0)} s): subject ${pct(result.textualInversion.score.subject)}, combination ${pct(result.textualInversion.score.combination)}`);
+    }
+
+    // 5. DreamBooth with and without prior preservation
+    const dreambooth = async (prior: boolean): Promise<MethodResult> => {
+      const name = prior ? 'dreambooth-prior' : 'dreambooth-no-prior';
+      const t = performance.now();
+      const r = painterCli(
+        ['dreambooth', photosDir, ...common, '--class', className, '--mode', s.dbMode, '--steps', String(s.dbSteps), '--lr', String(s.dbLr),
+          prior ? '--prior-preservation' : '--no-prior-preservation', '--class-images', String(s.classImages), '--class-dir', path.join(s.out, 'class-images'),
+          '--checkpoint-every', String(s.dbSteps), '--out', path.join(s.out, name)],
+        logFile,
+      );
+      const trainSeconds = (performance.now() - t) / 1000;
+      const output = String(r['output']);
+      const tuned = s.dbMode === 'full' ? loadModel(output) : undefined;
+      const lora = tuned ? undefined : applyConcepts(base, { embeddings: [], loras: [output] });
+      const model = tuned ?? lora!.model;
+      try {
+        const prompt = String(r['instancePrompt']);
+        const score = await scoreSamples(model, prompt, prior ? 4 : 6, name);
+        const pres = (await scoreSamples(model, classPrompt, prior ? 5 : 7, `${name}-class-prompt`)).subject;
+        log(`DreamBooth ${prior ? 'with' : 'without'} prior (${trainSeconds.toFixed(0)} s): subject ${pct(score.subject)}, PRES ${pct(pres)}`);
+        return { label: name, prompt, score, pres, trainSeconds };
+      } finally {
+        if (tuned) disposeModel(tuned);
+        lora?.dispose();
+      }
+    };
+    if (want.has('dreambooth')) {
+      result.dreamboothPrior = await dreambooth(true);
+      result.dreamboothNoPrior = await dreambooth(false);
+    }
   }
 }
 
@@ -463,6 +479,7 @@ const OPTIONS = {
   'db-lr': { type: 'string' },
   'db-mode': { type: 'string' },
   'class-images': { type: 'string' },
+  only: { type: 'string' },
   json: { type: 'boolean' },
   backend: { type: 'string' },
 } as const;
@@ -489,6 +506,9 @@ export function parseBenchArgs(argv: string[]): ConceptBenchSettings & { json: b
   const dbMode = (values['db-mode'] as string | undefined) ?? d.dbMode;
   if (dbMode !== 'full' && dbMode !== 'lora') throw new UsageError(`--db-mode ${dbMode}: choose full or lora`);
   const seed = num(values, 'seed', d.seed, 'seed');
+  const only = values['only'] === undefined ? d.only : String(values['only']).split(',').map((x) => x.trim());
+  const unknown = only.filter((x) => !(BENCH_PARTS as readonly string[]).includes(x));
+  if (unknown.length > 0 || only.length === 0) throw new UsageError(`--only ${String(values['only'])}: give a comma-separated list of ${BENCH_PARTS.join(', ')}`);
   const model = (values['model'] as string | undefined) ?? bundledModelPath();
   const classifier = (values['classifier'] as string | undefined) ?? path.join(packageRoot(), 'fixtures', 'mini-classifier');
   const settings: ConceptBenchSettings & { json: boolean } = {
@@ -508,6 +528,7 @@ export function parseBenchArgs(argv: string[]): ConceptBenchSettings & { json: b
     dbMode,
     classImages: num(values, 'class-images', d.classImages, 'count'),
     backend: backend as BackendChoice,
+    only: only as BenchPart[],
     json: values['json'] === true,
   };
   if (!fs.existsSync(path.join(model, 'model_index.json'))) throw new PainterError(`--model ${model}: no model_index.json; give a painter-mini-shaped diffusers folder (the bundled one is built by npm run pretrain:mini)`);
