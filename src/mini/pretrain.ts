@@ -41,7 +41,7 @@ import { BOS_TOKEN, EOS_TOKEN, trainClipBpe, type TrainedBpe } from './bpe-train
 import { describeMiniSize, MINI_MAX_BYTES, MINI_SIZES, miniConfigs, miniParamCounts, type MiniConfigs, type MiniSizeReport, type MiniSizes, type MiniTokenIds } from './mini-config.js';
 import { renderScene } from './render.js';
 import { writeMiniTokenizer } from './tokenizer-files.js';
-import { caption, sampleScene } from './world.js';
+import { caption, COLOUR_NAMES, FEATURE_KINDS, HELD_OUT_COMBINATIONS, OBJECT_KINDS, sampleScene } from './world.js';
 
 export interface PretrainSettings {
   seed: number;
@@ -541,6 +541,25 @@ subjects and accessories never appeared in its training data.
 - scaling_factor ${f(r.scalingFactor)} = 1/std of the latents of ${s.scaleSamples} scenes
 - stage 2 (text encoder + unet): ${r.ldm.steps} steps × ${s.batch} images, AdamW lr ${s.lr} (cosine, warmup ${warmup(r.ldm.steps)}, weight decay 0.01), ε-prediction MSE, ${Math.round(s.emptyCaptionRate * 100)}% empty captions; loss ${f(r.ldm.firstLoss)} → ${f(r.ldm.finalLoss)}
 - scheduler: PNDM, scaled_linear β 0.00085–0.012, 1000 steps (as SD 1.x)
+
+## What it has seen
+
+Captions such as "a small red striped cat on a blue background": ${OBJECT_KINDS.join(', ')}; colours
+${COLOUR_NAMES.join(', ')}; plain, striped or dotted; solid, gradient or striped backgrounds; three
+sizes, three positions. Never: the held-out subjects (${HELD_OUT_COMBINATIONS.map((c) => `${c.colour} ${c.pattern} ${c.object}`).join(', ')})
+and any accessory (${FEATURE_KINDS.join(', ')}) — what \`painter invert\` and \`painter dreambooth\` can teach it,
+and what \`npm run bench:concepts\` measures.
+
+## Use
+
+painter uses it when no \`--model\` is given (or \`--model painter-mini\`):
+
+    npx painter generate "a small red striped cat on a blue background" --count 4
+    npx painter invert fixtures/cat-photos --token "<cat>"
+    npx painter generate "a photo of <cat> on a green background"
+
+The folder is in the diffusers layout (model_index.json, one float16 safetensors file per component),
+as painter writes every model.
 `;
 }
 
