@@ -32,9 +32,12 @@ describe('training images', () => {
     }
     await sharp(px, { raw: { width: w, height: h, channels: 4 } }).png().toFile(path.join(dir, 'sub', 'HALF.PNG'));
     fs.writeFileSync(path.join(dir, 'readme.md'), 'not an image');
+    fs.writeFileSync(path.join(dir, 'sub', 'HALF.txt'), 'a caption');
+    fs.writeFileSync(path.join(dir, 'layers.psd'), 'not an image painter reads');
     const scan = scanImageFolder(dir);
     expect(scan.images.map((f) => path.relative(dir, f))).toEqual([path.join('sub', 'HALF.PNG')]);
-    expect(scan.ignored.map((f) => path.basename(f))).toEqual(['readme.md']);
+    // Captions and notes are expected beside images; anything else is reported.
+    expect(scan.ignored.map((f) => path.basename(f))).toEqual(['layers.psd']);
     const img = await readSourceImage(scan.images[0]!, 4);
     expect([img.width, img.height]).toEqual([8, 4]);
     const { left, top } = centreCrop(img, 4);

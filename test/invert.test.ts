@@ -161,7 +161,7 @@ describe('painter invert (command line)', () => {
     fs.mkdirSync(bad);
     fs.copyFileSync(path.join(FIXTURES, 'photos', 'truncated.jpg'), path.join(bad, 'broken.jpg'));
     fs.copyFileSync(path.join(PHOTOS, 'chelsea-1.jpg'), path.join(bad, 'good.jpg'));
-    fs.writeFileSync(path.join(bad, 'notes.txt'), 'not an image');
+    fs.writeFileSync(path.join(bad, 'sketch.psd'), 'not an image');
     const empty = path.join(tmp, 'empty');
     fs.mkdirSync(empty);
     const base = ['--model', TINY_SD_A, '--steps', '1', '--validation-every', '0'];
@@ -186,7 +186,7 @@ describe('painter invert (command line)', () => {
     const skipped = painter(['invert', bad, '--token', '<x>', '--skip-bad-images', '--resolution', '32', '--out', path.join(tmp, 'skip'), ...base]);
     expect(skipped.code, skipped.stderr).toBe(0);
     expect(skipped.stderr).toMatch(/warning: skipping .*broken\.jpg/);
-    expect(skipped.stderr).toMatch(/warning: skipping .*notes\.txt: not an image/);
+    expect(skipped.stderr).toMatch(/warning: skipping .*sketch\.psd: not an image/);
     expect(fs.existsSync(path.join(tmp, 'skip', 'x.safetensors'))).toBe(true);
   });
 

@@ -11,9 +11,15 @@ import { PainterError } from '../errors.js';
 
 export const IMAGE_EXTENSIONS = ['jpg', 'jpeg', 'png', 'webp'];
 
+/**
+ * Text files that sit beside training images — captions (kohya's .txt/.caption), notes, READMEs,
+ * metadata — skipped without a warning.
+ */
+const SIDE_FILE_EXTENSIONS = ['txt', 'caption', 'md', 'json', 'yaml', 'yml', 'csv'];
+
 export interface FolderScan {
   images: string[];
-  /** Files that are not images by extension (skipped with a note). */
+  /** Other files that are not images by extension (skipped with a note). */
   ignored: string[];
 }
 
@@ -25,7 +31,8 @@ export function scanImageFolder(dir: string, what = 'training images'): FolderSc
   const ignored: string[] = [];
   for (const f of files) {
     const ext = path.extname(f).slice(1).toLowerCase();
-    (IMAGE_EXTENSIONS.includes(ext) ? images : ignored).push(path.join(dir, f));
+    if (IMAGE_EXTENSIONS.includes(ext)) images.push(path.join(dir, f));
+    else if (!SIDE_FILE_EXTENSIONS.includes(ext)) ignored.push(path.join(dir, f));
   }
   return { images, ignored };
 }
