@@ -27,19 +27,34 @@ import type { StableDiffusion } from '../core/model.js';
 import { clipTextForward, clipTextParamShapes } from '../core/models/clip-text.js';
 import { unetParamShapes } from '../core/models/unet.js';
 import { vaeDecode, vaeEncode, vaeParamShapes } from '../core/models/vae.js';
-import { initParams, type Params, type ParamShapes } from '../core/params.js';
-import { Rng } from '../core/random.js';
+import type { Params, ParamShapes } from '../core/params.js';
 import { noiseSchedule } from '../core/schedulers/index.js';
 import { encode, type ClipTokenizer } from '../core/tokenizer/clip-tokenizer.js';
 import { diffusionLoss } from '../core/training/loss.js';
 import { PainterError, UsageError } from '../errors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
 import { loadWeights } from '../io/load-weights.js';
-import { saveModel, writeParams } from '../io/save-model.js';
-import { checkpointParams, latestCheckpoint, readCheckpointMeta, train, type EngineConfig, type StepReport } from '../train/engine.js';
+import { saveModel } from '../io/save-model.js';
+import { checkpointParams, latestCheckpoint, readCheckpointMeta, train, type StepReport } from '../train/engine.js';
 import { BOS_TOKEN, EOS_TOKEN, trainClipBpe, type TrainedBpe } from './bpe-train.js';
 import { describeMiniSize, MINI_MAX_BYTES, MINI_SIZES, miniConfigs, miniParamCounts, type MiniConfigs, type MiniSizeReport, type MiniSizes, type MiniTokenIds } from './mini-config.js';
-import { renderScene } from './render.js';
+import {
+  BatchStream,
+  DONE_FILE,
+  engineConfig,
+  effectiveWarmup,
+  imagesToArray,
+  prefixed,
+  readDone,
+  renderBatch,
+  runStage,
+  STAGE_SALT,
+  streamRng,
+  summarise,
+  variablePrefix,
+  variables,
+  writeComponent,
+} from './pretrain-stages.js';
 import { writeMiniTokenizer } from './tokenizer-files.js';
 import { caption, COLOUR_NAMES, FEATURE_KINDS, HELD_OUT_COMBINATIONS, OBJECT_KINDS, sampleScene } from './world.js';
 
@@ -127,143 +142,6 @@ export interface PretrainResult {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Data
-
-interface SceneBatch {
-  images: Uint8Array[];
-  captions: string[];
-}
-
-const STAGE_SALT = { tokenizer: 0, vae: 1, ldm: 2, scale: 3 } as const;
-
-/** A generator for (seed, stream, index): disjoint streams for seeds below 2^20. */
-function streamRng(seed: number, stream: number, index: number): Rng {
-  return new Rng((seed * 4 + stream) * 2 ** 28 + index);
-}
-
-async function renderBatch(rng: Rng, n: number, size: number): Promise<SceneBatch> {
-  const scenes = Array.from({ length: n }, () => sampleScene(rng));
-  const captions = scenes.map((s) => caption(s, rng));
-  const images = await Promise.all(scenes.map((s) => renderScene(s, size)));
-  return { images, captions };
-}
-
-/**
- * Batch `k` of a stage is rendered from streamRng(seed, stage, k): independent of when it is
- * asked for, so resuming reproduces the data. `request` starts rendering in the background.
- */
-class BatchStream {
-  private readonly pending = new Map<number, Promise<SceneBatch>>();
-  private readonly ready = new Map<number, SceneBatch>();
-
-  constructor(
-    private readonly seed: number,
-    private readonly stream: number,
-    private readonly batch: number,
-    private readonly size: number,
-    private readonly steps: number,
-  ) {}
-
-  request(k: number): void {
-    if (k >= this.steps || this.pending.has(k) || this.ready.has(k)) return;
-    this.pending.set(k, renderBatch(streamRng(this.seed, this.stream, k), this.batch, this.size));
-  }
-
-  async wait(k: number): Promise<void> {
-    this.request(k);
-    const p = this.pending.get(k);
-    if (!p) return;
-    this.ready.set(k, await p);
-    this.pending.delete(k);
-  }
-
-  take(k: number): SceneBatch {
-    const b = this.ready.get(k);
-    if (!b) throw new Error(`pretrain: batch ${k} was not rendered before its step`);
-    this.ready.delete(k);
-    return b;
-  }
-}
-
-/** Raw RGB images → NHWC float32 in [−1, 1] (the VAE's input range). */
-function imagesToArray(images: Uint8Array[], size: number): Float32Array {
-  const per = size * size * 3;
-  const out = new Float32Array(images.length * per);
-  images.forEach((img, i) => {
-    for (let j = 0; j < per; j++) out[i * per + j] = img[j]! / 127.5 - 1;
-  });
-  return out;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Weights
-
-let created = 0;
-
-function variables(shapes: ParamShapes, seed: number, prefix: string): Map<string, tf.Variable> {
-  const init = initParams(shapes, seed);
-  const vars = new Map<string, tf.Variable>();
-  for (const [k, t] of init) {
-    vars.set(k, tf.variable(t, true, `${prefix}/${k}`));
-    t.dispose();
-  }
-  return vars;
-}
-
-function prefixed(vars: Map<string, tf.Variable>, prefix: string): Map<string, tf.Variable> {
-  return new Map([...vars].map(([k, v]) => [`${prefix}/${k}`, v]));
-}
-
-async function writeComponent(dir: string, config: object, file: string, params: Params): Promise<void> {
-  fs.mkdirSync(dir, { recursive: true });
-  await writeBytesAtomic(path.join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
-  await writeParams(path.join(dir, file), params);
-}
-
-interface DoneMarker extends StageSummary {
-  scalingFactor?: number;
-}
-
-const DONE_FILE = 'done.json';
-
-function readDone(stageDir: string): DoneMarker | undefined {
-  const file = path.join(stageDir, DONE_FILE);
-  return fs.existsSync(file) ? (JSON.parse(fs.readFileSync(file, 'utf8')) as DoneMarker) : undefined;
-}
-
-function summarise(losses: number[]): StageSummary {
-  const tail = losses.slice(-Math.max(1, Math.floor(losses.length / 10)));
-  return { steps: losses.length, firstLoss: losses[0] ?? NaN, finalLoss: tail.reduce((a, b) => a + b, 0) / Math.max(1, tail.length) };
-}
-
-/** Warmup is capped at a tenth of a stage, so short runs still reach the peak rate. */
-function effectiveWarmup(s: PretrainSettings, steps: number): number {
-  return Math.min(s.warmupSteps, Math.floor(steps / 10));
-}
-
-function engineConfig(s: PretrainSettings, steps: number, lr: number, weightDecay: number, stream: number): EngineConfig {
-  return {
-    steps,
-    gradAccum: 1,
-    lr,
-    lrSchedule: 'cosine',
-    warmupSteps: effectiveWarmup(s, steps),
-    weightDecay,
-    maxGradNorm: 1,
-    checkpointEvery: s.checkpointEvery,
-    validationEvery: 0,
-    seed: s.seed * 4 + stream,
-  };
-}
-
-/** The checkpoint to resume a stage from, or undefined to start it; refuses to overwrite a run. */
-function resumePoint(stageDir: string, resume: boolean): string | undefined {
-  const last = latestCheckpoint(stageDir);
-  if (last && !resume) throw new PainterError(`${stageDir}: a previous run is there; pass --resume to continue it, or remove the folder to start over`);
-  return last?.dir;
-}
-
-// ---------------------------------------------------------------------------------------------
 // Stages
 
 /** Stage 0: the BPE vocabulary of the world's captions. */
@@ -271,29 +149,6 @@ export function buildMiniBpe(s: Pick<PretrainSettings, 'seed' | 'bpeCaptions' | 
   const rng = streamRng(s.seed, STAGE_SALT.tokenizer, 0);
   const texts = Array.from({ length: s.bpeCaptions }, () => caption(sampleScene(rng), rng));
   return trainClipBpe(texts, { vocabSize: s.vocabSize });
-}
-
-/** Runs a stage's `train()`, rendering batch k while step k−1 computes. */
-async function runStage(
-  stage: PretrainStage,
-  s: PretrainSettings,
-  data: BatchStream,
-  task: Parameters<typeof train>[0],
-  cfg: EngineConfig,
-  stageDir: string,
-  hooks: PretrainHooks,
-  nextStep: () => number,
-): Promise<number[]> {
-  const from = resumePoint(stageDir, s.resume);
-  await data.wait(from ? readCheckpointMeta(from).step : 0);
-  const result = await train(task, cfg, stageDir, { stage, settings: s }, {
-    onStep: (r) => hooks.onStep?.(stage, r),
-    shouldStop: hooks.shouldStop,
-    breathe: () => data.wait(nextStep()),
-    info: hooks.log,
-    resumeHint: 'run npm run pretrain:mini again with --resume',
-  }, from);
-  return result.losses;
 }
 
 async function trainVae(s: PretrainSettings, configs: MiniConfigs, hooks: PretrainHooks): Promise<{ params: Params; summary: StageSummary }> {
@@ -305,7 +160,7 @@ async function trainVae(s: PretrainSettings, configs: MiniConfigs, hooks: Pretra
     hooks.log?.(`stage 1 (vae): finished earlier (${done.steps} steps), reusing ${dir}`);
     return { params: loadWeights([path.join(dir, 'vae', 'diffusion_pytorch_model.safetensors')], shapes, 'painter-mini vae'), summary: done };
   }
-  const vars = variables(shapes, s.seed * 8 + 1, `painter_mini_${++created}_vae`);
+  const vars = variables(shapes, s.seed * 8 + 1, variablePrefix('vae'));
   const params: Params = new Map(vars);
   const size = s.sizes.imageSize;
   const data = new BatchStream(s.seed, STAGE_SALT.vae, s.vaeBatch, size, s.vaeSteps);
@@ -400,7 +255,7 @@ async function trainLdm(s: PretrainSettings, configs: MiniConfigs, tokenizer: Cl
       summary: done,
     };
   }
-  const prefix = `painter_mini_${++created}`;
+  const prefix = variablePrefix('ldm');
   const unetVars = variables(unetShapes, s.seed * 8 + 2, `${prefix}_unet`);
   const textVars = variables(textShapes, s.seed * 8 + 3, `${prefix}_text`);
   const unet = { params: new Map(unetVars) as Params, config: configs.unet };
