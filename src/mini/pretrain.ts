@@ -72,6 +72,12 @@ export interface PretrainSettings {
   lr: number;
   warmupSteps: number;
   checkpointEvery: number;
+  /**
+   * Min-SNR-γ loss weighting of the diffusion stage (Hang et al. 2023): low-noise timesteps, whose
+   * large ε-gradients otherwise dominate Adam's step, are down-weighted, so the high-noise steps
+   * that lay out the scene — and need the caption — learn within the short budget.
+   */
+  minSnrGamma: number;
   /** Weight of the mean per-latent-element KL term against the mean per-pixel reconstruction. */
   klWeight: number;
   /** Fraction of captions replaced by "" (classifier-free guidance's unconditional model). */
@@ -92,8 +98,8 @@ export interface PretrainSettings {
 }
 
 /**
- * Sized to stay under 3 hours on a shared 2-core machine (wasm backend, measured ≈ 4.0 s per VAE
- * step of 8 images and ≈ 3.9 s per diffusion step of 16 at 64×64): 800 × 4.0 + 1700 × 3.9 s ≈ 2.7 h.
+ * Sized to stay under 3 hours on a shared 2-core machine (wasm backend, measured ≈ 4.3 s per VAE
+ * step of 8 images and ≈ 4.1 s per diffusion step of 16 at 64×64): 800 × 4.3 + 1700 × 4.1 s ≈ 2.9 h.
  */
 export const PRETRAIN_DEFAULTS: PretrainSettings = {
   seed: 0,
@@ -104,9 +110,10 @@ export const PRETRAIN_DEFAULTS: PretrainSettings = {
   vaeBatch: 8,
   batch: 16,
   vaeLr: 5e-4,
-  lr: 3e-4,
+  lr: 5e-4,
   warmupSteps: 100,
   checkpointEvery: 250,
+  minSnrGamma: 5,
   klWeight: 1e-5,
   emptyCaptionRate: 0.1,
   bpeCaptions: 5000,
@@ -289,7 +296,7 @@ async function trainLdm(s: PretrainSettings, configs: MiniConfigs, tokenizer: Cl
       const noise = rng.normals(s.batch * latentElems);
       return () => {
         const ehs = clipTextForward(textParams, configs.textEncoder, tf.tensor2d(ids, [s.batch, L], 'int32')).lastHiddenState;
-        return diffusionLoss(unet, schedule, { latents: tf.tensor4d(z0, latentShape), noise: tf.tensor4d(noise, latentShape), timesteps, encoderHiddenStates: ehs }, { predictionType: 'epsilon' });
+        return diffusionLoss(unet, schedule, { latents: tf.tensor4d(z0, latentShape), noise: tf.tensor4d(noise, latentShape), timesteps, encoderHiddenStates: ehs }, { predictionType: 'epsilon', minSnrGamma: s.minSnrGamma });
       };
     },
     saveState: () => ({ k }),
@@ -394,7 +401,7 @@ subjects and accessories never appeared in its training data.
 - stage 0: BPE vocabulary from ${s.bpeCaptions} captions: ${r.configs.textEncoder.vocab_size} tokens (asked for at most ${s.vocabSize}; pairs seen once are not merged)
 - stage 1 (vae): ${r.vae.steps} steps × ${s.vaeBatch} images, AdamW lr ${s.vaeLr} (cosine, warmup ${warmup(r.vae.steps)}), loss MSE + L1 + ${s.klWeight}·KL; loss ${f(r.vae.firstLoss)} → ${f(r.vae.finalLoss)} (mean of the last tenth)
 - scaling_factor ${f(r.scalingFactor)} = 1/std of the latents of ${s.scaleSamples} scenes
-- stage 2 (text encoder + unet): ${r.ldm.steps} steps × ${s.batch} images, AdamW lr ${s.lr} (cosine, warmup ${warmup(r.ldm.steps)}, weight decay 0.01), ε-prediction MSE, ${Math.round(s.emptyCaptionRate * 100)}% empty captions; loss ${f(r.ldm.firstLoss)} → ${f(r.ldm.finalLoss)}
+- stage 2 (text encoder + unet): ${r.ldm.steps} steps × ${s.batch} images, AdamW lr ${s.lr} (cosine, warmup ${warmup(r.ldm.steps)}, weight decay 0.01), ε-prediction MSE with min-SNR-${s.minSnrGamma} weighting, ${Math.round(s.emptyCaptionRate * 100)}% empty captions; loss ${f(r.ldm.firstLoss)} → ${f(r.ldm.finalLoss)}
 - scheduler: PNDM, scaled_linear β 0.00085–0.012, 1000 steps (as SD 1.x)
 
 ## What it has seen

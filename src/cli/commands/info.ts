@@ -2,6 +2,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { bundledModelPath } from '../default-model.js';
 import * as tf from '@tensorflow/tfjs';
 import { parseInfotext } from '../../core/infotext.js';
 import { PainterError } from '../../errors.js';
@@ -78,6 +79,7 @@ export async function infoCommand(args: Args): Promise<void> {
     tfjs: tf.version_core,
     backend: { name: backend.name, package: backend.package, gpu: backend.gpu, reason: backend.reason, failed: backend.failed },
     threads: await threads(backend.name),
+    defaultModel: bundledModelPath(),
     model,
     memory,
   };
@@ -91,6 +93,7 @@ export async function infoCommand(args: Args): Promise<void> {
     `tfjs      ${report.tfjs}`,
     `backend   ${describeBackend(backend)}`,
     `threads   ${report.threads}`,
+    `default   ${report.defaultModel} (the model commands use without --model)`,
   ];
   if (model) lines.push(...modelLines(model));
   if (memory) lines.push(...formatMemoryReport(memory));
