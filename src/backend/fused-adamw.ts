@@ -68,7 +68,6 @@ export function registerFusedAdamW(): void {
   registerJsKernel(adamwKernel);
 }
 
-/** AdamW over a fixed set of variables; moments are created on the first step. */
 /**
  * One AdamW update of a single weight (torch.optim.AdamW order), fused into one kernel on the
  * CPU backends and plain tf ops elsewhere. Returns the new weight and moments; `step` is t ≥ 1.
