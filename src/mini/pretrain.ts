@@ -40,6 +40,7 @@ import { BOS_TOKEN, EOS_TOKEN, trainClipBpe, type TrainedBpe } from './bpe-train
 import { describeMiniSize, MINI_MAX_BYTES, MINI_SIZES, miniConfigs, miniParamCounts, type MiniConfigs, type MiniSizeReport, type MiniSizes, type MiniTokenIds } from './mini-config.js';
 import {
   BatchStream,
+  clipEmbeddingScale,
   DONE_FILE,
   engineConfig,
   effectiveWarmup,
@@ -264,7 +265,7 @@ async function trainLdm(s: PretrainSettings, configs: MiniConfigs, tokenizer: Cl
   }
   const prefix = variablePrefix('ldm');
   const unetVars = variables(unetShapes, s.seed * 8 + 2, `${prefix}_unet`);
-  const textVars = variables(textShapes, s.seed * 8 + 3, `${prefix}_text`);
+  const textVars = variables(textShapes, s.seed * 8 + 3, `${prefix}_text`, clipEmbeddingScale);
   const unet = { params: new Map(unetVars) as Params, config: configs.unet };
   const textParams: Params = new Map(textVars);
   const size = s.sizes.imageSize;
