@@ -29,6 +29,7 @@ import { defaultImageSize, generate } from '../core/pipeline/generate.js';
 import { Rng } from '../core/random.js';
 import type { SchedulerKind } from '../core/schedulers/index.js';
 import { PainterError, UsageError } from '../errors.js';
+import { numberArg } from './script-args.js';
 import { writeBytesAtomic } from '../io/atomic.js';
 import { imageGrid } from '../io/image-grid.js';
 import { loadModel } from '../io/load-model.js';
@@ -484,15 +485,6 @@ const OPTIONS = {
   backend: { type: 'string' },
 } as const;
 
-function num(values: Record<string, unknown>, name: string, fallback: number, kind: 'count' | 'seed' | 'positive'): number {
-  const raw = values[name];
-  if (raw === undefined) return fallback;
-  const v = Number(raw);
-  const ok = kind === 'positive' ? Number.isFinite(v) && v > 0 : Number.isInteger(v) && v >= (kind === 'seed' ? 0 : 1);
-  if (!ok) throw new UsageError(`--${name} ${String(raw)}: give a ${kind === 'positive' ? 'positive number' : kind === 'seed' ? 'whole number, 0 or more' : 'positive whole number'}`);
-  return v;
-}
-
 export function parseBenchArgs(argv: string[]): ConceptBenchSettings & { json: boolean } {
   let values: Record<string, unknown>;
   try {
@@ -505,7 +497,7 @@ export function parseBenchArgs(argv: string[]): ConceptBenchSettings & { json: b
   if (!BACKEND_CHOICES.includes(backend as BackendChoice)) throw new UsageError(`--backend ${backend}: choose one of ${BACKEND_CHOICES.join(', ')}`);
   const dbMode = (values['db-mode'] as string | undefined) ?? d.dbMode;
   if (dbMode !== 'full' && dbMode !== 'lora') throw new UsageError(`--db-mode ${dbMode}: choose full or lora`);
-  const seed = num(values, 'seed', d.seed, 'seed');
+  const seed = numberArg(values['seed'], 'seed', d.seed, 'seed');
   const only = values['only'] === undefined ? d.only : String(values['only']).split(',').map((x) => x.trim());
   const unknown = only.filter((x) => !(BENCH_PARTS as readonly string[]).includes(x));
   if (unknown.length > 0 || only.length === 0) throw new UsageError(`--only ${String(values['only'])}: give a comma-separated list of ${BENCH_PARTS.join(', ')}`);
@@ -516,17 +508,17 @@ export function parseBenchArgs(argv: string[]): ConceptBenchSettings & { json: b
     model,
     classifier,
     out: (values['out'] as string | undefined) ?? path.join('runs', `bench-concepts-seed${seed}`),
-    samples: num(values, 'samples', d.samples, 'count'),
-    prompts: num(values, 'prompts', d.prompts, 'count'),
-    psnrScenes: num(values, 'psnr-scenes', d.psnrScenes, 'count'),
+    samples: numberArg(values['samples'], 'samples', d.samples, 'count'),
+    prompts: numberArg(values['prompts'], 'prompts', d.prompts, 'count'),
+    psnrScenes: numberArg(values['psnr-scenes'], 'psnr-scenes', d.psnrScenes, 'count'),
     photos: d.photos,
-    sampling: { ...d.sampling, steps: num(values, 'sample-steps', d.sampling.steps, 'count'), guidance: num(values, 'guidance', d.sampling.guidance, 'positive') },
-    tiSteps: num(values, 'ti-steps', d.tiSteps, 'count'),
-    tiLr: num(values, 'ti-lr', d.tiLr, 'positive'),
-    dbSteps: num(values, 'db-steps', d.dbSteps, 'count'),
-    dbLr: num(values, 'db-lr', d.dbLr, 'positive'),
+    sampling: { ...d.sampling, steps: numberArg(values['sample-steps'], 'sample-steps', d.sampling.steps, 'count'), guidance: numberArg(values['guidance'], 'guidance', d.sampling.guidance, 'positive') },
+    tiSteps: numberArg(values['ti-steps'], 'ti-steps', d.tiSteps, 'count'),
+    tiLr: numberArg(values['ti-lr'], 'ti-lr', d.tiLr, 'positive'),
+    dbSteps: numberArg(values['db-steps'], 'db-steps', d.dbSteps, 'count'),
+    dbLr: numberArg(values['db-lr'], 'db-lr', d.dbLr, 'positive'),
     dbMode,
-    classImages: num(values, 'class-images', d.classImages, 'count'),
+    classImages: numberArg(values['class-images'], 'class-images', d.classImages, 'count'),
     backend: backend as BackendChoice,
     only: only as BenchPart[],
     json: values['json'] === true,

@@ -5,6 +5,7 @@
 import { parseArgs } from 'node:util';
 import { BACKEND_CHOICES, selectBackend, type BackendChoice } from '../backend/select.js';
 import { UsageError } from '../errors.js';
+import { numberArg } from './script-args.js';
 import { pretrainMini, PRETRAIN_DEFAULTS, type PretrainSettings } from './pretrain.js';
 
 const OPTIONS = {
@@ -24,17 +25,6 @@ const OPTIONS = {
   backend: { type: 'string' },
 } as const;
 
-function numberOption(values: Record<string, unknown>, name: string, fallback: number, integer: boolean): number {
-  const raw = values[name];
-  if (raw === undefined) return fallback;
-  const v = Number(raw);
-  const min = name === 'seed' ? 0 : Number.MIN_VALUE;
-  if (!Number.isFinite(v) || v < min || (integer && !Number.isInteger(v))) {
-    throw new UsageError(`--${name} ${String(raw)}: give a ${name === 'seed' ? 'whole number, 0 or more' : integer ? 'positive whole number' : 'positive number'}`);
-  }
-  return v;
-}
-
 /** The `pretrain:mini` command; returns the summary line. Ctrl-C stops with a checkpoint. */
 export async function main(argv: string[], log: (line: string) => void = () => {}): Promise<string> {
   let values: Record<string, unknown>;
@@ -47,17 +37,17 @@ export async function main(argv: string[], log: (line: string) => void = () => {
   if (!BACKEND_CHOICES.includes(backend as BackendChoice)) throw new UsageError(`--backend ${backend}: choose one of ${BACKEND_CHOICES.join(', ')}`);
   const d = PRETRAIN_DEFAULTS;
   const settings: Partial<PretrainSettings> = {
-    seed: numberOption(values, 'seed', d.seed, true),
+    seed: numberArg(values['seed'], 'seed', d.seed, 'seed'),
     out: (values['out'] as string | undefined) ?? d.out,
     runDir: (values['run-dir'] as string | undefined) ?? d.runDir,
-    vaeSteps: numberOption(values, 'vae-steps', d.vaeSteps, true),
-    ldmSteps: numberOption(values, 'steps', d.ldmSteps, true),
-    vaeBatch: numberOption(values, 'vae-batch', d.vaeBatch, true),
-    batch: numberOption(values, 'batch', d.batch, true),
-    vaeLr: numberOption(values, 'vae-lr', d.vaeLr, false),
-    lr: numberOption(values, 'lr', d.lr, false),
-    checkpointEvery: numberOption(values, 'checkpoint-every', d.checkpointEvery, true),
-    sizes: { ...d.sizes, imageSize: numberOption(values, 'size', d.sizes.imageSize, true) },
+    vaeSteps: numberArg(values['vae-steps'], 'vae-steps', d.vaeSteps, 'count'),
+    ldmSteps: numberArg(values['steps'], 'steps', d.ldmSteps, 'count'),
+    vaeBatch: numberArg(values['vae-batch'], 'vae-batch', d.vaeBatch, 'count'),
+    batch: numberArg(values['batch'], 'batch', d.batch, 'count'),
+    vaeLr: numberArg(values['vae-lr'], 'vae-lr', d.vaeLr, 'positive'),
+    lr: numberArg(values['lr'], 'lr', d.lr, 'positive'),
+    checkpointEvery: numberArg(values['checkpoint-every'], 'checkpoint-every', d.checkpointEvery, 'count'),
+    sizes: { ...d.sizes, imageSize: numberArg(values['size'], 'size', d.sizes.imageSize, 'count') },
     resume: values['resume'] === true,
     snapshot: values['snapshot'] as string | undefined,
   };

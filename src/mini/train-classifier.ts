@@ -17,6 +17,7 @@ import { initParams, type Params } from '../core/params.js';
 import { Rng } from '../core/random.js';
 import { ADAMW_DEFAULTS, adamWStep, clipGradNorm, createAdamWState, disposeAdamWState, learningRate } from '../core/training/optimizer.js';
 import { UsageError } from '../errors.js';
+import { numberArg } from './script-args.js';
 import { writeBytesAtomic } from '../io/atomic.js';
 import { loadWeights, readJson } from '../io/load-weights.js';
 import { writeParams } from '../io/save-model.js';
@@ -191,14 +192,6 @@ const OPTIONS = {
   backend: { type: 'string' },
 } as const;
 
-function num(value: string | undefined, name: string, fallback: number, integer = true, min = 1): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  const ok = integer ? Number.isInteger(n) && n >= min : Number.isFinite(n) && n > 0;
-  if (!ok) throw new UsageError(`--${name} must be a ${min === 0 ? 'non-negative' : 'positive'} ${integer ? 'integer' : 'number'} (got "${value}")`);
-  return n;
-}
-
 function formatAccuracy(a: Accuracy): string {
   return LABEL_NAMES.map((n) => `${n} ${(100 * a[n]).toFixed(1)}%`).join(', ');
 }
@@ -216,19 +209,19 @@ export async function main(argv: string[], log: (line: string) => void = () => {
   }
   const backend = (values.backend ?? 'wasm') as BackendChoice;
   if (!BACKEND_CHOICES.includes(backend)) throw new UsageError(`--backend must be one of ${BACKEND_CHOICES.join(', ')}`);
-  const widths = values.widths === undefined ? CLASSIFIER_DEFAULTS.widths : values.widths.split(',').map((w) => num(w, 'widths', 0));
-  const config = parseClassifierConfig({ image_size: num(values.size, 'size', CLASSIFIER_DEFAULTS.imageSize), widths }, '--size/--widths');
+  const widths = values.widths === undefined ? CLASSIFIER_DEFAULTS.widths : values.widths.split(',').map((w) => numberArg(w, 'widths', 0, 'count'));
+  const config = parseClassifierConfig({ image_size: numberArg(values.size, 'size', CLASSIFIER_DEFAULTS.imageSize, 'count'), widths }, '--size/--widths');
   const settings: ClassifierTrainSettings = {
     ...TRAIN_DEFAULTS,
     config,
-    steps: num(values.steps, 'steps', TRAIN_DEFAULTS.steps),
-    batch: num(values.batch, 'batch', TRAIN_DEFAULTS.batch),
-    lr: num(values.lr, 'lr', TRAIN_DEFAULTS.lr, false),
-    seed: num(values.seed, 'seed', TRAIN_DEFAULTS.seed, true, 0),
+    steps: numberArg(values.steps, 'steps', TRAIN_DEFAULTS.steps, 'count'),
+    batch: numberArg(values.batch, 'batch', TRAIN_DEFAULTS.batch, 'count'),
+    lr: numberArg(values.lr, 'lr', TRAIN_DEFAULTS.lr, 'positive'),
+    seed: numberArg(values.seed, 'seed', TRAIN_DEFAULTS.seed, 'seed'),
   };
   const out = values.out ?? path.join('runs', 'classifier');
   await selectBackend(backend);
-  const test = await renderLabelled(worldScenes(TEST_SEED, num(values.test, 'test', 1000)), config.imageSize);
+  const test = await renderLabelled(worldScenes(TEST_SEED, numberArg(values.test, 'test', 1000, 'count')), config.imageSize);
   const trained = await trainClassifier(settings, (r) => {
     if (r.step % 100 === 0 || r.step === r.steps) log(`step ${r.step}/${r.steps} loss ${r.loss.toFixed(4)} ${r.msPerStep.toFixed(0)} ms/step`);
   });
