@@ -2,6 +2,7 @@
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
+import type { InvertSettings } from '../src/train/textual-inversion.js';
 import { selectBackend, type BackendName } from '../src/backend/select.js';
 import { loadSafetensors, type HostTensor } from '../src/io/safetensors.js';
 
@@ -54,3 +55,21 @@ export function relError(actual: tf.Tensor, expected: tf.Tensor): number {
     return num / Math.max(den, 1e-30);
   });
 }
+
+/** Textual Inversion settings for tiny-sd-a tests (32 px, one vector initialised from "cat"). */
+export const TINY_INVERT_SETTINGS: InvertSettings = {
+  token: '<kitty>',
+  initToken: 'cat',
+  vectors: 1,
+  mode: 'object',
+  resolution: 32,
+  centerCrop: true,
+  flip: true,
+  batch: 1,
+  minSnrGamma: 0,
+  noiseOffset: 0,
+  seed: 3,
+  validationPrompt: 'a photo of <kitty>',
+  format: 'diffusers',
+  baseModelHash: 'test',
+};

@@ -22,8 +22,8 @@ import { readEmbeddingFile } from '../src/io/embeddings.js';
 import { loadModel } from '../src/io/load-model.js';
 import { loadSafetensors } from '../src/io/safetensors.js';
 import { train, type EngineConfig, type TrainingTask } from '../src/train/engine.js';
-import { createInversion, type InvertSettings } from '../src/train/textual-inversion.js';
-import { FIXTURES, loadReference, nchwToNhwc, ref, relError, ROOT, TINY_SD_A, useBackend } from './helpers.js';
+import { createInversion } from '../src/train/textual-inversion.js';
+import { FIXTURES, loadReference, nchwToNhwc, ref, relError, ROOT, TINY_INVERT_SETTINGS, TINY_SD_A, useBackend } from './helpers.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'painter-invert-'));
 const PHOTOS = path.join(FIXTURES, 'photos', 'cat');
@@ -32,23 +32,6 @@ afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 beforeAll(async () => {
   await useBackend();
 });
-
-const SETTINGS: InvertSettings = {
-  token: '<kitty>',
-  initToken: 'cat',
-  vectors: 1,
-  mode: 'object',
-  resolution: 32,
-  centerCrop: true,
-  flip: true,
-  batch: 1,
-  minSnrGamma: 0,
-  noiseOffset: 0,
-  seed: 3,
-  validationPrompt: 'a photo of <kitty>',
-  format: 'diffusers',
-  baseModelHash: 'test',
-};
 
 const ENGINE: EngineConfig = {
   steps: 4,
@@ -100,7 +83,7 @@ describe('painter invert (engine)', () => {
   it('the loss falls over 50 steps at a fixed timestep and noise; tensors stay flat from step 2; only the new row changes', async () => {
     const model = loadModel(TINY_SD_A);
     const before = snapshot(model);
-    const setup = createInversion(model, (await photos(32)).slice(0, 1), { ...SETTINGS, flip: false });
+    const setup = createInversion(model, (await photos(32)).slice(0, 1), { ...TINY_INVERT_SETTINGS, flip: false });
     const initial = Float32Array.from(setup.rows.dataSync());
     // Replays the same draws every step: same image, template, timestep and noise.
     const fixed: TrainingTask = { ...setup.task, prepareBatch: () => setup.task.prepareBatch(new Rng(5)) };
@@ -130,7 +113,7 @@ describe('painter invert (engine)', () => {
   it('2 steps + interrupt + resume + 2 steps equals 4 uninterrupted steps, bit for bit', async () => {
     const run = async (dir: string, stopAfter?: number, resume?: string) => {
       const model = loadModel(TINY_SD_A);
-      const setup = createInversion(model, await photos(32), { ...SETTINGS, vectors: 2 });
+      const setup = createInversion(model, await photos(32), { ...TINY_INVERT_SETTINGS, vectors: 2 });
       let steps = 0;
       try {
         const r = await train(setup.task, { ...ENGINE, checkpointEvery: 3 }, dir, { test: true }, { onStep: () => steps++, shouldStop: () => stopAfter !== undefined && steps >= stopAfter }, resume);

@@ -25,7 +25,7 @@ import { describeModelMemory, parseNvidiaSmi, readModelWeights, WASM_HEAP_MAX } 
 import { checkMemoryBudget, formatMemoryReport, memoryReport, refusalMessage, settingsFromConfig } from '../src/cli/memory-check.js';
 import { train } from '../src/train/engine.js';
 import { createInversion } from '../src/train/textual-inversion.js';
-import { FIXTURES, ROOT, TINY_SD_A, useBackend } from './helpers.js';
+import { FIXTURES, ROOT, TINY_INVERT_SETTINGS, TINY_SD_A, useBackend } from './helpers.js';
 
 const SD15_UNET = {
   _class_name: 'UNet2DConditionModel',
@@ -219,32 +219,42 @@ function ratio(estimate: number, measured: number): number {
 // The estimator against measured peaks
 // ---------------------------------------------------------------------------------------------
 
+/**
+ * Runs `run` under the wasm heap meter (`mark` records the live bytes at a point) and expects
+ * the estimate's peak within 25% of the measured one.
+ */
+async function expectPeakNear(estimate: { peak: number; peakPhase: string }, run: (mark: () => void) => Promise<void> | void): Promise<void> {
+  const meter = meterWasmHeap();
+  try {
+    await run(() => meter.mark());
+  } finally {
+    meter.stop();
+  }
+  const r = ratio(estimate.peak, meter.peak);
+  const what = `estimate ${estimate.peak} B (${estimate.peakPhase}) vs measured ${meter.peak} B`;
+  expect(r, what).toBeGreaterThan(0.75);
+  expect(r, what).toBeLessThan(1.25);
+}
+
 describe('estimate vs measured wasm heap on tiny-sd-a', () => {
-  it.each([1, 2])('generate, batch %i: within 25% of the measured peak', (batch) => {
+  it.each([1, 2])('generate, batch %i: within 25% of the measured peak', async (batch) => {
     const model0 = describeModelMemory(TINY_SD_A);
     const settings = settingsFromConfig('generate', model0, { batch, count: batch });
     const estimate = estimateMemory(model0, settings, 'wasm');
-    const meter = meterWasmHeap();
-    try {
+    await expectPeakNear(estimate, (mark) => {
       const model = loadModel(TINY_SD_A);
-      meter.mark();
+      mark();
       try {
         const request = { prompt: 'a cat', negativePrompt: '', steps: 3, guidance: 7.5, scheduler: 'dpm++2m' as const, seed: 1, count: batch, batch, width: 64, height: 64, clipSkip: 0 };
         for (const event of generate(model, request)) {
           void event;
-          meter.mark();
+          mark();
         }
-        meter.mark();
+        mark();
       } finally {
         disposeModel(model);
       }
-    } finally {
-      meter.stop();
-    }
-    const r = ratio(estimate.peak, meter.peak);
-    const what = `estimate ${estimate.peak} B (${estimate.peakPhase}) vs measured ${meter.peak} B`;
-    expect(r, what).toBeGreaterThan(0.75);
-    expect(r, what).toBeLessThan(1.25);
+    });
   });
 
   it('invert: within 25% of the measured peak (VAE encode, training step, validation grid)', async () => {
@@ -253,45 +263,23 @@ describe('estimate vs measured wasm heap on tiny-sd-a', () => {
     const model0 = describeModelMemory(TINY_SD_A);
     const settings = settingsFromConfig('invert', model0, { resolution: 64, batch: 2, validationEvery: 1 }, { images: images.length });
     const estimate = estimateMemory(model0, settings, 'wasm');
-    const meter = meterWasmHeap();
-    try {
+    await expectPeakNear(estimate, async (mark) => {
       const model = loadModel(TINY_SD_A);
-      meter.mark();
+      mark();
       try {
-        const setup = createInversion(model, images, {
-          token: '<kitty>',
-          initToken: 'cat',
-          vectors: 1,
-          mode: 'object',
-          resolution: 64,
-          centerCrop: true,
-          flip: true,
-          batch: 2,
-          minSnrGamma: 0,
-          noiseOffset: 0,
-          seed: 3,
-          validationPrompt: 'a photo of <kitty>',
-          format: 'diffusers',
-          baseModelHash: 'test',
-        });
-        meter.mark();
+        const setup = createInversion(model, images, { ...TINY_INVERT_SETTINGS, resolution: 64, batch: 2 });
+        mark();
         try {
           const engine = { steps: 1, gradAccum: 1, lr: 5e-3, lrSchedule: 'constant' as const, warmupSteps: 0, weightDecay: 0.01, maxGradNorm: 1, checkpointEvery: 100, validationEvery: 1, seed: 1 };
-          await train(setup.task, engine, path.join(tmp, 'invert-run'), {}, { onStep: () => meter.mark() });
-          meter.mark();
+          await train(setup.task, engine, path.join(tmp, 'invert-run'), {}, { onStep: () => mark() });
+          mark();
         } finally {
           setup.dispose();
         }
       } finally {
         disposeModel(model);
       }
-    } finally {
-      meter.stop();
-    }
-    const r = ratio(estimate.peak, meter.peak);
-    const what = `estimate ${estimate.peak} B (${estimate.peakPhase}) vs measured ${meter.peak} B`;
-    expect(r, what).toBeGreaterThan(0.75);
-    expect(r, what).toBeLessThan(1.25);
+    });
   });
 });
 
