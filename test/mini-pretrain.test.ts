@@ -13,7 +13,8 @@ import { disposeModel } from '../src/core/model.js';
 import { generate, type GeneratedImage } from '../src/core/pipeline/generate.js';
 import { InterruptedError, PainterError } from '../src/errors.js';
 import { loadModel } from '../src/io/load-model.js';
-import { MINI_SIZES, miniConfigs, miniParamCounts, MINI_MAX_BYTES, type MiniSizes } from '../src/mini/mini-config.js';
+import { noiseSchedule, parseSchedulerConfig, type SchedulerConfig } from '../src/core/schedulers/index.js';
+import { MINI_SIZES, miniConfigs, miniParamCounts, miniSchedulerJson, MINI_MAX_BYTES, type MiniSizes } from '../src/mini/mini-config.js';
 import { pretrainMini, type PretrainResult, type PretrainSettings, type PretrainStage } from '../src/mini/pretrain.js';
 import { useBackend } from './helpers.js';
 
@@ -85,7 +86,16 @@ describe('painter-mini configs', () => {
     expect(c.unet.cross_attention_dim).toBe(c.textEncoder.hidden_size);
     expect(c.unet.sample_size).toBe(16);
     expect(c.vae.block_out_channels).toHaveLength(3);
-    expect(c.scheduler.beta_schedule).toBe('scaled_linear');
+    // The noise schedule must erase a 16×16 latent's mean colour by the last timestep (SNR of the
+    // mean over h·w pixels = h·w·ᾱ/(1−ᾱ)); SD's scaled_linear schedule leaves it at 1.2.
+    const meanSnr = (config: SchedulerConfig, t: number) => {
+      const abar = noiseSchedule(config).alphasCumprod[t]!;
+      return (16 * 16 * abar) / (1 - abar);
+    };
+    expect(meanSnr(c.scheduler, 999)).toBeLessThan(0.05);
+    expect(meanSnr(c.scheduler, 900)).toBeLessThan(0.1);
+    const sd = parseSchedulerConfig({ ...miniSchedulerJson(), beta_schedule: 'scaled_linear', beta_start: 0.00085, beta_end: 0.012 }, 'SD 1.x');
+    expect(meanSnr(sd, 999)).toBeGreaterThan(1);
     const size = miniParamCounts(c);
     expect(size.float16Bytes).toBeLessThanOrEqual(MINI_MAX_BYTES);
     expect(size.total).toBeGreaterThan(5e6);
@@ -151,6 +161,18 @@ describe('pretrainMini (micro scale)', () => {
       disposeModel(b);
     }
     await expect(pretrainMini({ ...settings('never-trained'), snapshot: snap })).rejects.toThrow(/--snapshot: the VAE stage in .* has not finished/);
+  });
+
+  it('does not resume a diffusion stage begun on another noise schedule', async () => {
+    const ldm = path.join(settings('a').runDir!, 'ldm');
+    const file = path.join(ldm, 'noise-schedule.json');
+    const own = fs.readFileSync(file, 'utf8');
+    try {
+      fs.writeFileSync(file, JSON.stringify({ ...JSON.parse(own), beta_schedule: 'scaled_linear', beta_start: 0.00085, beta_end: 0.012 }));
+      await expect(pretrainMini({ ...settings('a'), resume: true })).rejects.toThrow(`${ldm}: that diffusion stage was trained with the scaled_linear β schedule 0.00085–0.012, this recipe uses linear 0.0001–0.02; remove ${ldm} to retrain it`);
+    } finally {
+      fs.writeFileSync(file, own);
+    }
   });
 
   it('resumes an interrupted stage to exactly the uninterrupted losses', async () => {

@@ -28,7 +28,7 @@ import { clipTextForward, clipTextParamShapes } from '../core/models/clip-text.j
 import { unetParamShapes } from '../core/models/unet.js';
 import { vaeDecode, vaeEncode, vaeParamShapes } from '../core/models/vae.js';
 import type { Params, ParamShapes } from '../core/params.js';
-import { noiseSchedule } from '../core/schedulers/index.js';
+import { noiseSchedule, type SchedulerConfig } from '../core/schedulers/index.js';
 import { encode, type ClipTokenizer } from '../core/tokenizer/clip-tokenizer.js';
 import { diffusionLoss } from '../core/training/loss.js';
 import { PainterError, UsageError } from '../errors.js';
@@ -403,7 +403,7 @@ subjects and accessories never appeared in its training data.
 - stage 1 (vae): ${r.vae.steps} steps × ${s.vaeBatch} images, AdamW lr ${s.vaeLr} (cosine, warmup ${warmup(r.vae.steps)}), loss MSE + L1 + ${s.klWeight}·KL; loss ${f(r.vae.firstLoss)} → ${f(r.vae.finalLoss)} (mean of the last tenth)
 - scaling_factor ${f(r.scalingFactor)} = 1/std of the latents of ${s.scaleSamples} scenes
 - stage 2 (text encoder + unet): ${r.ldm.steps} steps × ${s.batch} images, AdamW lr ${s.lr} (cosine, warmup ${warmup(r.ldm.steps)}, weight decay 0.01), ε-prediction MSE with min-SNR-${s.minSnrGamma} weighting, ${Math.round(s.emptyCaptionRate * 100)}% empty captions; loss ${f(r.ldm.firstLoss)} → ${f(r.ldm.finalLoss)}
-- scheduler: PNDM, scaled_linear β 0.00085–0.012, 1000 steps (as SD 1.x)
+- scheduler: PNDM, 1000 steps, ε-prediction (as SD 1.x), with DDPM's linear β schedule 1e-4–0.02: on 16×16 latents SD's scaled_linear schedule leaves the mean colour readable at every timestep
 
 ## What it has seen
 
@@ -424,6 +424,24 @@ painter uses it when no \`--model\` is given (or \`--model painter-mini\`):
 The folder is in the diffusers layout (model_index.json, one float16 safetensors file per component),
 as painter writes every model.
 `;
+}
+
+/**
+ * The diffusion stage is trained for one noise schedule: the run folder records it, and a run
+ * begun on another schedule (an older recipe) is not resumed with this one.
+ */
+async function checkLdmSchedule(dir: string, scheduler: SchedulerConfig): Promise<void> {
+  const file = path.join(dir, 'noise-schedule.json');
+  const want = { beta_schedule: scheduler.beta_schedule, beta_start: scheduler.beta_start, beta_end: scheduler.beta_end, num_train_timesteps: scheduler.num_train_timesteps, prediction_type: scheduler.prediction_type };
+  const started = latestCheckpoint(dir) !== undefined || readDone(dir) !== undefined;
+  if (fs.existsSync(file) || started) {
+    const had = fs.existsSync(file) ? (JSON.parse(fs.readFileSync(file, 'utf8')) as typeof want) : { beta_schedule: 'scaled_linear', beta_start: 0.00085, beta_end: 0.012 };
+    if (had.beta_schedule !== want.beta_schedule || had.beta_start !== want.beta_start || had.beta_end !== want.beta_end) {
+      throw new PainterError(`${dir}: that diffusion stage was trained with the ${had.beta_schedule} β schedule ${had.beta_start}–${had.beta_end}, this recipe uses ${want.beta_schedule} ${want.beta_start}–${want.beta_end}; remove ${dir} to retrain it`);
+    }
+  }
+  fs.mkdirSync(dir, { recursive: true });
+  await writeBytesAtomic(file, JSON.stringify(want));
 }
 
 export async function pretrainMini(settings: Partial<PretrainSettings>, hooks: PretrainHooks = {}): Promise<PretrainResult> {
@@ -461,6 +479,7 @@ export async function pretrainMini(settings: Partial<PretrainSettings>, hooks: P
     }
     hooks.log?.(`scaling_factor ${scalingFactor.toPrecision(4)}`);
     const configs = miniConfigs(s.sizes, ids, scalingFactor);
+    await checkLdmSchedule(path.join(s.runDir, 'ldm'), configs.scheduler);
     if (s.snapshot) return await writeSnapshot(s, s.snapshot, configs, tokenizer, vae, hooks);
     const ldm = await trainLdm(s, configs, tokenizer, vae.params, hooks);
     unets.push(ldm.unet, ldm.textEncoder);
