@@ -387,6 +387,10 @@ describe('other wasm/cpu kernels', () => {
       { x: [2, 8, 8, 3], k: 3, s: 2, p: 1 },
       { x: [2, 6, 5, 4], k: 3, s: 1, p: 2 },
       { x: [2, 5, 5, 4], k: 1, s: 1, p: 0 },
+      // Stride 1 runs the GEMM filter gradient (wasm-conv-filter-grad.ts): its im2col route on a
+      // non-square 'valid' conv, and its per-tap route from 64×64 up.
+      { x: [2, 7, 9, 3], k: 3, s: 1, p: 0 },
+      { x: [1, 64, 64, 2], k: 3, s: 1, p: 1 },
     ];
     const native: Float32Array[] = [];
     await selectBackend('cpu');

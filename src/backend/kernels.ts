@@ -2,7 +2,8 @@
  * Kernel fixes so that training works on every backend (see shared TFJS-NOTES), and the
  * registration of painter's speed kernels for the wasm and cpu backends (never tensorflow):
  * wasm BatchMatMul (wasm-matmul.ts), Sum (wasm-reduce.ts) and Identity (below) replacements,
- * fused GroupNorm/LayerNorm (fused-norm.ts), AdamW (fused-adamw.ts) and the conv filter flip
+ * the wasm stride-1 conv filter gradient as GEMMs (wasm-conv-filter-grad.ts), fused
+ * GroupNorm/LayerNorm (fused-norm.ts), AdamW (fused-adamw.ts) and the conv filter flip
  * (conv-kernels.ts). setFastKernels(false) switches the speed kernels off.
  *
  * The fixes:
@@ -20,6 +21,7 @@ import { FLIP_FILTER, registerConvKernels } from './conv-kernels.js';
 import { registerFusedAdamW } from './fused-adamw.js';
 import { registerFusedNorms } from './fused-norm.js';
 import { hasKernel, runKernel, setJsKernelsEnabled } from './js-kernel.js';
+import { conv2dFilterGradWasm, WASM_CONV_FILTER_GRAD } from './wasm-conv-filter-grad.js';
 import { makeWasmBatchMatMul } from './wasm-matmul.js';
 import { makeWasmSum } from './wasm-reduce.js';
 
@@ -34,6 +36,10 @@ interface WasmBackendLike {
  * instead of copying it. Tensors are immutable, so sharing is safe; the engine clones every
  * tensor it saves for backprop, so the copy cost a full pass over each saved activation.
  */
+function hasWasmKernel(name: string): boolean {
+  return tf.getKernel(name, 'wasm') !== undefined;
+}
+
 function makeWasmIdentity(original: tf.KernelConfig): tf.KernelFunc {
   return (args) => {
     const x = args.inputs['x']!;
@@ -109,6 +115,11 @@ export function conv2dFilterGrad(
 ): tf.Tensor4D {
   const [kh, kw, ci, co] = filterShape;
   const { top, bottom, left, right } = info.padInfo;
+  const stride1 = info.strideHeight === 1 && info.strideWidth === 1;
+  if (fastKernelsOn && stride1 && Math.min(top, bottom, left, right) >= 0 && tf.getBackend() === 'wasm' && hasWasmKernel(WASM_CONV_FILTER_GRAD)) {
+    const attrs = { filterHeight: kh, filterWidth: kw, padTop: top, padLeft: left };
+    return tf.engine().runKernel(WASM_CONV_FILTER_GRAD, { x, dy }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor4D;
+  }
   const dyt = dy.transpose([1, 2, 0, 3]) as tf.Tensor4D; // [OH, OW, N, Co] used as a filter
   const dilations: [number, number] = [info.strideHeight, info.strideWidth];
   let r: tf.Tensor4D; // [Ci, ≥KH, ≥KW, Co]
@@ -202,6 +213,9 @@ export function registerPainterKernels(): void {
     replaceWasmKernel('BatchMatMul', makeWasmBatchMatMul);
     replaceWasmKernel('Identity', makeWasmIdentity);
     replaceWasmKernel('Sum', makeWasmSum);
+  }
+  if (tf.findBackendFactory('wasm') && !hasWasmKernel(WASM_CONV_FILTER_GRAD)) {
+    tf.registerKernel({ kernelName: WASM_CONV_FILTER_GRAD, backendName: 'wasm', kernelFunc: conv2dFilterGradWasm as tf.KernelFunc });
   }
   registerFusedNorms();
   registerFusedAdamW();
