@@ -163,13 +163,15 @@ describe('pretrainMini (micro scale)', () => {
     await expect(pretrainMini({ ...settings('never-trained'), snapshot: snap })).rejects.toThrow(/--snapshot: the VAE stage in .* has not finished/);
   });
 
-  it('does not resume a diffusion stage begun on another noise schedule', async () => {
+  it('does not resume a diffusion stage begun on another noise schedule or target', async () => {
     const ldm = path.join(settings('a').runDir!, 'ldm');
     const file = path.join(ldm, 'noise-schedule.json');
     const own = fs.readFileSync(file, 'utf8');
     try {
-      fs.writeFileSync(file, JSON.stringify({ ...JSON.parse(own), beta_schedule: 'scaled_linear', beta_start: 0.00085, beta_end: 0.012 }));
-      await expect(pretrainMini({ ...settings('a'), resume: true })).rejects.toThrow(`${ldm}: that diffusion stage was trained with the scaled_linear β schedule 0.00085–0.012, this recipe uses linear 0.0001–0.02; remove ${ldm} to retrain it`);
+      fs.writeFileSync(file, JSON.stringify({ ...JSON.parse(own), beta_schedule: 'scaled_linear', beta_start: 0.00085, beta_end: 0.012, prediction_type: 'epsilon' }));
+      await expect(pretrainMini({ ...settings('a'), resume: true })).rejects.toThrow(
+        `${ldm}: that diffusion stage was trained with the scaled_linear β schedule 0.00085–0.012 with epsilon targets, this recipe uses the linear β schedule 0.0001–0.02 with v_prediction targets; remove ${ldm} to retrain it`,
+      );
     } finally {
       fs.writeFileSync(file, own);
     }

@@ -8,9 +8,9 @@
  *     LDM authors chose 0.18215 for SD).
  *   - CLIP text encoder (transformers' CLIPTextModel), vocabulary = the world's BPE.
  *   - UNet2DConditionModel on 16×16 latents, cross-attention on the text encoder's width.
- *   - SD 1.x's scheduler class (PNDM, 1000 steps, ε-prediction), which DDIM and the other
- *     samplers read as well, but with the DDPM paper's linear β schedule (1e-4 → 0.02) instead of
- *     SD's scaled_linear (0.00085 → 0.012); see `miniSchedulerJson`.
+ *   - SD 1.x's scheduler class (PNDM, 1000 steps), which DDIM and the other samplers read as
+ *     well, with v-prediction (as SD 2.x) and the DDPM paper's linear β schedule (1e-4 → 0.02)
+ *     instead of SD's scaled_linear (0.00085 → 0.012); see `miniSchedulerJson`.
  * `MiniSizes` shrinks every width for tests; the defaults are the shipped model.
  */
 import { clipTextParamShapes, parseClipTextConfig, type ClipTextConfig } from '../core/models/clip-text.js';
@@ -167,6 +167,9 @@ export function miniUNetJson(s: MiniSizes): Record<string, unknown> {
  * caption changed ε̂ by 5%, and four prompts on one seed drew the same picture). The linear
  * schedule takes that mean's SNR to 0.07 at t = 900 and 0.01 at t = 999 (Chen 2023, "On the
  * importance of noise scheduling for diffusion models": smaller images need noisier schedules).
+ * There the caption decides the picture, and an ε target weighs an error in the predicted image
+ * by SNR (2.7e-4 at t = 900): v-prediction weighs it by SNR + 1 (Salimans & Ho 2022), so the
+ * model learns its captions from the steps that need them.
  */
 export function miniSchedulerJson(): Record<string, unknown> {
   return {
@@ -176,7 +179,7 @@ export function miniSchedulerJson(): Record<string, unknown> {
     beta_end: 0.02,
     beta_schedule: 'linear',
     trained_betas: null,
-    prediction_type: 'epsilon',
+    prediction_type: 'v_prediction',
     set_alpha_to_one: false,
     skip_prk_steps: true,
     steps_offset: 1,

@@ -74,9 +74,10 @@ export interface PretrainSettings {
   warmupSteps: number;
   checkpointEvery: number;
   /**
-   * Min-SNR-γ loss weighting of the diffusion stage (Hang et al. 2023): low-noise timesteps, whose
-   * large ε-gradients otherwise dominate Adam's step, are down-weighted, so the high-noise steps
-   * that lay out the scene — and need the caption — learn within the short budget.
+   * Min-SNR-γ loss weighting of the diffusion stage (0: none, the recipe's choice). Measured in
+   * x₀ error, min-SNR weighs a timestep by min(SNR, γ) for ε and v targets alike, and the plain
+   * v loss by SNR + 1: at the high-noise steps that lay out the scene from the caption (SNR
+   * 1e-4 to 1e-2), min-SNR leaves almost no gradient, the plain v loss a weight of about 1.
    */
   minSnrGamma: number;
   /** Weight of the mean per-latent-element KL term against the mean per-pixel reconstruction. */
@@ -114,7 +115,7 @@ export const PRETRAIN_DEFAULTS: PretrainSettings = {
   lr: 5e-4,
   warmupSteps: 100,
   checkpointEvery: 250,
-  minSnrGamma: 5,
+  minSnrGamma: 0,
   klWeight: 1e-5,
   emptyCaptionRate: 0.1,
   bpeCaptions: 5000,
@@ -297,7 +298,7 @@ async function trainLdm(s: PretrainSettings, configs: MiniConfigs, tokenizer: Cl
       const noise = rng.normals(s.batch * latentElems);
       return () => {
         const ehs = clipTextForward(textParams, configs.textEncoder, tf.tensor2d(ids, [s.batch, L], 'int32')).lastHiddenState;
-        return diffusionLoss(unet, schedule, { latents: tf.tensor4d(z0, latentShape), noise: tf.tensor4d(noise, latentShape), timesteps, encoderHiddenStates: ehs }, { predictionType: 'epsilon', minSnrGamma: s.minSnrGamma });
+        return diffusionLoss(unet, schedule, { latents: tf.tensor4d(z0, latentShape), noise: tf.tensor4d(noise, latentShape), timesteps, encoderHiddenStates: ehs }, { predictionType: configs.scheduler.prediction_type, minSnrGamma: s.minSnrGamma });
       };
     },
     saveState: () => ({ k }),
@@ -402,8 +403,8 @@ subjects and accessories never appeared in its training data.
 - stage 0: BPE vocabulary from ${s.bpeCaptions} captions: ${r.configs.textEncoder.vocab_size} tokens (asked for at most ${s.vocabSize}; pairs seen once are not merged)
 - stage 1 (vae): ${r.vae.steps} steps × ${s.vaeBatch} images, AdamW lr ${s.vaeLr} (cosine, warmup ${warmup(r.vae.steps)}), loss MSE + L1 + ${s.klWeight}·KL; loss ${f(r.vae.firstLoss)} → ${f(r.vae.finalLoss)} (mean of the last tenth)
 - scaling_factor ${f(r.scalingFactor)} = 1/std of the latents of ${s.scaleSamples} scenes
-- stage 2 (text encoder + unet): ${r.ldm.steps} steps × ${s.batch} images, AdamW lr ${s.lr} (cosine, warmup ${warmup(r.ldm.steps)}, weight decay 0.01), ε-prediction MSE with min-SNR-${s.minSnrGamma} weighting, ${Math.round(s.emptyCaptionRate * 100)}% empty captions; loss ${f(r.ldm.firstLoss)} → ${f(r.ldm.finalLoss)}
-- scheduler: PNDM, 1000 steps, ε-prediction (as SD 1.x), with DDPM's linear β schedule 1e-4–0.02: on 16×16 latents SD's scaled_linear schedule leaves the mean colour readable at every timestep
+- stage 2 (text encoder + unet): ${r.ldm.steps} steps × ${s.batch} images, AdamW lr ${s.lr} (cosine, warmup ${warmup(r.ldm.steps)}, weight decay 0.01), v-prediction MSE${s.minSnrGamma ? ` with min-SNR-${s.minSnrGamma} weighting` : ''}, ${Math.round(s.emptyCaptionRate * 100)}% empty captions; loss ${f(r.ldm.firstLoss)} → ${f(r.ldm.finalLoss)}
+- scheduler: PNDM, 1000 steps (as SD 1.x), v-prediction (as SD 2.x), DDPM's linear β schedule 1e-4–0.02: on 16×16 latents SD's scaled_linear schedule leaves the mean colour readable at every timestep, and an ε loss gives the high-noise steps, where the caption decides the picture, almost no weight
 
 ## What it has seen
 
@@ -427,17 +428,20 @@ as painter writes every model.
 }
 
 /**
- * The diffusion stage is trained for one noise schedule: the run folder records it, and a run
- * begun on another schedule (an older recipe) is not resumed with this one.
+ * The diffusion stage is trained for one noise schedule and target: the run folder records them,
+ * and a run begun on others (an older recipe) is not resumed with this one.
  */
 async function checkLdmSchedule(dir: string, scheduler: SchedulerConfig): Promise<void> {
   const file = path.join(dir, 'noise-schedule.json');
-  const want = { beta_schedule: scheduler.beta_schedule, beta_start: scheduler.beta_start, beta_end: scheduler.beta_end, num_train_timesteps: scheduler.num_train_timesteps, prediction_type: scheduler.prediction_type };
+  const describe = (c: Pick<SchedulerConfig, 'beta_schedule' | 'beta_start' | 'beta_end' | 'prediction_type'>) =>
+    `the ${c.beta_schedule} β schedule ${c.beta_start}–${c.beta_end} with ${c.prediction_type} targets`;
+  const want = { beta_schedule: scheduler.beta_schedule, beta_start: scheduler.beta_start, beta_end: scheduler.beta_end, prediction_type: scheduler.prediction_type };
   const started = latestCheckpoint(dir) !== undefined || readDone(dir) !== undefined;
   if (fs.existsSync(file) || started) {
-    const had = fs.existsSync(file) ? (JSON.parse(fs.readFileSync(file, 'utf8')) as typeof want) : { beta_schedule: 'scaled_linear', beta_start: 0.00085, beta_end: 0.012 };
-    if (had.beta_schedule !== want.beta_schedule || had.beta_start !== want.beta_start || had.beta_end !== want.beta_end) {
-      throw new PainterError(`${dir}: that diffusion stage was trained with the ${had.beta_schedule} β schedule ${had.beta_start}–${had.beta_end}, this recipe uses ${want.beta_schedule} ${want.beta_start}–${want.beta_end}; remove ${dir} to retrain it`);
+    // Runs from before this record: SD 1.x's schedule and ε targets.
+    const had = fs.existsSync(file) ? (JSON.parse(fs.readFileSync(file, 'utf8')) as typeof want) : { beta_schedule: 'scaled_linear' as const, beta_start: 0.00085, beta_end: 0.012, prediction_type: 'epsilon' as const };
+    if (describe(had) !== describe(want)) {
+      throw new PainterError(`${dir}: that diffusion stage was trained with ${describe(had)}, this recipe uses ${describe(want)}; remove ${dir} to retrain it`);
     }
   }
   fs.mkdirSync(dir, { recursive: true });
