@@ -63,8 +63,8 @@ describe('painter-mini, the bundled model', () => {
   });
 
   it('draws the colours a prompt asks for (read back by the attribute classifier)', () => {
-    // painter-mini follows colours and backgrounds; its shapes are still rough (see
-    // fixtures/painter-mini/README.md), so object kinds are measured by bench:concepts, not here.
+    // painter-mini follows colours and backgrounds; its shapes are still rough (the README's
+    // painter-mini section), so object kinds are measured by bench:concepts, not here.
     const model = loadModel(MINI);
     const clf = loadClassifier(path.join(FIXTURES, 'mini-classifier'));
     try {

@@ -404,7 +404,7 @@ subjects and accessories never appeared in its training data.
 - stage 1 (vae): ${r.vae.steps} steps × ${s.vaeBatch} images, AdamW lr ${s.vaeLr} (cosine, warmup ${warmup(r.vae.steps)}), loss MSE + L1 + ${s.klWeight}·KL; loss ${f(r.vae.firstLoss)} → ${f(r.vae.finalLoss)} (mean of the last tenth)
 - scaling_factor ${f(r.scalingFactor)} = 1/std of the latents of ${s.scaleSamples} scenes
 - stage 2 (text encoder + unet): ${r.ldm.steps} steps × ${s.batch} images, AdamW lr ${s.lr} (cosine, warmup ${warmup(r.ldm.steps)}, weight decay 0.01), ${r.configs.scheduler.prediction_type === 'v_prediction' ? 'v' : 'ε'}-prediction MSE${s.minSnrGamma ? ` with min-SNR-${s.minSnrGamma} weighting` : ''}, ${Math.round(s.emptyCaptionRate * 100)}% empty captions; loss ${f(r.ldm.firstLoss)} → ${f(r.ldm.finalLoss)}
-- scheduler: PNDM, 1000 steps (as SD 1.x), ${r.configs.scheduler.prediction_type} (as SD 2.x), DDPM's ${r.configs.scheduler.beta_schedule} β schedule ${r.configs.scheduler.beta_start}–${r.configs.scheduler.beta_end}: on 16×16 latents SD's scaled_linear schedule leaves the mean colour readable at every timestep, and an ε loss gives the high-noise steps, where the caption decides the picture, almost no weight
+- scheduler: PNDM, 1000 steps (as SD 1.x), ${r.configs.scheduler.prediction_type}, ${r.configs.scheduler.beta_schedule} β schedule ${r.configs.scheduler.beta_start}–${r.configs.scheduler.beta_end}: on 16×16 latents SD's scaled_linear schedule leaves the mean colour readable at every timestep, and an ε loss gives the high-noise steps, where the caption decides the picture, almost no weight
 
 ## What it has seen
 
