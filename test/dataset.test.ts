@@ -4,7 +4,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import sharp from 'sharp';
-import { centreCrop, cropToTensorData, readSourceImage, scanImageFolder } from '../src/io/dataset.js';
+import { captionFor, centreCrop, cropToTensorData, readSourceImage, scanImageFolder } from '../src/io/dataset.js';
+import { inversionPrompt } from '../src/train/textual-inversion.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'painter-data-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -40,6 +41,7 @@ describe('training images', () => {
     expect(scan.ignored.map((f) => path.basename(f))).toEqual(['layers.psd']);
     const img = await readSourceImage(scan.images[0]!, 4);
     expect([img.width, img.height]).toEqual([8, 4]);
+    expect(img.caption).toBe('a caption');
     const { left, top } = centreCrop(img, 4);
     expect([left, top]).toEqual([2, 0]);
     const plain = cropToTensorData(img, 4, left, top, false);
@@ -47,5 +49,24 @@ describe('training images', () => {
     // Row 0: two black then two white pixels; mirrored: white first. Values in [-1, 1].
     expect([plain[0], plain[3 * 3]]).toEqual([-1, 1]);
     expect([flipped[0], flipped[3 * 3]]).toEqual([1, -1]);
+  });
+
+  it('reads an image\'s caption from <name>.txt, else <name>.caption (whitespace collapsed)', () => {
+    const dir = path.join(tmp, 'captions');
+    fs.mkdirSync(dir, { recursive: true });
+    const img = (name: string) => path.join(dir, name);
+    fs.writeFileSync(img('a.txt'), '  blue\n background \n');
+    fs.writeFileSync(img('a.caption'), 'ignored: the .txt comes first');
+    fs.writeFileSync(img('b.caption'), 'striped background');
+    fs.writeFileSync(img('c.txt'), ' \n ');
+    expect(captionFor(img('a.png'))).toBe('blue background');
+    expect(captionFor(img('b.jpeg'))).toBe('striped background');
+    expect(captionFor(img('c.webp'))).toBeUndefined();
+    expect(captionFor(img('d.png'))).toBeUndefined();
+  });
+
+  it('puts a caption after the Textual Inversion template, as A1111\'s "[name], [filewords]"', () => {
+    expect(inversionPrompt('a photo of a {}', '<cat>', 'blue background')).toBe('a photo of a <cat>, blue background');
+    expect(inversionPrompt('a rendition of the {}', '<cat>')).toBe('a rendition of the <cat>');
   });
 });

@@ -110,6 +110,24 @@ describe('painter invert (engine)', () => {
     disposeModel(model);
   });
 
+  it('trains on "template, caption" prompts when an image has a caption file', async () => {
+    const image = (await photos(32)).slice(0, 1);
+    const lossOf = (images: typeof image) => {
+      const model = loadModel(TINY_SD_A);
+      const setup = createInversion(model, images, { ...TINY_INVERT_SETTINGS, flip: false });
+      try {
+        return tf.tidy(() => (setup.task.prepareBatch(new Rng(5))() as tf.Scalar).dataSync()[0]!);
+      } finally {
+        setup.dispose();
+        disposeModel(model);
+      }
+    };
+    const plain = lossOf(image);
+    expect(lossOf(image)).toBe(plain);
+    // Same image, template, timestep and noise: only the prompt's ", blue background" differs.
+    expect(lossOf([{ ...image[0]!, caption: 'blue background' }])).not.toBe(plain);
+  });
+
   it('2 steps + interrupt + resume + 2 steps equals 4 uninterrupted steps, bit for bit', async () => {
     const run = async (dir: string, stopAfter?: number, resume?: string) => {
       const model = loadModel(TINY_SD_A);

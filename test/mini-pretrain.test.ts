@@ -16,6 +16,11 @@ import { loadModel } from '../src/io/load-model.js';
 import { noiseSchedule, parseSchedulerConfig, type SchedulerConfig } from '../src/core/schedulers/index.js';
 import { MINI_SIZES, miniConfigs, miniParamCounts, miniSchedulerJson, MINI_MAX_BYTES, type MiniSizes } from '../src/mini/mini-config.js';
 import { pretrainMini, type PretrainResult, type PretrainSettings, type PretrainStage } from '../src/mini/pretrain.js';
+import { objectWeightMap } from '../src/mini/pretrain-stages.js';
+import { main as pretrainCli } from '../src/mini/pretrain-cli.js';
+import { objectMask } from '../src/mini/render.js';
+import { sceneForSubject } from '../src/mini/world.js';
+import { Rng } from '../src/core/random.js';
 import { useBackend } from './helpers.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'painter-pretrain-'));
@@ -163,19 +168,39 @@ describe('pretrainMini (micro scale)', () => {
     await expect(pretrainMini({ ...settings('never-trained'), snapshot: snap })).rejects.toThrow(/--snapshot: the VAE stage in .* has not finished/);
   });
 
-  it('does not resume a diffusion stage begun on another noise schedule or target', async () => {
+  it('does not resume a diffusion stage begun on another noise schedule, target or loss', async () => {
     const ldm = path.join(settings('a').runDir!, 'ldm');
     const file = path.join(ldm, 'noise-schedule.json');
     const own = fs.readFileSync(file, 'utf8');
+    const ours = 'the linear β schedule 0.0001–0.02 with v_prediction targets, uniform timesteps and object loss weight 0';
     try {
       fs.writeFileSync(file, JSON.stringify({ ...JSON.parse(own), beta_schedule: 'scaled_linear', beta_start: 0.00085, beta_end: 0.012, prediction_type: 'epsilon' }));
       await expect(pretrainMini({ ...settings('a'), resume: true })).rejects.toThrow(
-        `${ldm}: that diffusion stage was trained with the scaled_linear β schedule 0.00085–0.012 with epsilon targets, this recipe uses the linear β schedule 0.0001–0.02 with v_prediction targets; remove ${ldm} to retrain it`,
+        `${ldm}: that diffusion stage was trained with the scaled_linear β schedule 0.00085–0.012 with epsilon targets, uniform timesteps and object loss weight 0, this recipe uses ${ours}; remove ${ldm} to retrain it`,
+      );
+      fs.writeFileSync(file, JSON.stringify({ ...JSON.parse(own), timesteps: 'stratified', object_loss_weight: 3 }));
+      await expect(pretrainMini({ ...settings('a'), resume: true })).rejects.toThrow(
+        `that diffusion stage was trained with the linear β schedule 0.0001–0.02 with v_prediction targets, stratified timesteps and object loss weight 3, this recipe uses ${ours}`,
       );
     } finally {
       fs.writeFileSync(file, own);
     }
   });
+
+  it('trains the diffusion stage with object-weighted loss and stratified timesteps when asked', async () => {
+    // On run a's finished VAE (and vocabulary): only the diffusion stage runs.
+    const w = settings('w', true);
+    for (const part of ['vae', 'tokenizer']) fs.cpSync(path.join(settings('a').runDir!, part), path.join(w.runDir!, part), { recursive: true });
+    const losses: number[] = [];
+    const result = await pretrainMini({ ...w, objectLossWeight: 2, timesteps: 'stratified' }, { onStep: (stage, r) => void (stage === 'ldm' && losses.push(r.loss)) });
+    expect(losses).toHaveLength(LDM_STEPS);
+    for (const l of losses) expect(Number.isFinite(l)).toBe(true);
+    expect(losses).not.toEqual(reference.losses.ldm);
+    expect(result.scalingFactor).toBe(reference.result.scalingFactor);
+    expect(JSON.parse(fs.readFileSync(path.join(w.runDir!, 'ldm', 'noise-schedule.json'), 'utf8'))).toMatchObject({ timesteps: 'stratified', object_loss_weight: 2 });
+    expect(fs.readFileSync(path.join(result.out, 'README.md'), 'utf8')).toMatch(/weighted 3× on the latent pixels around the object, stratified timesteps/);
+    expect(fs.readFileSync(path.join(reference.result.out, 'README.md'), 'utf8')).toMatch(/v-prediction MSE, uniform timesteps/);
+  }, 120_000);
 
   it('resumes an interrupted stage to exactly the uninterrupted losses', async () => {
     await expect(run('b', { stopAt: { stage: 'vae', step: 12 } })).rejects.toBeInstanceOf(InterruptedError);
@@ -193,4 +218,32 @@ describe('pretrainMini (micro scale)', () => {
     expect(last.result.ldm.finalLoss).toBe(reference.result.ldm.finalLoss);
     expect(last.result.scalingFactor).toBe(reference.result.scalingFactor);
   }, 120_000);
+});
+
+describe('object-weighted diffusion loss', () => {
+  it('weighs the latent pixels the object touches, and their neighbours, 1 + w; the rest 1', async () => {
+    const subject = { object: 'house', colour: 'red', pattern: 'plain', patternColour: null, features: [] } as const;
+    const scene = sceneForSubject(subject, new Rng(1), { size: 'small', position: 'left' });
+    const mask = await objectMask(scene, 64);
+    const map = objectWeightMap(mask, 64, 4, 3);
+    expect(map.length).toBe(16 * 16);
+    expect(new Set(map)).toEqual(new Set([1, 4]));
+    for (let y = 0; y < 16; y++) {
+      for (let x = 0; x < 16; x++) {
+        // Expected: some body pixel within the 3×3 latent neighbourhood (12×12 pixels).
+        let near = false;
+        for (let py = Math.max(0, (y - 1) * 4); py < Math.min(64, (y + 2) * 4); py++) for (let px = Math.max(0, (x - 1) * 4); px < Math.min(64, (x + 2) * 4); px++) near ||= mask[py * 64 + px]! > 0;
+        expect(map[y * 16 + x], `latent (${x}, ${y})`).toBe(near ? 4 : 1);
+      }
+    }
+    // A small object on the left leaves the right-hand columns at weight 1.
+    expect(Array.from({ length: 16 }, (_, y) => map[y * 16 + 15])).toEqual(Array(16).fill(1));
+    expect(map.filter((v) => v === 4).length).toBeGreaterThan(9);
+  });
+
+  it('pretrain:mini rejects a bad --object-loss-weight with one line naming the flag', async () => {
+    await expect(pretrainCli(['--object-loss-weight=-1'])).rejects.toThrow('--object-loss-weight -1: give a number, 0 or more');
+    await expect(pretrainCli(['--object-loss-weight', 'lots'])).rejects.toThrow('--object-loss-weight lots: give a number, 0 or more');
+    await expect(pretrainCli(['--timesteps', 'log-normal'])).rejects.toThrow('--timesteps log-normal: choose uniform or stratified');
+  });
 });

@@ -1,9 +1,10 @@
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { Rng } from '../src/core/random.js';
 import { objectMask, renderScene, renderScenePng, sceneSvg } from '../src/mini/render.js';
-import { QUICK_START_SUBJECT, quickStartScenes } from '../src/mini/subject-photos.js';
+import { photoCaption, QUICK_START_SUBJECT, quickStartScenes } from '../src/mini/subject-photos.js';
 import {
   BACKGROUND_KINDS,
   caption,
@@ -273,6 +274,8 @@ describe('quick-start fixture', () => {
       const { data, info } = await sharp(path.join(FIXTURES, 'cat-photos', `cat-${i + 1}.png`)).removeAlpha().raw().toBuffer({ resolveWithObject: true });
       expect([info.width, info.height]).toEqual([64, 64]);
       expect(data.equals(await renderScene(scene, 64)), `cat-${i + 1}.png differs from the renderer`).toBe(true);
+      // Its caption file names what is not the subject, the background, for invert's prompts.
+      expect(fs.readFileSync(path.join(FIXTURES, 'cat-photos', `cat-${i + 1}.txt`), 'utf8')).toBe(`${photoCaption(scene)}\n`);
     }
   });
 });

@@ -10,7 +10,8 @@ import { disposeModel } from '../src/core/model.js';
 import { clipTextForward } from '../src/core/models/clip-text.js';
 import { createScheduler, noiseSchedule } from '../src/core/schedulers/index.js';
 import { decodeLatents, decodeLatentsRaw, denoise, encodePrompts, promptIds } from '../src/core/pipeline/text-to-image.js';
-import { diffusionLoss } from '../src/core/training/loss.js';
+import { diffusionLoss, stratifiedTimesteps } from '../src/core/training/loss.js';
+import { Rng } from '../src/core/random.js';
 import { loadModel } from '../src/io/load-model.js';
 import { loadReference, nchwToNhwc, nhwcToNchw, ref, relError, TINY_SD_A, useBackend } from './helpers.js';
 
@@ -124,5 +125,39 @@ describe('training loss and gradients (Textual Inversion / DreamBooth probes)', 
     const refConvNorm = ref(r, 'grad_conv_in_weight_norm').dataSync()[0]!;
     expect(track('grad_conv_in_weight_norm', Math.abs(convNorm - refConvNorm) / refConvNorm)).toBeLessThan(1e-4);
     tf.dispose([ids, table, convIn, value, ...Object.values(grads), ...r.values()]);
+  });
+
+  it('weighs the loss per latent position: a uniform map is the plain loss, halves average to it', () => {
+    const r = loadReference('training.safetensors');
+    const ehs = encodePrompts(model, ['a photo of a cat', 'a painting of a cat in the forest']);
+    const latents = nchwToNhwc(ref(r, 'latents'));
+    const [b, h, w] = latents.shape;
+    const input = { latents, noise: nchwToNhwc(ref(r, 'noise')), timesteps: Array.from(ref(r, 'timesteps').dataSync()), encoderHiddenStates: ehs };
+    const schedule = noiseSchedule(model.scheduler);
+    const lossWith = (f?: (x: number) => number) => {
+      const positionWeights = f && tf.tensor4d(Float32Array.from({ length: b * h * w }, (_, i) => f(i % w)), [b, h, w, 1]);
+      const v = diffusionLoss(model.unet, schedule, { ...input, positionWeights }, { predictionType: 'epsilon' });
+      const out = v.dataSync()[0]!;
+      tf.dispose([v, positionWeights ?? []]);
+      return out;
+    };
+    const plain = lossWith();
+    expect(Math.abs(plain - ref(r, 'loss').dataSync()[0]!) / plain).toBeLessThan(1e-4);
+    expect(Math.abs(lossWith(() => 5) - plain) / plain).toBeLessThan(1e-5);
+    const left = lossWith((x) => (x < w / 2 ? 1 : 0));
+    const right = lossWith((x) => (x < w / 2 ? 0 : 1));
+    expect(Math.abs(left - right) / plain).toBeGreaterThan(1e-3);
+    expect(Math.abs((left + right) / 2 - plain) / plain).toBeLessThan(1e-5);
+    // Weight 3 on the left half: Σw·e²/Σw = (3·left + right) / 4.
+    expect(Math.abs(lossWith((x) => (x < w / 2 ? 3 : 1)) - (3 * left + right) / 4) / plain).toBeLessThan(1e-5);
+    tf.dispose([ehs, latents, input.noise, ...r.values()]);
+  });
+
+  it('draws stratified timesteps: one in each of n equal strata, deterministic from the seed', () => {
+    const ts = stratifiedTimesteps(new Rng(4), 16, 1000);
+    expect(ts).toEqual(stratifiedTimesteps(new Rng(4), 16, 1000));
+    expect([...ts].sort((a, b) => a - b).map((t) => Math.floor(t / (1000 / 16)))).toEqual(Array.from({ length: 16 }, (_, i) => i));
+    expect(ts).not.toEqual([...ts].sort((a, b) => a - b)); // shuffled across the batch's slots
+    expect(stratifiedTimesteps(new Rng(5), 3, 10).every((t) => Number.isInteger(t) && t >= 0 && t < 10)).toBe(true);
   });
 });

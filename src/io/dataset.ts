@@ -12,8 +12,8 @@ import { PainterError } from '../errors.js';
 export const IMAGE_EXTENSIONS = ['jpg', 'jpeg', 'png', 'webp'];
 
 /**
- * Text files that sit beside training images — captions (kohya's .txt/.caption), notes, READMEs,
- * metadata — skipped without a warning.
+ * Text files that sit beside training images — captions (A1111's .txt, kohya's .caption; read
+ * by `captionFor`), notes, READMEs, metadata — not reported as stray files.
  */
 const SIDE_FILE_EXTENSIONS = ['txt', 'caption', 'md', 'json', 'yaml', 'yml', 'csv'];
 
@@ -44,6 +44,26 @@ export interface SourceImage {
   height: number;
   /** RGB bytes of the resized image, HWC. */
   rgb: Buffer;
+  /** The image's caption file (`captionFor`), if it has one. */
+  caption?: string;
+}
+
+/** Caption files beside an image, in the order looked for: AUTOMATIC1111's .txt, kohya's .caption. */
+export const CAPTION_EXTENSIONS = ['txt', 'caption'];
+
+/**
+ * The caption of a training image: the text of `<name>.txt` (or `<name>.caption`) beside it,
+ * whitespace collapsed; undefined when there is none or it is empty.
+ */
+export function captionFor(imageFile: string): string | undefined {
+  const stem = imageFile.slice(0, imageFile.length - path.extname(imageFile).length);
+  for (const ext of CAPTION_EXTENSIONS) {
+    const file = `${stem}.${ext}`;
+    if (!fs.existsSync(file)) continue;
+    const text = fs.readFileSync(file, 'utf8').replace(/\s+/g, ' ').trim();
+    return text === '' ? undefined : text;
+  }
+  return undefined;
 }
 
 /**
@@ -61,7 +81,8 @@ export async function readSourceImage(file: string, resolution: number): Promise
       .raw()
       .toBuffer({ resolveWithObject: true });
     if (info.channels !== 3) throw new Error(`unexpected ${info.channels} channels`);
-    return { file, width: info.width, height: info.height, rgb: data };
+    const caption = captionFor(file);
+    return { file, width: info.width, height: info.height, rgb: data, ...(caption !== undefined && { caption }) };
   } catch (e) {
     throw new PainterError(`${file}: cannot read this image (${(e as Error).message.split('\n')[0]}); remove or replace it, or pass --skip-bad-images`);
   }

@@ -19,6 +19,8 @@ const OPTIONS = {
   'vae-lr': { type: 'string' },
   lr: { type: 'string' },
   'checkpoint-every': { type: 'string' },
+  'object-loss-weight': { type: 'string' },
+  timesteps: { type: 'string' },
   size: { type: 'string' },
   resume: { type: 'boolean' },
   snapshot: { type: 'string' },
@@ -36,6 +38,8 @@ export async function main(argv: string[], log: (line: string) => void = () => {
   const backend = (values['backend'] as string | undefined) ?? 'auto';
   if (!BACKEND_CHOICES.includes(backend as BackendChoice)) throw new UsageError(`--backend ${backend}: choose one of ${BACKEND_CHOICES.join(', ')}`);
   const d = PRETRAIN_DEFAULTS;
+  const timesteps = (values['timesteps'] as string | undefined) ?? d.timesteps;
+  if (timesteps !== 'uniform' && timesteps !== 'stratified') throw new UsageError(`--timesteps ${timesteps}: choose uniform or stratified`);
   const settings: Partial<PretrainSettings> = {
     seed: numberArg(values['seed'], 'seed', d.seed, 'seed'),
     out: (values['out'] as string | undefined) ?? d.out,
@@ -47,6 +51,8 @@ export async function main(argv: string[], log: (line: string) => void = () => {
     vaeLr: numberArg(values['vae-lr'], 'vae-lr', d.vaeLr, 'positive'),
     lr: numberArg(values['lr'], 'lr', d.lr, 'positive'),
     checkpointEvery: numberArg(values['checkpoint-every'], 'checkpoint-every', d.checkpointEvery, 'count'),
+    timesteps,
+    objectLossWeight: numberArg(values['object-loss-weight'], 'object-loss-weight', d.objectLossWeight, 'weight'),
     sizes: { ...d.sizes, imageSize: numberArg(values['size'], 'size', d.sizes.imageSize, 'count') },
     resume: values['resume'] === true,
     snapshot: values['snapshot'] as string | undefined,

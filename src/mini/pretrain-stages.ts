@@ -13,7 +13,7 @@ import { writeBytesAtomic } from '../io/atomic.js';
 import { writeParams } from '../io/save-model.js';
 import { latestCheckpoint, readCheckpointMeta, train, type EngineConfig } from '../train/engine.js';
 import type { PretrainHooks, PretrainSettings, PretrainStage, StageSummary } from './pretrain.js';
-import { renderScene } from './render.js';
+import { objectMask, renderScene } from './render.js';
 import { caption, sampleScene } from './world.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -22,6 +22,8 @@ import { caption, sampleScene } from './world.js';
 export interface SceneBatch {
   images: Uint8Array[];
   captions: string[];
+  /** Each object's body mask (`objectMask`), when the stream was asked for them. */
+  masks?: Uint8Array[];
 }
 
 export const STAGE_SALT = { tokenizer: 0, vae: 1, ldm: 2, scale: 3 } as const;
@@ -31,11 +33,33 @@ export function streamRng(seed: number, stream: number, index: number): Rng {
   return new Rng((seed * 4 + stream) * 2 ** 28 + index);
 }
 
-export async function renderBatch(rng: Rng, n: number, size: number): Promise<SceneBatch> {
+export async function renderBatch(rng: Rng, n: number, size: number, withMasks = false): Promise<SceneBatch> {
   const scenes = Array.from({ length: n }, () => sampleScene(rng));
   const captions = scenes.map((s) => caption(s, rng));
   const images = await Promise.all(scenes.map((s) => renderScene(s, size)));
-  return { images, captions };
+  if (!withMasks) return { images, captions };
+  return { images, captions, masks: await Promise.all(scenes.map((s) => objectMask(s, size))) };
+}
+
+/**
+ * The diffusion loss's position weights for one scene, at latent resolution (`factor` pixels per
+ * latent): 1 + `weight` on every latent pixel the object's body touches and on their 8
+ * neighbours, so that the object's outline — what tells a cat from a house — weighs as much as
+ * its inside; 1 elsewhere.
+ */
+export function objectWeightMap(mask: Uint8Array, size: number, factor: number, weight: number): Float32Array {
+  const n = size / factor;
+  const touched = new Uint8Array(n * n);
+  for (let y = 0; y < size; y++) for (let x = 0; x < size; x++) if (mask[y * size + x]! > 0) touched[Math.floor(y / factor) * n + Math.floor(x / factor)] = 1;
+  const out = new Float32Array(n * n).fill(1);
+  for (let y = 0; y < n; y++) {
+    for (let x = 0; x < n; x++) {
+      let near = false;
+      for (let yy = Math.max(0, y - 1); yy <= Math.min(n - 1, y + 1); yy++) for (let xx = Math.max(0, x - 1); xx <= Math.min(n - 1, x + 1); xx++) near ||= touched[yy * n + xx] === 1;
+      if (near) out[y * n + x] = 1 + weight;
+    }
+  }
+  return out;
 }
 
 /**
@@ -52,11 +76,12 @@ export class BatchStream {
     private readonly batch: number,
     private readonly size: number,
     private readonly steps: number,
+    private readonly withMasks = false,
   ) {}
 
   request(k: number): void {
     if (k >= this.steps || this.pending.has(k) || this.ready.has(k)) return;
-    this.pending.set(k, renderBatch(streamRng(this.seed, this.stream, k), this.batch, this.size));
+    this.pending.set(k, renderBatch(streamRng(this.seed, this.stream, k), this.batch, this.size, this.withMasks));
   }
 
   async wait(k: number): Promise<void> {

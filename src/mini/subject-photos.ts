@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Rng } from '../core/random.js';
 import { renderScenePng } from './render.js';
-import { HELD_OUT_COMBINATIONS, heldOutSubject, POSITIONS, sceneForSubject, type Background, type Scene, type SizeName, type Subject } from './world.js';
+import { backgroundNoun, HELD_OUT_COMBINATIONS, heldOutSubject, POSITIONS, sceneForSubject, type Background, type Scene, type SizeName, type Subject } from './world.js';
 
 /** Sizes cycle through medium, large, small so every set shows the subject at all three. */
 const SIZE_CYCLE: readonly SizeName[] = ['medium', 'large', 'small'];
@@ -49,13 +49,25 @@ export function quickStartScenes(): Scene[] {
   return subjectScenes(QUICK_START_SUBJECT, QUICK_START_COUNT, QUICK_START_SEED, QUICK_START_BACKGROUNDS);
 }
 
-/** Writes `scenes` as `<stem>-<i>.png` (1-based) in `dir`; returns the file paths. */
+/**
+ * What a subject photo's caption file says: what is not the subject, i.e. its background ("blue
+ * gradient background"), so Textual Inversion's token has only the subject left to learn.
+ */
+export function photoCaption(scene: Scene): string {
+  return backgroundNoun(scene.background);
+}
+
+/**
+ * Writes `scenes` as `<stem>-<i>.png` (1-based) in `dir`, each with its caption file
+ * `<stem>-<i>.txt` (`photoCaption`); returns the image paths.
+ */
 export async function writeScenePngs(dir: string, stem: string, scenes: readonly Scene[], size: number): Promise<string[]> {
   fs.mkdirSync(dir, { recursive: true });
   const files: string[] = [];
   for (let i = 0; i < scenes.length; i++) {
     const file = path.join(dir, `${stem}-${i + 1}.png`);
     fs.writeFileSync(file, await renderScenePng(scenes[i]!, size));
+    fs.writeFileSync(path.join(dir, `${stem}-${i + 1}.txt`), photoCaption(scenes[i]!) + '\n');
     files.push(file);
   }
   return files;

@@ -238,7 +238,8 @@ function featurePhrase(f: Feature, choose: <T>(o: readonly T[]) => T): string {
   return `${choose(['wearing', 'with'])} ${article(`${f.colour} ${f.kind}`)}`;
 }
 
-function backgroundNoun(b: Background): string {
+/** The background as the world's captions name it, e.g. "blue gradient background". */
+export function backgroundNoun(b: Background): string {
   switch (b.kind) {
     case 'solid':
       return `${b.colour} background`;

@@ -120,6 +120,16 @@ function initVector(model: StableDiffusion, initToken: string | undefined, table
 
 const TEMPLATE_SLOT = '{}';
 
+/**
+ * One training prompt: the template with the placeholder token, followed by the image's caption
+ * when it has one, as AUTOMATIC1111's "[name], [filewords]" templates do. A caption that names
+ * what is not the subject (its background, its pose) leaves the token only the subject to learn.
+ */
+export function inversionPrompt(template: string, token: string, caption?: string): string {
+  const prompt = template.replace(TEMPLATE_SLOT, token);
+  return caption ? `${prompt}, ${caption}` : prompt;
+}
+
 export function createInversion(model: StableDiffusion, images: SourceImage[], s: InvertSettings): InversionSetup {
   const tokens = checkPlaceholder(model, s.token, s.vectors);
   const table = model.textEncoder.params.get('text_model.embeddings.token_embedding.weight')!;
@@ -157,7 +167,7 @@ export function createInversion(model: StableDiffusion, images: SourceImage[], s
         picks.push(candidates[rng.int(candidates.length)]!);
         const template = templates[rng.int(templates.length)]!;
         // Multi-vector tokens are expanded by promptIds, as diffusers' maybe_convert_prompt does.
-        prompts.push(template.replace(TEMPLATE_SLOT, s.token));
+        prompts.push(inversionPrompt(template, s.token, images[image]!.caption));
       }
       const timesteps = picks.map(() => rng.int(T));
       const posterior = rng.normals(s.batch * perLatent);

@@ -39,7 +39,9 @@ export async function invertCommand(args: Args): Promise<void> {
       await writeRunConfig(runDir, cfg, { command: 'invert', images: images.map((i) => path.resolve(i.file)), resolution, backend: backend.name });
       if (!json) {
         process.stderr.write(`painter: backend ${describeBackend(backend)}\n`);
-        process.stderr.write(`painter: learning ${setup.tokens.join(' ')} from ${images.length} image(s) at ${resolution}px; run folder ${runDir}\n`);
+        const captioned = images.filter((i) => i.caption !== undefined).length;
+        const captions = captioned > 0 ? `, ${captioned} with a caption file (each prompt: "a photo of ${token}, <caption>")` : '';
+        process.stderr.write(`painter: learning ${setup.tokens.join(' ')} from ${images.length} image(s) at ${resolution}px${captions}; run folder ${runDir}\n`);
       }
       const { hooks, interrupt } = engineHooks(progress, json, runDir);
       try {

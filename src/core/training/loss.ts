@@ -19,6 +19,12 @@ export interface LossInput {
   timesteps: number[];
   /** Text conditioning c = τ_θ(y), [B, L, C]. */
   encoderHiddenStates: tf.Tensor3D;
+  /**
+   * Per-position loss weights at latent resolution, [B, h, w, 1] (kohya's masked loss, with
+   * weights instead of a 0/1 mask). Each sample's squared error is averaged with these weights
+   * (Σ w·e² / Σ w over its elements), so the loss keeps its scale whatever the map.
+   */
+  positionWeights?: tf.Tensor4D;
 }
 
 export interface LossOptions {
@@ -27,6 +33,20 @@ export interface LossOptions {
   minSnrGamma?: number;
   /** Per-element weights (e.g. λ for prior-preservation rows), [B]; default all 1. */
   sampleWeights?: number[];
+}
+
+/**
+ * `n` training timesteps in [0, T), one from each of n equal strata in random order within the
+ * batch's slots: the same distribution as n uniform draws, with less variance in the batch's
+ * loss (the low-discrepancy sampler of Kingma et al. 2021, "Variational diffusion models").
+ */
+export function stratifiedTimesteps(rng: { uniform(): number }, n: number, T: number): number[] {
+  const ts = Array.from({ length: n }, (_, i) => Math.min(T - 1, Math.floor(((i + rng.uniform()) * T) / n)));
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(rng.uniform() * (i + 1));
+    [ts[i], ts[j]] = [ts[j]!, ts[i]!];
+  }
+  return ts;
 }
 
 /** Signal-to-noise ratio ᾱ_t / (1 − ᾱ_t) at integer timesteps. */
@@ -52,10 +72,13 @@ export function lossWeights(schedule: NoiseSchedule, timesteps: number[], opts: 
   });
 }
 
-/** Mean squared error per batch element, [B]. */
-function perSampleMse(pred: tf.Tensor, target: tf.Tensor): tf.Tensor1D {
+/** Mean squared error per batch element, [B], optionally weighted per position. */
+function perSampleMse(pred: tf.Tensor, target: tf.Tensor, weights?: tf.Tensor4D): tf.Tensor1D {
   const b = pred.shape[0]!;
-  return tf.mean(tf.square(tf.sub(pred, target)).reshape([b, -1]), 1) as tf.Tensor1D;
+  const sq = tf.square(tf.sub(pred, target));
+  if (!weights) return tf.mean(sq.reshape([b, -1]), 1) as tf.Tensor1D;
+  const w = tf.broadcastTo(weights, sq.shape);
+  return tf.div(tf.sum(tf.mul(sq, w).reshape([b, -1]), 1), tf.sum(w.reshape([b, -1]), 1)) as tf.Tensor1D;
 }
 
 /**
@@ -69,7 +92,7 @@ export function diffusionLoss(unet: { params: Params; config: UNetConfig }, sche
     const t = tf.tensor1d(timesteps, 'float32');
     const pred = unetForward(unet.params, unet.config, noisy, t, input.encoderHiddenStates);
     const target = trainingTarget(opts.predictionType, schedule, latents, noise, timesteps);
-    const perSample = perSampleMse(pred, target);
+    const perSample = perSampleMse(pred, target, input.positionWeights);
     const w = lossWeights(schedule, timesteps, opts);
     return tf.mean(tf.mul(perSample, tf.tensor1d(w))) as tf.Scalar;
   });
