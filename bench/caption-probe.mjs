@@ -18,6 +18,7 @@ const { noiseSchedule } = await import(dist('core/schedulers/index.js'));
 const { diffusionLoss } = await import(dist('core/training/loss.js'));
 const { Rng } = await import(dist('core/random.js'));
 const { renderScene } = await import(dist('mini/render.js'));
+const { imagesToArray } = await import(dist('mini/pretrain-stages.js'));
 const { caption, sampleScene, OBJECT_KINDS, COLOUR_NAMES } = await import(dist('mini/world.js'));
 
 const [modelDir = path.join(root, 'fixtures', 'painter-mini'), scenesArg = '16', seedArg = '5'] = process.argv.slice(2);
@@ -39,7 +40,7 @@ const variants = {
 };
 const images = await Promise.all(scenes.map((s) => renderScene(s, size)));
 const latents = tf.tidy(() => {
-  const x = tf.tensor4d(Float32Array.from(images.flatMap((im) => Array.from(im, (v) => v / 127.5 - 1))), [n, size, size, 3]);
+  const x = tf.tensor4d(imagesToArray(images, size), [n, size, size, 3]);
   return tf.mul(vaeEncode(model.vae.params, model.vae.config, x).mean, model.vae.config.scaling_factor);
 });
 const schedule = noiseSchedule(model.scheduler);

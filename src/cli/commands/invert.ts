@@ -40,7 +40,7 @@ export async function invertCommand(args: Args): Promise<void> {
       if (!json) {
         process.stderr.write(`painter: backend ${describeBackend(backend)}\n`);
         const captioned = images.filter((i) => i.caption !== undefined).length;
-        const captions = captioned > 0 ? `, ${captioned} with a caption file (each prompt: "a photo of ${token}, <caption>")` : '';
+        const captions = captioned > 0 ? `, ${captioned} with a caption file (their prompts: "<template>, <caption>", e.g. "a photo of a ${token}, <caption>")` : '';
         process.stderr.write(`painter: learning ${setup.tokens.join(' ')} from ${images.length} image(s) at ${resolution}px${captions}; run folder ${runDir}\n`);
       }
       const { hooks, interrupt } = engineHooks(progress, json, runDir);
