@@ -225,6 +225,32 @@ describe('prior-preservation loss', () => {
     setup.dispose();
     disposeModel(model);
   });
+
+  it('an instance image\'s caption file follows the instance prompt ("a photo of cus cat, <caption>"), for frozen and trained text encoders', async () => {
+    const model = loadModel(TINY_SD_A);
+    const cls = await sharedClassImages(model);
+    const [a, b] = await photos();
+    const captioned = [{ ...a!, caption: 'on a beach' }, { ...b!, caption: 'in the snow' }];
+    for (const trainTextEncoder of [false, true]) {
+      const loss = (images: typeof captioned, instancePrompt: string) => {
+        const setup = createDreamBooth(model, images, cls.images, { ...SETTINGS, batch: 1, instancePrompt, trainTextEncoder });
+        const value = tf.tidy(() => setup.loss(setup.draw(new Rng(5)), 'instance').dataSync()[0]!);
+        setup.dispose();
+        return value;
+      };
+      // One image per run, so the draw picks it: its caption is exactly a longer instance prompt.
+      const withCaption = loss([captioned[0]!], 'a photo of cus cat');
+      expect(withCaption).toBeCloseTo(loss([a!], 'a photo of cus cat, on a beach'), 6);
+      expect(Math.abs(withCaption - loss([a!], 'a photo of cus cat'))).toBeGreaterThan(1e-6);
+      // Two captioned images in one run: each row gets its own image's prompt.
+      const both = loss(captioned, 'a photo of cus cat');
+      const first = createDreamBooth(model, captioned, cls.images, { ...SETTINGS, batch: 1, trainTextEncoder });
+      const drawn = first.draw(new Rng(5)).instance[0]!.image;
+      first.dispose();
+      expect(both).toBeCloseTo(loss([a!, b!], `a photo of cus cat, ${captioned[drawn]!.caption}`), 6);
+    }
+    disposeModel(model);
+  });
 });
 
 describe('painter dreambooth (engine)', () => {

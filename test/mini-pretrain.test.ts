@@ -15,6 +15,10 @@ import { InterruptedError, PainterError } from '../src/errors.js';
 import { loadModel } from '../src/io/load-model.js';
 import { noiseSchedule, parseSchedulerConfig, type SchedulerConfig } from '../src/core/schedulers/index.js';
 import { MINI_SIZES, miniConfigs, miniParamCounts, miniSchedulerJson, MINI_MAX_BYTES, type MiniSizes } from '../src/mini/mini-config.js';
+import { clipTextParamShapes } from '../src/core/models/clip-text.js';
+import { initParams } from '../src/core/params.js';
+import { loadWeights } from '../src/io/load-weights.js';
+import { checkpointParams, latestCheckpoint } from '../src/train/engine.js';
 import { pretrainMini, type PretrainResult, type PretrainSettings, type PretrainStage } from '../src/mini/pretrain.js';
 import { objectWeightMap } from '../src/mini/pretrain-stages.js';
 import { main as pretrainCli } from '../src/mini/pretrain-cli.js';
@@ -43,6 +47,7 @@ const MICRO: MiniSizes = {
 };
 
 const VAE_STEPS = 30;
+const TEXT_STEPS = 6;
 const LDM_STEPS = 4;
 
 function settings(name: string, resume = false): Partial<PretrainSettings> {
@@ -56,6 +61,9 @@ function settings(name: string, resume = false): Partial<PretrainSettings> {
     batch: 4,
     vaeLr: 1e-2,
     lr: 1e-3,
+    textSteps: TEXT_STEPS,
+    textBatch: 8,
+    textLr: 3e-3,
     warmupSteps: 0,
     checkpointEvery: 10,
     bpeCaptions: 400,
@@ -69,7 +77,7 @@ function settings(name: string, resume = false): Partial<PretrainSettings> {
 type Losses = Record<PretrainStage, number[]>;
 
 async function run(name: string, opts: { resume?: boolean; stopAt?: { stage: PretrainStage; step: number } } = {}): Promise<{ result: PretrainResult; losses: Losses }> {
-  const losses: Losses = { vae: [], ldm: [] };
+  const losses: Losses = { vae: [], text: [], ldm: [] };
   let last: { stage: PretrainStage; step: number } | undefined;
   const result = await pretrainMini(settings(name, opts.resume), {
     onStep: (stage, r) => {
@@ -115,10 +123,11 @@ describe('pretrainMini (micro scale)', () => {
   }, 120_000);
 
   it('trains every stage with finite losses; the VAE loss falls', () => {
-    const { vae, ldm } = reference.losses;
+    const { vae, text, ldm } = reference.losses;
     expect(vae).toHaveLength(VAE_STEPS);
+    expect(text).toHaveLength(TEXT_STEPS);
     expect(ldm).toHaveLength(LDM_STEPS);
-    for (const l of [...vae, ...ldm]) expect(Number.isFinite(l)).toBe(true);
+    for (const l of [...vae, ...text, ...ldm]) expect(Number.isFinite(l)).toBe(true);
     const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
     expect(mean(vae.slice(-5))).toBeLessThan(0.8 * mean(vae.slice(0, 5)));
     const r = reference.result;
@@ -131,6 +140,8 @@ describe('pretrainMini (micro scale)', () => {
     const text = fs.readFileSync(path.join(out, 'README.md'), 'utf8');
     expect(text).toMatch(/seed 3/);
     expect(text).toMatch(/stage 1 \(vae\): 30 steps/);
+    expect(text).toMatch(/stage 2 \(text encoder\): 6 steps × 8 captions.*accuracy on fresh captions object \d+%/);
+    expect(text).toMatch(/stage 3 \(unet\): 4 steps/);
     const model = loadModel(out);
     try {
       expect(model.vae.config.scaling_factor).toBeCloseTo(reference.result.scalingFactor, 5);
@@ -145,6 +156,29 @@ describe('pretrainMini (micro scale)', () => {
       expect(tf.memory().numTensors).toBe(before);
     } finally {
       disposeModel(model);
+    }
+  });
+
+  it('freezes stage 2\'s text encoder: the diffusion checkpoints hold only the UNet, and the shipped text encoder is stage 2\'s', () => {
+    const run = settings('a').runDir!;
+    const ckpt = latestCheckpoint(path.join(run, 'ldm'))!;
+    expect(checkpointParams(ckpt.dir, 'unet').size).toBeGreaterThan(0);
+    expect(checkpointParams(ckpt.dir, 'text_encoder').size).toBe(0);
+    const shapes = clipTextParamShapes(reference.result.configs.textEncoder);
+    const stage2 = loadWeights([path.join(run, 'text', 'text_encoder', 'model.safetensors')], shapes, 'stage 2');
+    const model = loadModel(reference.result.out);
+    try {
+      for (const [k, t] of stage2) {
+        const [d, m] = tf.tidy(() => [tf.max(tf.abs(tf.sub(t, model.textEncoder.params.get(k)!))).dataSync()[0]!, tf.max(tf.abs(t)).dataSync()[0]!]);
+        expect(d, k).toBeLessThanOrEqual(1e-3 * Math.max(1, m!)); // float16 rounding
+      }
+      const init = initParams(shapes, 3 * 8 + 3);
+      const moved = tf.tidy(() => tf.max(tf.abs(tf.sub(init.get('text_model.final_layer_norm.weight')!, stage2.get('text_model.final_layer_norm.weight')!))).dataSync()[0]!);
+      for (const t of init.values()) t.dispose();
+      expect(moved).toBeGreaterThan(1e-4); // stage 2 trained it
+    } finally {
+      disposeModel(model);
+      for (const t of stage2.values()) t.dispose();
     }
   });
 
@@ -172,16 +206,20 @@ describe('pretrainMini (micro scale)', () => {
     const ldm = path.join(settings('a').runDir!, 'ldm');
     const file = path.join(ldm, 'noise-schedule.json');
     const own = fs.readFileSync(file, 'utf8');
-    const ours = 'the linear β schedule 0.0001–0.02 with v_prediction targets, uniform timesteps and object loss weight 0';
+    const ours = 'the linear β schedule 0.0001–0.02 with v_prediction targets, uniform timesteps, object loss weight 0 and a text encoder pretrained for 6 steps, frozen';
     try {
       fs.writeFileSync(file, JSON.stringify({ ...JSON.parse(own), beta_schedule: 'scaled_linear', beta_start: 0.00085, beta_end: 0.012, prediction_type: 'epsilon' }));
       await expect(pretrainMini({ ...settings('a'), resume: true })).rejects.toThrow(
-        `${ldm}: that diffusion stage was trained with the scaled_linear β schedule 0.00085–0.012 with epsilon targets, uniform timesteps and object loss weight 0, this recipe uses ${ours}; remove ${ldm} to retrain it`,
+        `${ldm}: that diffusion stage was trained with the scaled_linear β schedule 0.00085–0.012 with epsilon targets, uniform timesteps, object loss weight 0 and a text encoder pretrained for 6 steps, frozen, this recipe uses ${ours}; remove ${ldm} to retrain it`,
       );
       fs.writeFileSync(file, JSON.stringify({ ...JSON.parse(own), timesteps: 'stratified', object_loss_weight: 3 }));
       await expect(pretrainMini({ ...settings('a'), resume: true })).rejects.toThrow(
-        `that diffusion stage was trained with the linear β schedule 0.0001–0.02 with v_prediction targets, stratified timesteps and object loss weight 3, this recipe uses ${ours}`,
+        `that diffusion stage was trained with the linear β schedule 0.0001–0.02 with v_prediction targets, stratified timesteps, object loss weight 3 and a text encoder pretrained for 6 steps, frozen, this recipe uses ${ours}`,
       );
+      // A run of the first recipe (no text_steps recorded): the text encoder was trained jointly.
+      const { text_steps: _, ...joint } = JSON.parse(own) as Record<string, unknown>;
+      fs.writeFileSync(file, JSON.stringify(joint));
+      await expect(pretrainMini({ ...settings('a'), resume: true })).rejects.toThrow(/object loss weight 0 and the text encoder trained jointly, this recipe uses/);
     } finally {
       fs.writeFileSync(file, own);
     }
@@ -190,7 +228,7 @@ describe('pretrainMini (micro scale)', () => {
   it('trains the diffusion stage with object-weighted loss and stratified timesteps when asked', async () => {
     // On run a's finished VAE (and vocabulary): only the diffusion stage runs.
     const w = settings('w', true);
-    for (const part of ['vae', 'tokenizer']) fs.cpSync(path.join(settings('a').runDir!, part), path.join(w.runDir!, part), { recursive: true });
+    for (const part of ['vae', 'tokenizer', 'text']) fs.cpSync(path.join(settings('a').runDir!, part), path.join(w.runDir!, part), { recursive: true });
     const losses: number[] = [];
     const result = await pretrainMini({ ...w, objectLossWeight: 2, timesteps: 'stratified' }, { onStep: (stage, r) => void (stage === 'ldm' && losses.push(r.loss)) });
     expect(losses).toHaveLength(LDM_STEPS);
@@ -205,14 +243,20 @@ describe('pretrainMini (micro scale)', () => {
   it('resumes an interrupted stage to exactly the uninterrupted losses', async () => {
     await expect(run('b', { stopAt: { stage: 'vae', step: 12 } })).rejects.toBeInstanceOf(InterruptedError);
     await expect(run('b')).rejects.toThrow(PainterError);
-    const second = await run('b', { resume: true, stopAt: { stage: 'ldm', step: 2 } }).catch((e: unknown) => e);
+    const second = await run('b', { resume: true, stopAt: { stage: 'text', step: 3 } }).catch((e: unknown) => e);
     expect(second).toBeInstanceOf(InterruptedError);
-    const seen = (second as { losses: Losses }).losses;
-    expect(seen.vae).toEqual(reference.losses.vae.slice(12));
+    expect((second as { losses: Losses }).losses.vae).toEqual(reference.losses.vae.slice(12));
+    expect((second as { losses: Losses }).losses.text).toEqual(reference.losses.text.slice(0, 3));
+    const third = await run('b', { resume: true, stopAt: { stage: 'ldm', step: 2 } }).catch((e: unknown) => e);
+    expect(third).toBeInstanceOf(InterruptedError);
+    const seen = (third as { losses: Losses }).losses;
+    expect(seen.vae).toEqual([]);
+    expect(seen.text).toEqual(reference.losses.text.slice(3));
     expect(seen.ldm).toEqual(reference.losses.ldm.slice(0, 2));
     const last = await run('b', { resume: true });
-    // The finished VAE stage is reused; the diffusion stage continues from step 2.
+    // The finished VAE and text stages are reused; the diffusion stage continues from step 2.
     expect(last.losses.vae).toEqual([]);
+    expect(last.losses.text).toEqual([]);
     expect(last.losses.ldm).toEqual(reference.losses.ldm.slice(2));
     expect(last.result.vae.finalLoss).toBe(reference.result.vae.finalLoss);
     expect(last.result.ldm.finalLoss).toBe(reference.result.ldm.finalLoss);

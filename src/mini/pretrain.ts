@@ -6,10 +6,13 @@
  *   0. tokenizer — a CLIP BPE vocabulary from world captions (deterministic, rebuilt on resume);
  *   1. vae/      — AutoencoderKL, loss = MSE + L1 reconstruction + klWeight·KL(q(z|x) ‖ N(0, I))
  *                  (Rombach et al. 2022, §3 / appendix G, without the GAN and LPIPS terms);
- *   2. ldm/      — scaling_factor = 1/std of the trained VAE's latents (as the LDM authors set
- *                  0.18215), then text encoder + UNet jointly on L = ‖ε − ε_θ(z_t, t, τ_θ(y))‖²
- *                  (eq. 2) with a fraction of captions emptied so the model also learns the
- *                  unconditional ε_θ(z_t, t, ∅) that classifier-free guidance needs.
+ *   2. text/     — the CLIP text encoder on captions alone, with heads that must read every
+ *                  attribute from its states (text-pretrain.ts); frozen from then on, as SD's CLIP;
+ *   3. ldm/      — scaling_factor = 1/std of the trained VAE's latents (as the LDM authors set
+ *                  0.18215), then the UNet on L = ‖ε − ε_θ(z_t, t, τ_θ(y))‖² (eq. 2) with a
+ *                  fraction of captions emptied so the model also learns the unconditional
+ *                  ε_θ(z_t, t, ∅) that classifier-free guidance needs. With textSteps 0 (the
+ *                  first recipe) the text encoder is trained jointly with the UNet here instead.
  * Finally the pipeline is saved as a diffusers folder (float16) with a README of the recipe.
  *
  * Every batch is rendered on the fly from `sampleScene` (which never yields held-out subjects)
@@ -18,7 +21,7 @@
  *
  *   node scripts/pretrain-mini.mjs [--out DIR] [--run-dir DIR] [--seed N] [--vae-steps N]
  *     [--steps N] [--vae-batch N] [--batch N] [--vae-lr X] [--lr X] [--checkpoint-every N]
- *     [--object-loss-weight X] [--timesteps uniform|stratified] [--size 64|32] [--resume] [--snapshot DIR] [--backend wasm]
+ *     [--text-steps N] [--object-loss-weight X] [--timesteps uniform|stratified] [--size 64|32] [--resume] [--snapshot DIR] [--backend wasm]
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -57,6 +60,7 @@ import {
   variables,
   writeComponent,
 } from './pretrain-stages.js';
+import { trainTextEncoder, TEXT_HEAD_NAMES, type TextStageSummary } from './text-pretrain.js';
 import { writeMiniTokenizer } from './tokenizer-files.js';
 import { caption, COLOUR_NAMES, FEATURE_KINDS, HELD_OUT_COMBINATIONS, OBJECT_KINDS, sampleScene } from './world.js';
 
@@ -72,6 +76,14 @@ export interface PretrainSettings {
   batch: number;
   vaeLr: number;
   lr: number;
+  /**
+   * Steps of the text-encoder stage (text-pretrain.ts), of `textBatch` captions at `textLr`; the
+   * diffusion stage then keeps the text encoder frozen. 0: no such stage, the text encoder is
+   * trained jointly with the UNet (the first painter-mini, whose object words collapsed).
+   */
+  textSteps: number;
+  textBatch: number;
+  textLr: number;
   warmupSteps: number;
   checkpointEvery: number;
   /**
@@ -124,6 +136,9 @@ export const PRETRAIN_DEFAULTS: PretrainSettings = {
   batch: 16,
   vaeLr: 5e-4,
   lr: 5e-4,
+  textSteps: 600,
+  textBatch: 64,
+  textLr: 1e-3,
   warmupSteps: 100,
   checkpointEvery: 250,
   minSnrGamma: 0,
@@ -138,7 +153,7 @@ export const PRETRAIN_DEFAULTS: PretrainSettings = {
   resume: false,
 };
 
-export type PretrainStage = 'vae' | 'ldm';
+export type PretrainStage = 'vae' | 'text' | 'ldm';
 
 export interface PretrainHooks {
   log?(line: string): void;
@@ -160,6 +175,8 @@ export interface PretrainResult {
   size: MiniSizeReport;
   scalingFactor: number;
   vae: StageSummary;
+  /** Stage 2, when the recipe has one. */
+  text?: TextStageSummary;
   ldm: StageSummary;
 }
 
@@ -264,13 +281,18 @@ interface LdmWeights {
   summary: StageSummary;
 }
 
-async function trainLdm(s: PretrainSettings, configs: MiniConfigs, tokenizer: ClipTokenizer, vae: Params, hooks: PretrainHooks): Promise<LdmWeights> {
+/**
+ * Stage 3, the UNet. With `frozenText` (stage 2's text encoder) the caption states are computed
+ * outside the tape and only the UNet trains; without, a fresh text encoder trains jointly.
+ */
+async function trainLdm(s: PretrainSettings, configs: MiniConfigs, tokenizer: ClipTokenizer, vae: Params, frozenText: Params | undefined, hooks: PretrainHooks): Promise<LdmWeights> {
   const dir = path.join(s.runDir, 'ldm');
   const unetShapes = unetParamShapes(configs.unet);
   const textShapes = clipTextParamShapes(configs.textEncoder);
+  const what = frozenText ? 'unet, frozen text encoder' : 'text encoder + unet';
   const done = readDone(dir);
   if (done && done.steps >= s.ldmSteps) {
-    hooks.log?.(`stage 2 (text encoder + unet): finished earlier (${done.steps} steps), reusing ${dir}`);
+    hooks.log?.(`stage 3 (${what}): finished earlier (${done.steps} steps), reusing ${dir}`);
     return {
       unet: loadWeights([path.join(dir, 'unet', 'diffusion_pytorch_model.safetensors')], unetShapes, 'painter-mini unet'),
       textEncoder: loadWeights([path.join(dir, 'text_encoder', 'model.safetensors')], textShapes, 'painter-mini text_encoder'),
@@ -279,9 +301,9 @@ async function trainLdm(s: PretrainSettings, configs: MiniConfigs, tokenizer: Cl
   }
   const prefix = variablePrefix('ldm');
   const unetVars = variables(unetShapes, s.seed * 8 + 2, `${prefix}_unet`);
-  const textVars = variables(textShapes, s.seed * 8 + 3, `${prefix}_text`, clipEmbeddingScale);
+  const textVars = frozenText ? new Map<string, tf.Variable>() : variables(textShapes, s.seed * 8 + 3, `${prefix}_text`, clipEmbeddingScale);
   const unet = { params: new Map(unetVars) as Params, config: configs.unet };
-  const textParams: Params = new Map(textVars);
+  const textParams: Params = frozenText ?? new Map(textVars);
   const size = s.sizes.imageSize;
   const data = new BatchStream(s.seed, STAGE_SALT.ldm, s.batch, size, s.ldmSteps, s.objectLossWeight > 0);
   const schedule = noiseSchedule(configs.scheduler);
@@ -310,8 +332,12 @@ async function trainLdm(s: PretrainSettings, configs: MiniConfigs, tokenizer: Cl
       const timesteps = s.timesteps === 'stratified' ? stratifiedTimesteps(rng, s.batch, T) : captions.map(() => rng.int(T));
       const noise = rng.normals(s.batch * latentElems);
       const weights = batch.masks && Float32Array.from(batch.masks.flatMap((m) => Array.from(objectWeightMap(m, size, 4, s.objectLossWeight))));
+      const states = (): tf.Tensor3D => clipTextForward(textParams, configs.textEncoder, tf.tensor2d(ids, [s.batch, L], 'int32')).lastHiddenState as tf.Tensor3D;
+      // A frozen text encoder runs outside the tape, once per batch.
+      const frozenStates = frozenText && tf.keep(tf.tidy(states));
       return () => {
-        const ehs = clipTextForward(textParams, configs.textEncoder, tf.tensor2d(ids, [s.batch, L], 'int32')).lastHiddenState;
+        const ehs = frozenStates ? tf.clone(frozenStates) : states();
+        if (frozenStates) frozenStates.dispose();
         const positionWeights = weights && tf.tensor4d(weights, [s.batch, lh, lh, 1]);
         return diffusionLoss(unet, schedule, { latents: tf.tensor4d(z0, latentShape), noise: tf.tensor4d(noise, latentShape), timesteps, encoderHiddenStates: ehs, positionWeights }, { predictionType: configs.scheduler.prediction_type, minSnrGamma: s.minSnrGamma });
       };
@@ -327,12 +353,12 @@ async function trainLdm(s: PretrainSettings, configs: MiniConfigs, tokenizer: Cl
     },
   };
   try {
-    hooks.log?.(`stage 2 (text encoder + unet): ${s.ldmSteps} steps of ${s.batch} captioned images, ${Math.round(s.emptyCaptionRate * 100)}% empty captions`);
+    hooks.log?.(`stage 3 (${what}): ${s.ldmSteps} steps of ${s.batch} captioned images, ${Math.round(s.emptyCaptionRate * 100)}% empty captions`);
     const losses = await runStage('ldm', s, data, task, engineConfig(s, s.ldmSteps, s.lr, 0.01, STAGE_SALT.ldm), dir, hooks, () => k);
     const summary = summarise(losses);
     await writeBytesAtomic(path.join(dir, DONE_FILE), JSON.stringify(summary));
     const clone = (vars: Map<string, tf.Variable>): Params => new Map([...vars].map(([key, v]) => [key, tf.clone(v)]));
-    return { unet: clone(unetVars), textEncoder: clone(textVars), summary };
+    return { unet: clone(unetVars), textEncoder: frozenText ? new Map([...frozenText].map(([key, t]) => [key, tf.clone(t)])) : clone(textVars), summary };
   } finally {
     for (const v of [...unetVars.values(), ...textVars.values()]) v.dispose();
   }
@@ -350,7 +376,10 @@ async function writeSnapshot(
   const ckpt = latestCheckpoint(path.join(s.runDir, 'ldm'));
   if (!ckpt) throw new PainterError(`--snapshot: no diffusion-stage checkpoint in ${path.join(s.runDir, 'ldm', 'checkpoints')} yet`);
   const unet = paramsFromCheckpoint(ckpt.dir, 'unet', unetParamShapes(configs.unet));
-  const textEncoder = paramsFromCheckpoint(ckpt.dir, 'text_encoder', clipTextParamShapes(configs.textEncoder));
+  const textShapes = clipTextParamShapes(configs.textEncoder);
+  const frozen = path.join(s.runDir, 'text', 'text_encoder', 'model.safetensors');
+  // A checkpoint of a joint run holds the text encoder; a frozen one is stage 2's.
+  const textEncoder = checkpointParams(ckpt.dir, 'text_encoder').size > 0 || !fs.existsSync(frozen) ? paramsFromCheckpoint(ckpt.dir, 'text_encoder', textShapes) : loadWeights([frozen], textShapes, 'painter-mini text_encoder');
   try {
     const model: StableDiffusion = {
       source: out,
@@ -364,7 +393,7 @@ async function writeSnapshot(
     hooks.log?.(`snapshot of ${ckpt.dir} saved to ${out}`);
     const meta = readCheckpointMeta(ckpt.dir);
     const losses = meta.losses;
-    return { out, configs, size: miniParamCounts(configs), scalingFactor: configs.vae.scaling_factor, vae: vae.summary, ldm: summarise(losses) };
+    return { out, configs, size: miniParamCounts(configs), scalingFactor: configs.vae.scaling_factor, vae: vae.summary, text: readDone(path.join(s.runDir, 'text')), ldm: summarise(losses) };
   } finally {
     for (const p of [unet, textEncoder]) for (const t of p.values()) t.dispose();
   }
@@ -418,7 +447,8 @@ subjects and accessories never appeared in its training data.
 - stage 0: BPE vocabulary from ${s.bpeCaptions} captions: ${r.configs.textEncoder.vocab_size} tokens (asked for at most ${s.vocabSize}; pairs seen once are not merged)
 - stage 1 (vae): ${r.vae.steps} steps × ${s.vaeBatch} images, AdamW lr ${s.vaeLr} (cosine, warmup ${warmup(r.vae.steps)}), loss MSE + L1 + ${s.klWeight}·KL; loss ${f(r.vae.firstLoss)} → ${f(r.vae.finalLoss)} (mean of the last tenth)
 - scaling_factor ${f(r.scalingFactor)} = 1/std of the latents of ${s.scaleSamples} scenes
-- stage 2 (text encoder + unet): ${r.ldm.steps} steps × ${s.batch} images, AdamW lr ${s.lr} (cosine, warmup ${warmup(r.ldm.steps)}, weight decay 0.01), ${r.configs.scheduler.prediction_type === 'v_prediction' ? 'v' : 'ε'}-prediction MSE${s.minSnrGamma ? ` with min-SNR-${s.minSnrGamma} weighting` : ''}${s.objectLossWeight ? `, weighted ${1 + s.objectLossWeight}× on the latent pixels around the object` : ''}, ${s.timesteps} timesteps, ${Math.round(s.emptyCaptionRate * 100)}% empty captions; loss ${f(r.ldm.firstLoss)} → ${f(r.ldm.finalLoss)}
+${r.text ? `- stage 2 (text encoder): ${r.text.steps} steps × ${s.textBatch} captions, AdamW lr ${s.textLr} (cosine, warmup ${warmup(r.text.steps)}, weight decay 0.01); attention-pooling heads read ${TEXT_HEAD_NAMES.join(', ')} from its states (cross-entropy ${f(r.text.firstLoss)} → ${f(r.text.finalLoss)}${r.text.accuracy ? `; accuracy on fresh captions ${TEXT_HEAD_NAMES.map((h) => `${h} ${Math.round(r.text!.accuracy![h] * 100)}%`).join(', ')}` : ''}); the heads are dropped and the text encoder is frozen from here on, as SD's CLIP
+- stage 3 (unet)` : '- stage 2 (text encoder + unet)'}: ${r.ldm.steps} steps × ${s.batch} images, AdamW lr ${s.lr} (cosine, warmup ${warmup(r.ldm.steps)}, weight decay 0.01), ${r.configs.scheduler.prediction_type === 'v_prediction' ? 'v' : 'ε'}-prediction MSE${s.minSnrGamma ? ` with min-SNR-${s.minSnrGamma} weighting` : ''}${s.objectLossWeight ? `, weighted ${1 + s.objectLossWeight}× on the latent pixels around the object` : ''}, ${s.timesteps} timesteps, ${Math.round(s.emptyCaptionRate * 100)}% empty captions; loss ${f(r.ldm.firstLoss)} → ${f(r.ldm.finalLoss)}
 - scheduler: PNDM, 1000 steps (as SD 1.x), ${r.configs.scheduler.prediction_type}, ${r.configs.scheduler.beta_schedule} β schedule ${r.configs.scheduler.beta_start}–${r.configs.scheduler.beta_end}: on 16×16 latents SD's scaled_linear schedule leaves the mean colour readable at every timestep, and an ε loss gives the high-noise steps, where the caption decides the picture, almost no weight
 
 ## What it has seen
@@ -446,7 +476,7 @@ as painter writes every model.
  * The diffusion stage is trained for one noise schedule, target and loss: the run folder records
  * them, and a run begun on others (an older recipe) is not resumed with this one.
  */
-async function checkLdmSchedule(dir: string, scheduler: SchedulerConfig, s: Pick<PretrainSettings, 'objectLossWeight' | 'timesteps'>): Promise<void> {
+async function checkLdmSchedule(dir: string, scheduler: SchedulerConfig, s: Pick<PretrainSettings, 'objectLossWeight' | 'timesteps' | 'textSteps'>): Promise<void> {
   const file = path.join(dir, 'noise-schedule.json');
   interface Recipe {
     beta_schedule: string;
@@ -455,10 +485,12 @@ async function checkLdmSchedule(dir: string, scheduler: SchedulerConfig, s: Pick
     prediction_type: string;
     timesteps?: string;
     object_loss_weight?: number;
+    /** Steps of the frozen text encoder's own stage; absent or 0: trained jointly. */
+    text_steps?: number;
   }
   const describe = (c: Recipe) =>
-    `the ${c.beta_schedule} β schedule ${c.beta_start}–${c.beta_end} with ${c.prediction_type} targets, ${c.timesteps ?? 'uniform'} timesteps and object loss weight ${c.object_loss_weight ?? 0}`;
-  const want: Recipe = { beta_schedule: scheduler.beta_schedule, beta_start: scheduler.beta_start, beta_end: scheduler.beta_end, prediction_type: scheduler.prediction_type, timesteps: s.timesteps, object_loss_weight: s.objectLossWeight };
+    `the ${c.beta_schedule} β schedule ${c.beta_start}–${c.beta_end} with ${c.prediction_type} targets, ${c.timesteps ?? 'uniform'} timesteps, object loss weight ${c.object_loss_weight ?? 0} and ${c.text_steps ? `a text encoder pretrained for ${c.text_steps} steps, frozen` : 'the text encoder trained jointly'}`;
+  const want: Recipe = { beta_schedule: scheduler.beta_schedule, beta_start: scheduler.beta_start, beta_end: scheduler.beta_end, prediction_type: scheduler.prediction_type, timesteps: s.timesteps, object_loss_weight: s.objectLossWeight, text_steps: s.textSteps };
   const started = latestCheckpoint(dir) !== undefined || readDone(dir) !== undefined;
   if (fs.existsSync(file) || started) {
     // Runs from before this record: SD 1.x's schedule and ε targets.
@@ -509,7 +541,9 @@ export async function pretrainMini(settings: Partial<PretrainSettings>, hooks: P
     // A snapshot only reads the run, whatever recipe it was begun with.
     if (s.snapshot) return await writeSnapshot(s, s.snapshot, configs, tokenizer, vae, hooks);
     await checkLdmSchedule(path.join(s.runDir, 'ldm'), configs.scheduler, s);
-    const ldm = await trainLdm(s, configs, tokenizer, vae.params, hooks);
+    const text = s.textSteps > 0 ? await trainTextEncoder(s, configs, tokenizer, hooks) : undefined;
+    if (text) unets.push(text.params);
+    const ldm = await trainLdm(s, configs, tokenizer, vae.params, text?.params, hooks);
     unets.push(ldm.unet, ldm.textEncoder);
     const model: StableDiffusion = {
       source: s.out,
@@ -520,7 +554,7 @@ export async function pretrainMini(settings: Partial<PretrainSettings>, hooks: P
       scheduler: configs.scheduler,
     };
     await saveModel(model, s.out, { half: true, overwrite: true });
-    const result = { configs, size, scalingFactor, vae: vae.summary, ldm: ldm.summary };
+    const result = { configs, size, scalingFactor, vae: vae.summary, text: text?.summary, ldm: ldm.summary };
     await writeBytesAtomic(path.join(s.out, 'README.md'), readme(s, result));
     hooks.log?.(`saved ${s.out}`);
     return { out: s.out, ...result };

@@ -25,7 +25,7 @@ import { writeLoraFile } from '../io/lora-files.js';
 import { saveModel } from '../io/save-model.js';
 import type { MethodSettings, TrainingTask } from './engine.js';
 import { createTrainableLora, loraVariables, paramsWithLora, toLoraAdapters, type TrainableLora } from './lora-training.js';
-import { encodeViews } from './textual-inversion.js';
+import { encodeViews, withCaption } from './textual-inversion.js';
 import { renderValidationGrid } from './validation.js';
 
 export type DreamBoothMode = 'full' | 'lora';
@@ -162,8 +162,11 @@ export function createDreamBooth(model: StableDiffusion, instanceImages: SourceI
   const perLatent = lh * lw * lc;
   const rows = s.priorPreservation ? 2 * s.batch : s.batch;
 
-  // Prompts are fixed: token ids once; with a frozen text encoder, its output once too.
-  const prompts = [...Array<string>(s.batch).fill(s.instancePrompt), ...Array<string>(rows - s.batch).fill(s.classPrompt)];
+  // The prompts are fixed: one per instance image (the instance prompt, then its caption file if
+  // any, as AUTOMATIC1111's [filewords] and kohya's caption files), and the class prompt. Token ids once; with a frozen text encoder, its output once too; rows gather them.
+  const prompts = [...new Set([...instanceImages.map((img) => withCaption(s.instancePrompt, img.caption)), s.classPrompt])];
+  const promptOfImage = instanceImages.map((img) => prompts.indexOf(withCaption(s.instancePrompt, img.caption)));
+  const classRow = prompts.indexOf(s.classPrompt);
   const ids = promptIds(model, prompts);
   const frozenContext = s.trainTextEncoder ? undefined : tf.tidy(() => clipTextForward(model.textEncoder.params, model.textEncoder.config, ids).lastHiddenState);
 
@@ -193,7 +196,8 @@ export function createDreamBooth(model: StableDiffusion, instanceImages: SourceI
       // z₀ = (μ + σ·n)·scaling_factor: a fresh posterior sample each step, as diffusers does.
       const latents = tf.mul(tf.add(mean, tf.mul(std, tf.tensor4d(b.posterior, mean.shape))), sf) as tf.Tensor4D;
       const noise = tf.tensor4d(b.noise, latents.shape);
-      const context = frozenContext ?? clipTextForward(textParams(), model.textEncoder.config, ids).lastHiddenState;
+      const rowPrompts = tf.tensor1d([...b.instance.map((v) => promptOfImage[v.image]!), ...b.prior.map(() => classRow)], 'int32');
+      const context = frozenContext ? tf.gather(frozenContext, rowPrompts) : clipTextForward(textParams(), model.textEncoder.config, tf.gather(ids, rowPrompts) as tf.Tensor2D).lastHiddenState;
       const n = b.instance.length;
       const [start, count] = term === 'instance' ? [0, n] : term === 'prior' ? [n, b.prior.length] : [0, views.length];
       const part = <T extends tf.Tensor>(t: T) => (count === views.length ? t : (t.slice(start, count) as T));

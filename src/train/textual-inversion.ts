@@ -126,7 +126,11 @@ const TEMPLATE_SLOT = '{}';
  * what is not the subject (its background, its pose) leaves the token only the subject to learn.
  */
 export function inversionPrompt(template: string, token: string, caption?: string): string {
-  const prompt = template.replace(TEMPLATE_SLOT, token);
+  return withCaption(template.replace(TEMPLATE_SLOT, token), caption);
+}
+
+/** A training prompt followed by the image's caption file, if any: "a photo of sks dog, on a beach". */
+export function withCaption(prompt: string, caption?: string): string {
   return caption ? `${prompt}, ${caption}` : prompt;
 }
 

@@ -47,7 +47,9 @@ export async function dreamboothCommand(args: Args): Promise<void> {
     const hash = modelHash(modelPath);
     if (!json) {
       process.stderr.write(`painter: backend ${describeBackend(backend)}\n`);
-      process.stderr.write(`painter: identifier "${identifier}": the subject is "${instancePrompt}"\n`);
+      const captioned = images.filter((i) => i.caption !== undefined).length;
+      const captions = captioned > 0 ? `; ${captioned} of ${images.length} image(s) have a caption file (their prompts: "${instancePrompt}, <caption>")` : '';
+      process.stderr.write(`painter: identifier "${identifier}": the subject is "${instancePrompt}"${captions}\n`);
     }
     const { hooks, interrupt } = engineHooks(progress, json, runDir);
     try {
