@@ -21,9 +21,10 @@ import { LABEL_CLASSES } from '../src/mini/world.js';
 import { FIXTURES, ROOT, useBackend } from './helpers.js';
 
 const MINI = path.join(FIXTURES, 'painter-mini');
-/** Measured on the shipped model: colour 16/16, background 12/16 (chance 1/10 each). */
-const COLOUR_MIN = 0.75;
-const BACKGROUND_MIN = 0.5;
+/** Measured on the shipped model: object 6/16, colour 12/16, background 16/16 (chance 1/10 each). */
+const OBJECT_MIN = 0.25;
+const COLOUR_MIN = 0.6;
+const BACKGROUND_MIN = 0.75;
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'painter-mini-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
@@ -62,33 +63,35 @@ describe('painter-mini, the bundled model', () => {
     expect(readPngText(fs.readFileSync(files[0]!))['parameters']).toMatch(/Size: 64x64, Model hash: [0-9a-f]{10}, Model: painter-mini/);
   });
 
-  it('draws the colours a prompt asks for (read back by the attribute classifier)', () => {
-    // painter-mini follows colours and backgrounds; its shapes are still rough (the README's
-    // painter-mini section), so object kinds are measured by bench:concepts, not here.
+  it('draws the object and colours a prompt asks for (read back by the attribute classifier)', () => {
     const model = loadModel(MINI);
     const clf = loadClassifier(path.join(FIXTURES, 'mini-classifier'));
     try {
-      const asks: [string, string, string][] = [
-        ['a red cat on a blue background', 'red', 'blue'],
-        ['a yellow star on a white background', 'yellow', 'white'],
-        ['a blue car on a yellow background', 'blue', 'yellow'],
-        ['a small orange fish on a purple background', 'orange', 'purple'],
+      const asks: [string, string, string, string][] = [
+        ['a red cat on a blue background', 'cat', 'red', 'blue'],
+        ['a yellow star on a white background', 'star', 'yellow', 'white'],
+        ['a blue car on a yellow background', 'car', 'blue', 'yellow'],
+        ['a small orange fish on a purple background', 'fish', 'orange', 'purple'],
       ];
+      let objects = 0;
       let colours = 0;
       let backgrounds = 0;
       let n = 0;
-      for (const [prompt, colour, background] of asks) {
+      for (const [prompt, object, colour, background] of asks) {
         const images: Uint8Array[] = [];
         const req = { prompt, negativePrompt: '', steps: 20, guidance: 7.5, scheduler: 'dpm++2m' as const, seed: 11, count: 4, batch: 4, width: 64, height: 64, clipSkip: 0 };
         for (const e of generate(model, req)) if (e.kind === 'image') images.push(downscale(e.image.pixels, 64, 2));
         const x = imagesToTensor(images, 32);
         const pred = predict(clf.params, clf.config, x);
         x.dispose();
+        pred.object.forEach((k) => (objects += LABEL_CLASSES.object[k] === object ? 1 : 0));
         pred.colour.forEach((k) => (colours += LABEL_CLASSES.colour[k] === colour ? 1 : 0));
         pred.backgroundColour.forEach((k) => (backgrounds += LABEL_CLASSES.backgroundColour[k] === background ? 1 : 0));
         n += images.length;
       }
       // Chance is 1 in 10 for each.
+      console.log(`painter-mini reads: object ${objects}/${n}, colour ${colours}/${n}, background ${backgrounds}/${n}`);
+      expect(objects / n).toBeGreaterThanOrEqual(OBJECT_MIN);
       expect(colours / n).toBeGreaterThanOrEqual(COLOUR_MIN);
       expect(backgrounds / n).toBeGreaterThanOrEqual(BACKGROUND_MIN);
     } finally {

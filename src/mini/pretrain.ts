@@ -124,7 +124,8 @@ export interface PretrainSettings {
 
 /**
  * Sized to stay under 3 hours on a shared 2-core machine (wasm backend, measured ≈ 4.3 s per VAE
- * step of 8 images and ≈ 4.1 s per diffusion step of 16 at 64×64): 800 × 4.3 + 1700 × 4.1 s ≈ 2.9 h.
+ * step of 8 images, ≈ 1 s per text-encoder step of 64 captions and ≈ 3.2 s per diffusion step of
+ * 16 at 64×64 against the frozen text encoder): 800 × 4.3 + 600 × 1 + 1700 × 3.2 s ≈ 2.6 h.
  */
 export const PRETRAIN_DEFAULTS: PretrainSettings = {
   seed: 0,
