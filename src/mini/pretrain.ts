@@ -283,8 +283,8 @@ interface LdmWeights {
 }
 
 /**
- * Stage 3, the UNet. With `frozenText` (stage 2's text encoder) the caption states are computed
- * outside the tape and only the UNet trains; without, a fresh text encoder trains jointly.
+ * Stage 3, the UNet. With `frozenText` (stage 2's text encoder) only the UNet trains; without, a
+ * fresh text encoder trains jointly with it.
  */
 async function trainLdm(s: PretrainSettings, configs: MiniConfigs, tokenizer: ClipTokenizer, vae: Params, frozenText: Params | undefined, hooks: PretrainHooks): Promise<LdmWeights> {
   const dir = path.join(s.runDir, 'ldm');
@@ -333,12 +333,9 @@ async function trainLdm(s: PretrainSettings, configs: MiniConfigs, tokenizer: Cl
       const timesteps = s.timesteps === 'stratified' ? stratifiedTimesteps(rng, s.batch, T) : captions.map(() => rng.int(T));
       const noise = rng.normals(s.batch * latentElems);
       const weights = batch.masks && Float32Array.from(batch.masks.flatMap((m) => Array.from(objectWeightMap(m, size, 4, s.objectLossWeight))));
-      const states = (): tf.Tensor3D => clipTextForward(textParams, configs.textEncoder, tf.tensor2d(ids, [s.batch, L], 'int32')).lastHiddenState as tf.Tensor3D;
-      // A frozen text encoder runs outside the tape, once per batch.
-      const frozenStates = frozenText && tf.keep(tf.tidy(states));
       return () => {
-        const ehs = frozenStates ? tf.clone(frozenStates) : states();
-        if (frozenStates) frozenStates.dispose();
+        // A frozen text encoder's weights are not variables: the gradient tape leaves it out.
+        const ehs = clipTextForward(textParams, configs.textEncoder, tf.tensor2d(ids, [s.batch, L], 'int32')).lastHiddenState;
         const positionWeights = weights && tf.tensor4d(weights, [s.batch, lh, lh, 1]);
         return diffusionLoss(unet, schedule, { latents: tf.tensor4d(z0, latentShape), noise: tf.tensor4d(noise, latentShape), timesteps, encoderHiddenStates: ehs, positionWeights }, { predictionType: configs.scheduler.prediction_type, minSnrGamma: s.minSnrGamma });
       };
