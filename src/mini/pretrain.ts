@@ -377,7 +377,8 @@ async function writeSnapshot(
   const textShapes = clipTextParamShapes(configs.textEncoder);
   const frozen = path.join(s.runDir, 'text', 'text_encoder', 'model.safetensors');
   // A checkpoint of a joint run holds the text encoder; a frozen one is stage 2's.
-  const textEncoder = checkpointParams(ckpt.dir, 'text_encoder').size > 0 || !fs.existsSync(frozen) ? paramsFromCheckpoint(ckpt.dir, 'text_encoder', textShapes) : loadWeights([frozen], textShapes, 'painter-mini text_encoder');
+  const joint = readCheckpointMeta(ckpt.dir).config as { settings?: { textSteps?: number } };
+  const textEncoder = (joint.settings?.textSteps ?? 0) > 0 && fs.existsSync(frozen) ? loadWeights([frozen], textShapes, 'painter-mini text_encoder') : paramsFromCheckpoint(ckpt.dir, 'text_encoder', textShapes);
   try {
     const model: StableDiffusion = {
       source: out,

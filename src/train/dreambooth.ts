@@ -163,7 +163,8 @@ export function createDreamBooth(model: StableDiffusion, instanceImages: SourceI
   const rows = s.priorPreservation ? 2 * s.batch : s.batch;
 
   // The prompts are fixed: one per instance image (the instance prompt, then its caption file if
-  // any, as AUTOMATIC1111's [filewords] and kohya's caption files), and the class prompt. Token ids once; with a frozen text encoder, its output once too; rows gather them.
+  // any, as AUTOMATIC1111's [filewords] and kohya's caption files), and the class prompt. Token
+  // ids once; with a frozen text encoder, its output once too; each row gathers its prompt's.
   const prompts = [...new Set([...instanceImages.map((img) => withCaption(s.instancePrompt, img.caption)), s.classPrompt])];
   const promptOfImage = instanceImages.map((img) => prompts.indexOf(withCaption(s.instancePrompt, img.caption)));
   const classRow = prompts.indexOf(s.classPrompt);
