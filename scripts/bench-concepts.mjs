@@ -10,7 +10,7 @@ await runDistMain(
 DreamBooth with/without prior preservation (subject fidelity, PRES), scored by fixtures/mini-classifier.
 Usage: npm run bench:concepts -- [--seed N] [--model DIR] [--classifier DIR] [--out DIR] [--samples N]
   [--prompts N] [--psnr-scenes N] [--sample-steps N] [--guidance X] [--ti-steps N] [--ti-lr X]
-  [--db-steps N] [--db-lr X] [--db-mode full|lora] [--class-images N] [--only vae,prompts,ti,dreambooth]
+  [--db-steps N] [--db-lr X] [--db-mode full|lora] [--db-frozen-text-encoder] [--class-images N] [--only vae,prompts,ti,dreambooth]
   [--json] [--backend B]
 The seed picks the subject and draws every photo, prompt and sample; results go to --out
 (default runs/bench-concepts-seed<N>): results.json, table.md and sample grids.`,

@@ -123,5 +123,7 @@ describe('bench:concepts measures', () => {
     }
     expect(parseBenchArgs(['--model', TINY_SD_A, '--seed', '4'])).toMatchObject({ seed: 4, out: path.join('runs', 'bench-concepts-seed4'), dbMode: 'full', only: ['vae', 'prompts', 'ti', 'dreambooth'] });
     expect(parseBenchArgs(['--model', TINY_SD_A, '--only', 'ti, vae']).only).toEqual(['ti', 'vae']);
+    expect(parseBenchArgs(['--model', TINY_SD_A]).dbTextEncoder).toBe(true);
+    expect(parseBenchArgs(['--model', TINY_SD_A, '--db-frozen-text-encoder']).dbTextEncoder).toBe(false);
   });
 });

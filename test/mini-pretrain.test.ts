@@ -16,6 +16,7 @@ import { loadModel } from '../src/io/load-model.js';
 import { noiseSchedule, parseSchedulerConfig, type SchedulerConfig } from '../src/core/schedulers/index.js';
 import { MINI_SIZES, miniConfigs, miniParamCounts, miniSchedulerJson, MINI_MAX_BYTES, type MiniSizes } from '../src/mini/mini-config.js';
 import { clipTextParamShapes } from '../src/core/models/clip-text.js';
+import { unetParamShapes } from '../src/core/models/unet.js';
 import { initParams } from '../src/core/params.js';
 import { loadWeights } from '../src/io/load-weights.js';
 import { checkpointParams, latestCheckpoint } from '../src/train/engine.js';
@@ -76,10 +77,10 @@ function settings(name: string, resume = false): Partial<PretrainSettings> {
 
 type Losses = Record<PretrainStage, number[]>;
 
-async function run(name: string, opts: { resume?: boolean; stopAt?: { stage: PretrainStage; step: number } } = {}): Promise<{ result: PretrainResult; losses: Losses }> {
-  const losses: Losses = { vae: [], text: [], ldm: [] };
+async function run(name: string, opts: { resume?: boolean; stopAt?: { stage: PretrainStage; step: number }; extra?: Partial<PretrainSettings> } = {}): Promise<{ result: PretrainResult; losses: Losses }> {
+  const losses: Losses = { vae: [], text: [], ldm: [], hires: [] };
   let last: { stage: PretrainStage; step: number } | undefined;
-  const result = await pretrainMini(settings(name, opts.resume), {
+  const result = await pretrainMini({ ...settings(name, opts.resume), ...opts.extra }, {
     onStep: (stage, r) => {
       losses[stage].push(r.loss);
       last = { stage, step: r.step };
@@ -238,6 +239,45 @@ describe('pretrainMini (micro scale)', () => {
     expect(JSON.parse(fs.readFileSync(path.join(w.runDir!, 'ldm', 'noise-schedule.json'), 'utf8'))).toMatchObject({ timesteps: 'stratified', object_loss_weight: 2 });
     expect(fs.readFileSync(path.join(result.out, 'README.md'), 'utf8')).toMatch(/weighted 3× on the latent pixels around the object, stratified timesteps/);
     expect(fs.readFileSync(path.join(reference.result.out, 'README.md'), 'utf8')).toMatch(/v-prediction MSE, uniform timesteps/);
+  }, 120_000);
+
+  it('stage 4 continues stage 3\'s UNet at twice the size, resumably, and ships a 64×64 model', async () => {
+    // On run a's finished stages 0–3: only stage 4 runs. A vanishing learning rate keeps its
+    // weights at its starting point, which must be stage 3's result.
+    const hires = { hiresSteps: 3, lr: 1e-9 };
+    for (const name of ['h1', 'h2']) for (const part of ['vae', 'tokenizer', 'text', 'ldm']) fs.cpSync(path.join(settings('a').runDir!, part), path.join(settings(name).runDir!, part), { recursive: true });
+    const whole = await run('h1', { resume: true, extra: hires });
+    expect(whole.losses.vae).toEqual([]);
+    expect(whole.losses.ldm).toEqual([]);
+    expect(whole.losses.hires).toHaveLength(3);
+    for (const l of whole.losses.hires) expect(Number.isFinite(l)).toBe(true);
+    expect(whole.result.hires?.steps).toBe(3);
+    expect(fs.readFileSync(path.join(whole.result.out, 'README.md'), 'utf8')).toMatch(/stage 4 \(unet at 64×64\): stage 3's weights, 3 more steps/);
+    const snap = path.join(tmp, 'snapshot-hires');
+    await pretrainMini({ ...settings('h1'), ...hires, snapshot: snap });
+    const stage3 = loadWeights([path.join(settings('a').runDir!, 'ldm', 'unet', 'diffusion_pytorch_model.safetensors')], unetParamShapes(reference.result.configs.unet), 'stage 3');
+    const init = initParams(unetParamShapes(reference.result.configs.unet), 3 * 8 + 2);
+    const model = loadModel(snap);
+    try {
+      expect(model.unet.config.sample_size).toBe(16);
+      const maxDiff = (a: tf.Tensor, b: tf.Tensor) => tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]!);
+      const key = 'conv_in.weight';
+      expect(maxDiff(model.unet.params.get(key)!, stage3.get(key)!)).toBeLessThan(1e-6);
+      expect(maxDiff(init.get(key)!, stage3.get(key)!)).toBeGreaterThan(1e-4); // stage 3 trained it
+      const images: GeneratedImage[] = [];
+      for (const e of generate(model, { prompt: 'a red cat', negativePrompt: '', steps: 1, guidance: 3, scheduler: 'ddim', seed: 1, count: 1, batch: 1, width: 64, height: 64, clipSkip: 0 })) {
+        if (e.kind === 'image') images.push(e.image);
+      }
+      expect(images[0]!.pixels).toHaveLength(64 * 64 * 3);
+    } finally {
+      disposeModel(model);
+      for (const t of [...stage3.values(), ...init.values()]) t.dispose();
+    }
+    // Interrupted after its first step and resumed: the same losses.
+    await expect(run('h2', { resume: true, extra: hires, stopAt: { stage: 'hires', step: 1 } })).rejects.toBeInstanceOf(InterruptedError);
+    const rest = await run('h2', { resume: true, extra: hires });
+    expect(rest.losses.hires).toEqual(whole.losses.hires.slice(1));
+    await expect(pretrainMini({ ...settings('h3'), sizes: { ...MICRO, imageSize: 64 }, hiresSteps: 2 })).rejects.toThrow('--hires-steps 2: stage 4 trains at twice --size');
   }, 120_000);
 
   it('resumes an interrupted stage to exactly the uninterrupted losses', async () => {

@@ -23,6 +23,7 @@ const OPTIONS = {
   'object-loss-weight': { type: 'string' },
   timesteps: { type: 'string' },
   size: { type: 'string' },
+  'hires-steps': { type: 'string' },
   resume: { type: 'boolean' },
   snapshot: { type: 'string' },
   backend: { type: 'string' },
@@ -56,6 +57,7 @@ export async function main(argv: string[], log: (line: string) => void = () => {
     timesteps,
     objectLossWeight: numberArg(values['object-loss-weight'], 'object-loss-weight', d.objectLossWeight, 'weight'),
     sizes: { ...d.sizes, imageSize: numberArg(values['size'], 'size', d.sizes.imageSize, 'count') },
+    hiresSteps: numberArg(values['hires-steps'], 'hires-steps', d.hiresSteps, 'seed'),
     resume: values['resume'] === true,
     snapshot: values['snapshot'] as string | undefined,
   };
@@ -73,7 +75,8 @@ export async function main(argv: string[], log: (line: string) => void = () => {
         if (st.step % 10 === 0 || st.step === st.steps) log(`${stage} ${st.step}/${st.steps} loss ${st.loss.toFixed(4)} ${Math.round(st.msPerStep)} ms/step`);
       },
     });
-    return `painter-mini saved to ${r.out}: vae loss ${r.vae.finalLoss.toPrecision(3)}, diffusion loss ${r.ldm.finalLoss.toPrecision(3)}, scaling_factor ${r.scalingFactor.toPrecision(4)}`;
+    const diffusion = (r.hires ?? r.ldm).finalLoss.toPrecision(3);
+    return `painter-mini saved to ${r.out}: vae loss ${r.vae.finalLoss.toPrecision(3)}, diffusion loss ${diffusion}, scaling_factor ${r.scalingFactor.toPrecision(4)}`;
   } finally {
     process.off('SIGINT', onSigint);
   }

@@ -77,11 +77,13 @@ export class BatchStream {
     private readonly size: number,
     private readonly steps: number,
     private readonly withMasks = false,
+    /** Batch k is the stream's batch `first + k`. */
+    private readonly first = 0,
   ) {}
 
   request(k: number): void {
     if (k >= this.steps || this.pending.has(k) || this.ready.has(k)) return;
-    this.pending.set(k, renderBatch(streamRng(this.seed, this.stream, k), this.batch, this.size, this.withMasks));
+    this.pending.set(k, renderBatch(streamRng(this.seed, this.stream, this.first + k), this.batch, this.size, this.withMasks));
   }
 
   async wait(k: number): Promise<void> {

@@ -1,6 +1,6 @@
 /**
  * painter-mini's pretraining recipe: a Stable Diffusion in miniature trained from scratch on the
- * procedural world, seeded and resumable, in three stages, each a `train()` run with its own
+ * procedural world, seeded and resumable, in stages, each a `train()` run with its own
  * subfolder of the run folder (checkpoints, train.log, loss.svg):
  *
  *   0. tokenizer — a CLIP BPE vocabulary from world captions (deterministic, rebuilt on resume);
@@ -12,7 +12,9 @@
  *                  0.18215), then the UNet on L = ‖ε − ε_θ(z_t, t, τ_θ(y))‖² (eq. 2) with a
  *                  fraction of captions emptied so the model also learns the unconditional
  *                  ε_θ(z_t, t, ∅) that classifier-free guidance needs. With textSteps 0 (the
- *                  first recipe) the text encoder is trained jointly with the UNet here instead.
+ *                  first recipe) the text encoder is trained jointly with the UNet here instead;
+ *   4. ldm-hires/ — with hiresSteps > 0, stage 3's UNet goes on at twice the image size (SD's
+ *                  256 px → 512 px progression).
  * Finally the pipeline is saved as a diffusers folder (float16) with a README of the recipe.
  *
  * Every batch is rendered on the fly from `sampleScene` (which never yields held-out subjects)
@@ -21,7 +23,7 @@
  *
  *   node scripts/pretrain-mini.mjs [--out DIR] [--run-dir DIR] [--seed N] [--vae-steps N]
  *     [--steps N] [--vae-batch N] [--batch N] [--vae-lr X] [--lr X] [--checkpoint-every N]
- *     [--text-steps N] [--object-loss-weight X] [--timesteps uniform|stratified] [--size 64|32] [--resume] [--snapshot DIR] [--backend wasm]
+ *     [--text-steps N] [--object-loss-weight X] [--timesteps uniform|stratified] [--size 64|32] [--hires-steps N] [--resume] [--snapshot DIR] [--backend wasm]
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -113,6 +115,13 @@ export interface PretrainSettings {
   /** Images whose latents measure the scaling factor. */
   scaleSamples: number;
   sizes: MiniSizes;
+  /**
+   * Stage 4 (0: none): after stage 3 at `sizes.imageSize`, the UNet goes on for this many steps
+   * at twice that size — Stable Diffusion's progressive resolution (256 px, then 512 px): the
+   * cheap low-resolution steps learn what a caption draws, the last ones the detail. The VAE is
+   * convolutional and is kept as stage 1 trained it.
+   */
+  hiresSteps: number;
   /** Continue each stage from its latest checkpoint (a finished stage is kept). */
   resume: boolean;
   /**
@@ -151,10 +160,11 @@ export const PRETRAIN_DEFAULTS: PretrainSettings = {
   vocabSize: 1000,
   scaleSamples: 256,
   sizes: MINI_SIZES,
+  hiresSteps: 0,
   resume: false,
 };
 
-export type PretrainStage = 'vae' | 'text' | 'ldm';
+export type PretrainStage = 'vae' | 'text' | 'ldm' | 'hires';
 
 export interface PretrainHooks {
   log?(line: string): void;
@@ -179,6 +189,8 @@ export interface PretrainResult {
   /** Stage 2, when the recipe has one. */
   text?: TextStageSummary;
   ldm: StageSummary;
+  /** Stage 4, when the recipe has one. */
+  hires?: StageSummary;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -282,18 +294,32 @@ interface LdmWeights {
   summary: StageSummary;
 }
 
+/** Stage 3 (the UNet at the recipe's size) or stage 4 (the same UNet at twice it). */
+interface LdmPhase {
+  stage: 'ldm' | 'hires';
+  /** Image size; `configs` are the model's at this size. */
+  size: number;
+  steps: number;
+  /** Stage 3's weights, which stage 4 starts from. */
+  from?: LdmWeights;
+}
+
+/** Stage 4's images come from stage 3's data stream, past any index stage 3 could reach. */
+const HIRES_BATCH_OFFSET = 2 ** 27;
+
 /**
- * Stage 3, the UNet. With `frozenText` (stage 2's text encoder) only the UNet trains; without, a
- * fresh text encoder trains jointly with it.
+ * Stage 3 (or 4), the UNet. With `frozenText` (stage 2's text encoder) only the UNet trains;
+ * without, a fresh text encoder (stage 4: stage 3's) trains jointly with it.
  */
-async function trainLdm(s: PretrainSettings, configs: MiniConfigs, tokenizer: ClipTokenizer, vae: Params, frozenText: Params | undefined, hooks: PretrainHooks): Promise<LdmWeights> {
-  const dir = path.join(s.runDir, 'ldm');
+async function trainLdm(s: PretrainSettings, configs: MiniConfigs, tokenizer: ClipTokenizer, vae: Params, frozenText: Params | undefined, phase: LdmPhase, hooks: PretrainHooks): Promise<LdmWeights> {
+  const dir = path.join(s.runDir, phase.stage === 'ldm' ? 'ldm' : 'ldm-hires');
   const unetShapes = unetParamShapes(configs.unet);
   const textShapes = clipTextParamShapes(configs.textEncoder);
-  const what = frozenText ? 'unet, frozen text encoder' : 'text encoder + unet';
+  const name = phase.stage === 'ldm' ? 'stage 3' : `stage 4 (${phase.size}×${phase.size})`;
+  const what = `${name} (${frozenText ? 'unet, frozen text encoder' : 'text encoder + unet'})`;
   const done = readDone(dir);
-  if (done && done.steps >= s.ldmSteps) {
-    hooks.log?.(`stage 3 (${what}): finished earlier (${done.steps} steps), reusing ${dir}`);
+  if (done && done.steps >= phase.steps) {
+    hooks.log?.(`${what}: finished earlier (${done.steps} steps), reusing ${dir}`);
     return {
       unet: loadWeights([path.join(dir, 'unet', 'diffusion_pytorch_model.safetensors')], unetShapes, 'painter-mini unet'),
       textEncoder: loadWeights([path.join(dir, 'text_encoder', 'model.safetensors')], textShapes, 'painter-mini text_encoder'),
@@ -303,10 +329,14 @@ async function trainLdm(s: PretrainSettings, configs: MiniConfigs, tokenizer: Cl
   const prefix = variablePrefix('ldm');
   const unetVars = variables(unetShapes, s.seed * 8 + 2, `${prefix}_unet`);
   const textVars = frozenText ? new Map<string, tf.Variable>() : variables(textShapes, s.seed * 8 + 3, `${prefix}_text`, clipEmbeddingScale);
+  if (phase.from) {
+    for (const [k, v] of unetVars) v.assign(phase.from.unet.get(k)!);
+    for (const [k, v] of textVars) v.assign(phase.from.textEncoder.get(k)!);
+  }
   const unet = { params: new Map(unetVars) as Params, config: configs.unet };
   const textParams: Params = frozenText ?? new Map(textVars);
-  const size = s.sizes.imageSize;
-  const data = new BatchStream(s.seed, STAGE_SALT.ldm, s.batch, size, s.ldmSteps, s.objectLossWeight > 0);
+  const size = phase.size;
+  const data = new BatchStream(s.seed, STAGE_SALT.ldm, s.batch, size, phase.steps, s.objectLossWeight > 0, phase.stage === 'hires' ? HIRES_BATCH_OFFSET : 0);
   const schedule = noiseSchedule(configs.scheduler);
   const T = configs.scheduler.num_train_timesteps;
   const sf = configs.vae.scaling_factor;
@@ -351,8 +381,11 @@ async function trainLdm(s: PretrainSettings, configs: MiniConfigs, tokenizer: Cl
     },
   };
   try {
-    hooks.log?.(`stage 3 (${what}): ${s.ldmSteps} steps of ${s.batch} captioned images, ${Math.round(s.emptyCaptionRate * 100)}% empty captions`);
-    const losses = await runStage('ldm', s, data, task, engineConfig(s, s.ldmSteps, s.lr, 0.01, STAGE_SALT.ldm), dir, hooks, () => k);
+    hooks.log?.(`${what}: ${phase.steps} steps of ${s.batch} captioned images at ${size}×${size}, ${Math.round(s.emptyCaptionRate * 100)}% empty captions`);
+    const cfg = engineConfig(s, phase.steps, s.lr, 0.01, STAGE_SALT.ldm);
+    // Stage 4's noise and timesteps: a stream of their own.
+    if (phase.stage === 'hires') cfg.seed += HIRES_BATCH_OFFSET;
+    const losses = await runStage(phase.stage, s, data, task, cfg, dir, hooks, () => k);
     const summary = summarise(losses);
     await writeBytesAtomic(path.join(dir, DONE_FILE), JSON.stringify(summary));
     const clone = (vars: Map<string, tf.Variable>): Params => new Map([...vars].map(([key, v]) => [key, tf.clone(v)]));
@@ -366,12 +399,16 @@ async function trainLdm(s: PretrainSettings, configs: MiniConfigs, tokenizer: Cl
 async function writeSnapshot(
   s: PretrainSettings,
   out: string,
-  configs: MiniConfigs,
+  baseConfigs: MiniConfigs,
+  hiresConfigs: MiniConfigs,
   tokenizer: ClipTokenizer,
   vae: { params: Params; summary: StageSummary },
   hooks: PretrainHooks,
 ): Promise<PretrainResult> {
-  const ckpt = latestCheckpoint(path.join(s.runDir, 'ldm'));
+  // Stage 4's latest checkpoint once it has one, else stage 3's.
+  const hires = latestCheckpoint(path.join(s.runDir, 'ldm-hires'));
+  const ckpt = hires ?? latestCheckpoint(path.join(s.runDir, 'ldm'));
+  const configs = hires ? hiresConfigs : baseConfigs;
   if (!ckpt) throw new PainterError(`--snapshot: no diffusion-stage checkpoint in ${path.join(s.runDir, 'ldm', 'checkpoints')} yet`);
   const unet = paramsFromCheckpoint(ckpt.dir, 'unet', unetParamShapes(configs.unet));
   const textShapes = clipTextParamShapes(configs.textEncoder);
@@ -423,10 +460,16 @@ function tokenIds(bpe: TrainedBpe): MiniTokenIds {
   return { vocabSize: Object.keys(bpe.vocab).length, bosTokenId: id(BOS_TOKEN), eosTokenId: id(EOS_TOKEN) };
 }
 
+/** The model's sizes in stage 4: twice the images, the same widths. */
+function hiresSizes(s: PretrainSettings): MiniSizes {
+  return { ...s.sizes, imageSize: 2 * s.sizes.imageSize };
+}
+
 function readme(s: PretrainSettings, r: Omit<PretrainResult, 'out'>): string {
   const f = (x: number) => x.toPrecision(4);
   const warmup = (steps: number) => effectiveWarmup(s, steps);
   const w = s.sizes;
+  const image = r.configs.vae.sample_size;
   return `# painter-mini
 
 A miniature Stable Diffusion trained from scratch on painter's procedural world (\`src/mini/\`) by
@@ -438,7 +481,7 @@ subjects and accessories never appeared in its training data.
 | vae | AutoencoderKL, block_out_channels [${w.vaeChannels.join(', ')}], latent factor 4, 4 latent channels | ${r.size.vae} |
 | text_encoder | CLIPTextModel, ${w.textLayers} layers, hidden ${w.textHidden}, ${w.textHeads} heads, vocabulary ${r.configs.textEncoder.vocab_size} (BPE of ${s.bpeCaptions} world captions) | ${r.size.textEncoder} |
 | unet | UNet2DConditionModel, block_out_channels [${w.unetChannels.join(', ')}], ${w.unetLayersPerBlock} layer(s) per block | ${r.size.unet} |
-| total | ${w.imageSize}×${w.imageSize} images, ${w.imageSize / 4}×${w.imageSize / 4}×4 latents | ${r.size.total} (${(r.size.float16Bytes / 2 ** 20).toFixed(1)} MiB as float16) |
+| total | ${image}×${image} images, ${image / 4}×${image / 4}×4 latents | ${r.size.total} (${(r.size.float16Bytes / 2 ** 20).toFixed(1)} MiB as float16) |
 
 ## Recipe
 
@@ -447,8 +490,9 @@ subjects and accessories never appeared in its training data.
 - stage 1 (vae): ${r.vae.steps} steps × ${s.vaeBatch} images, AdamW lr ${s.vaeLr} (cosine, warmup ${warmup(r.vae.steps)}), loss MSE + L1 + ${s.klWeight}·KL; loss ${f(r.vae.firstLoss)} → ${f(r.vae.finalLoss)} (mean of the last tenth)
 - scaling_factor ${f(r.scalingFactor)} = 1/std of the latents of ${s.scaleSamples} scenes
 ${r.text ? `- stage 2 (text encoder): ${r.text.steps} steps × ${s.textBatch} captions, AdamW lr ${s.textLr} (cosine, warmup ${warmup(r.text.steps)}, weight decay 0.01); attention-pooling heads read ${TEXT_HEAD_NAMES.join(', ')} from its states (cross-entropy ${f(r.text.firstLoss)} → ${f(r.text.finalLoss)}${r.text.accuracy ? `; accuracy on fresh captions ${TEXT_HEAD_NAMES.map((h) => `${h} ${Math.round(r.text!.accuracy![h] * 100)}%`).join(', ')}` : ''}); the heads are dropped and the text encoder is frozen from here on, as SD's CLIP
-- stage 3 (unet)` : '- stage 2 (text encoder + unet)'}: ${r.ldm.steps} steps × ${s.batch} images, AdamW lr ${s.lr} (cosine, warmup ${warmup(r.ldm.steps)}, weight decay 0.01), ${r.configs.scheduler.prediction_type === 'v_prediction' ? 'v' : 'ε'}-prediction MSE${s.minSnrGamma ? ` with min-SNR-${s.minSnrGamma} weighting` : ''}${s.objectLossWeight ? `, weighted ${1 + s.objectLossWeight}× on the latent pixels around the object` : ''}, ${s.timesteps} timesteps, ${Math.round(s.emptyCaptionRate * 100)}% empty captions; loss ${f(r.ldm.firstLoss)} → ${f(r.ldm.finalLoss)}
-- scheduler: PNDM, 1000 steps (as SD 1.x), ${r.configs.scheduler.prediction_type}, ${r.configs.scheduler.beta_schedule} β schedule ${r.configs.scheduler.beta_start}–${r.configs.scheduler.beta_end}: on 16×16 latents SD's scaled_linear schedule leaves the mean colour readable at every timestep, and an ε loss gives the high-noise steps, where the caption decides the picture, almost no weight
+- stage 3 (unet)` : '- stage 2 (text encoder + unet)'}: ${r.ldm.steps} steps × ${s.batch} images, AdamW lr ${s.lr} (cosine, warmup ${warmup(r.ldm.steps)}, weight decay 0.01), ${r.configs.scheduler.prediction_type === 'v_prediction' ? 'v' : 'ε'}-prediction MSE${s.minSnrGamma ? ` with min-SNR-${s.minSnrGamma} weighting` : ''}${s.objectLossWeight ? `, weighted ${1 + s.objectLossWeight}× on the latent pixels around the object` : ''}, ${s.timesteps} timesteps, ${Math.round(s.emptyCaptionRate * 100)}% empty captions, at ${w.imageSize}×${w.imageSize}; loss ${f(r.ldm.firstLoss)} → ${f(r.ldm.finalLoss)}
+${r.hires ? `- stage 4 (unet at ${image}×${image}): stage 3's weights, ${r.hires.steps} more steps × ${s.batch} images at twice the size, as SD trains at 256 px then 512 px (same optimiser settings, a new cosine schedule, warmup ${warmup(r.hires.steps)}); the VAE of stage 1 is kept; loss ${f(r.hires.firstLoss)} → ${f(r.hires.finalLoss)}
+` : ''}- scheduler: PNDM, 1000 steps (as SD 1.x), ${r.configs.scheduler.prediction_type}, ${r.configs.scheduler.beta_schedule} β schedule ${r.configs.scheduler.beta_start}–${r.configs.scheduler.beta_end}: on 16×16 latents SD's scaled_linear schedule leaves the mean colour readable at every timestep, and an ε loss gives the high-noise steps, where the caption decides the picture, almost no weight
 
 ## What it has seen
 
@@ -507,6 +551,7 @@ export async function pretrainMini(settings: Partial<PretrainSettings>, hooks: P
   if (!Number.isInteger(s.seed) || s.seed < 0 || s.seed >= 2 ** 20) throw new UsageError(`--seed ${s.seed}: give a whole number in [0, ${2 ** 20})`);
   // The image size must divide into the VAE's and UNet's levels: check before anything is written.
   if (![32, 64].includes(s.sizes.imageSize)) throw new UsageError(`--size ${s.sizes.imageSize}: painter-mini trains at 32 or 64 pixels`);
+  if (s.hiresSteps > 0 && s.sizes.imageSize !== 32) throw new UsageError(`--hires-steps ${s.hiresSteps}: stage 4 trains at twice --size, and painter-mini's largest size is 64; give --size 32`);
   if (!s.resume && !s.snapshot && fs.existsSync(s.runDir) && fs.readdirSync(s.runDir).length > 0) {
     throw new PainterError(`${s.runDir}: a previous run is there; pass --resume to continue it, or remove the folder to start over`);
   }
@@ -538,22 +583,27 @@ export async function pretrainMini(settings: Partial<PretrainSettings>, hooks: P
     hooks.log?.(`scaling_factor ${scalingFactor.toPrecision(4)}`);
     const configs = miniConfigs(s.sizes, ids, scalingFactor);
     // A snapshot only reads the run, whatever recipe it was begun with.
-    if (s.snapshot) return await writeSnapshot(s, s.snapshot, configs, tokenizer, vae, hooks);
+    if (s.snapshot) return await writeSnapshot(s, s.snapshot, configs, miniConfigs(hiresSizes(s), ids, scalingFactor), tokenizer, vae, hooks);
     await checkLdmSchedule(path.join(s.runDir, 'ldm'), configs.scheduler, s);
     const text = s.textSteps > 0 ? await trainTextEncoder(s, configs, tokenizer, hooks) : undefined;
     if (text) unets.push(text.params);
-    const ldm = await trainLdm(s, configs, tokenizer, vae.params, text?.params, hooks);
+    const ldm = await trainLdm(s, configs, tokenizer, vae.params, text?.params, { stage: 'ldm', size: s.sizes.imageSize, steps: s.ldmSteps }, hooks);
     unets.push(ldm.unet, ldm.textEncoder);
+    const hiresConfigs = s.hiresSteps > 0 ? miniConfigs(hiresSizes(s), ids, scalingFactor) : undefined;
+    const hires = hiresConfigs && (await trainLdm(s, hiresConfigs, tokenizer, vae.params, text?.params, { stage: 'hires', size: hiresSizes(s).imageSize, steps: s.hiresSteps, from: ldm }, hooks));
+    if (hires) unets.push(hires.unet, hires.textEncoder);
+    const final = hires ?? ldm;
+    const finalConfigs = hiresConfigs ?? configs;
     const model: StableDiffusion = {
       source: s.out,
-      unet: { config: configs.unet, params: ldm.unet },
-      vae: { config: configs.vae, params: vae.params },
-      textEncoder: { config: configs.textEncoder, params: ldm.textEncoder },
+      unet: { config: finalConfigs.unet, params: final.unet },
+      vae: { config: finalConfigs.vae, params: vae.params },
+      textEncoder: { config: finalConfigs.textEncoder, params: final.textEncoder },
       tokenizer,
-      scheduler: configs.scheduler,
+      scheduler: finalConfigs.scheduler,
     };
     await saveModel(model, s.out, { half: true, overwrite: true });
-    const result = { configs, size, scalingFactor, vae: vae.summary, text: text?.summary, ldm: ldm.summary };
+    const result = { configs: finalConfigs, size, scalingFactor, vae: vae.summary, text: text?.summary, ldm: ldm.summary, hires: hires?.summary };
     await writeBytesAtomic(path.join(s.out, 'README.md'), readme(s, result));
     hooks.log?.(`saved ${s.out}`);
     return { out: s.out, ...result };
