@@ -71,6 +71,7 @@ function settings(name: string, resume = false): Partial<PretrainSettings> {
     vocabSize: 600,
     scaleSamples: 8,
     sizes: MICRO,
+    hiresSteps: 0,
     resume,
   };
 }
@@ -329,5 +330,6 @@ describe('object-weighted diffusion loss', () => {
     await expect(pretrainCli(['--object-loss-weight=-1'])).rejects.toThrow('--object-loss-weight -1: give a number, 0 or more');
     await expect(pretrainCli(['--object-loss-weight', 'lots'])).rejects.toThrow('--object-loss-weight lots: give a number, 0 or more');
     await expect(pretrainCli(['--timesteps', 'log-normal'])).rejects.toThrow('--timesteps log-normal: choose uniform or stratified');
+    await expect(pretrainCli(['--size', '64', '--hires-steps', '10'])).rejects.toThrow('--hires-steps 10: stage 4 trains at twice --size, and painter-mini\'s largest size is 64; give --size 32');
   });
 });

@@ -42,6 +42,7 @@ export async function main(argv: string[], log: (line: string) => void = () => {
   const d = PRETRAIN_DEFAULTS;
   const timesteps = (values['timesteps'] as string | undefined) ?? d.timesteps;
   if (timesteps !== 'uniform' && timesteps !== 'stratified') throw new UsageError(`--timesteps ${timesteps}: choose uniform or stratified`);
+  const imageSize = numberArg(values['size'], 'size', d.sizes.imageSize, 'count');
   const settings: Partial<PretrainSettings> = {
     seed: numberArg(values['seed'], 'seed', d.seed, 'seed'),
     out: (values['out'] as string | undefined) ?? d.out,
@@ -56,8 +57,9 @@ export async function main(argv: string[], log: (line: string) => void = () => {
     textSteps: numberArg(values['text-steps'], 'text-steps', d.textSteps, 'seed'),
     timesteps,
     objectLossWeight: numberArg(values['object-loss-weight'], 'object-loss-weight', d.objectLossWeight, 'weight'),
-    sizes: { ...d.sizes, imageSize: numberArg(values['size'], 'size', d.sizes.imageSize, 'count') },
-    hiresSteps: numberArg(values['hires-steps'], 'hires-steps', d.hiresSteps, 'seed'),
+    sizes: { ...d.sizes, imageSize },
+    // Stage 4 doubles the size: by default only from the recipe's own 32×32.
+    hiresSteps: numberArg(values['hires-steps'], 'hires-steps', imageSize === d.sizes.imageSize ? d.hiresSteps : 0, 'seed'),
     resume: values['resume'] === true,
     snapshot: values['snapshot'] as string | undefined,
   };

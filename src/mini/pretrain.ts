@@ -132,16 +132,19 @@ export interface PretrainSettings {
 }
 
 /**
- * Sized to stay under 3 hours on a shared 2-core machine (wasm backend, measured ≈ 4.3 s per VAE
- * step of 8 images, ≈ 1 s per text-encoder step of 64 captions and ≈ 3.2 s per diffusion step of
- * 16 at 64×64 against the frozen text encoder): 800 × 4.3 + 600 × 1 + 1700 × 3.2 s ≈ 2.6 h.
+ * Sized to stay under 3 hours on a shared 2-core machine (wasm backend, measured per step: VAE
+ * 0.9 s for 8 images at 32×32, text encoder ≈ 1 s for 64 captions, UNet ≈ 0.95 s for 16 images
+ * at 32×32 and ≈ 3.2 s at 64×64 against the frozen text encoder): the VAE and most UNet steps at
+ * 32×32, then 500 UNet steps at 64×64 (stage 4), as SD trains at 256 px before 512 px:
+ * 800 × 0.9 + 600 × 1 + 6000 × 0.95 + 500 × 3.2 s ≈ 2.4 h. The 64×64 recipe of the first
+ * painter-minis (--size 64 --steps 1700 --hires-steps 0, ≈ 2.6 h) saw a quarter of the samples.
  */
 export const PRETRAIN_DEFAULTS: PretrainSettings = {
   seed: 0,
   out: 'fixtures/painter-mini',
   runDir: 'build/painter-mini-run',
   vaeSteps: 800,
-  ldmSteps: 1700,
+  ldmSteps: 6000,
   vaeBatch: 8,
   batch: 16,
   vaeLr: 5e-4,
@@ -159,8 +162,8 @@ export const PRETRAIN_DEFAULTS: PretrainSettings = {
   bpeCaptions: 5000,
   vocabSize: 1000,
   scaleSamples: 256,
-  sizes: MINI_SIZES,
-  hiresSteps: 0,
+  sizes: { ...MINI_SIZES, imageSize: 32 },
+  hiresSteps: 500,
   resume: false,
 };
 
@@ -487,7 +490,7 @@ subjects and accessories never appeared in its training data.
 
 - seed ${s.seed}
 - stage 0: BPE vocabulary from ${s.bpeCaptions} captions: ${r.configs.textEncoder.vocab_size} tokens (asked for at most ${s.vocabSize}; pairs seen once are not merged)
-- stage 1 (vae): ${r.vae.steps} steps × ${s.vaeBatch} images, AdamW lr ${s.vaeLr} (cosine, warmup ${warmup(r.vae.steps)}), loss MSE + L1 + ${s.klWeight}·KL; loss ${f(r.vae.firstLoss)} → ${f(r.vae.finalLoss)} (mean of the last tenth)
+- stage 1 (vae): ${r.vae.steps} steps × ${s.vaeBatch} images at ${w.imageSize}×${w.imageSize}, AdamW lr ${s.vaeLr} (cosine, warmup ${warmup(r.vae.steps)}), loss MSE + L1 + ${s.klWeight}·KL; loss ${f(r.vae.firstLoss)} → ${f(r.vae.finalLoss)} (mean of the last tenth)
 - scaling_factor ${f(r.scalingFactor)} = 1/std of the latents of ${s.scaleSamples} scenes
 ${r.text ? `- stage 2 (text encoder): ${r.text.steps} steps × ${s.textBatch} captions, AdamW lr ${s.textLr} (cosine, warmup ${warmup(r.text.steps)}, weight decay 0.01); attention-pooling heads read ${TEXT_HEAD_NAMES.join(', ')} from its states (cross-entropy ${f(r.text.firstLoss)} → ${f(r.text.finalLoss)}${r.text.accuracy ? `; accuracy on fresh captions ${TEXT_HEAD_NAMES.map((h) => `${h} ${Math.round(r.text!.accuracy![h] * 100)}%`).join(', ')}` : ''}); the heads are dropped and the text encoder is frozen from here on, as SD's CLIP
 - stage 3 (unet)` : '- stage 2 (text encoder + unet)'}: ${r.ldm.steps} steps × ${s.batch} images, AdamW lr ${s.lr} (cosine, warmup ${warmup(r.ldm.steps)}, weight decay 0.01), ${r.configs.scheduler.prediction_type === 'v_prediction' ? 'v' : 'ε'}-prediction MSE${s.minSnrGamma ? ` with min-SNR-${s.minSnrGamma} weighting` : ''}${s.objectLossWeight ? `, weighted ${1 + s.objectLossWeight}× on the latent pixels around the object` : ''}, ${s.timesteps} timesteps, ${Math.round(s.emptyCaptionRate * 100)}% empty captions, at ${w.imageSize}×${w.imageSize}; loss ${f(r.ldm.firstLoss)} → ${f(r.ldm.finalLoss)}
