@@ -279,6 +279,9 @@ describe('pretrainMini (micro scale)', () => {
     const rest = await run('h2', { resume: true, extra: hires });
     expect(rest.losses.hires).toEqual(whole.losses.hires.slice(1));
     await expect(pretrainMini({ ...settings('h3'), sizes: { ...MICRO, imageSize: 64 }, hiresSteps: 2 })).rejects.toThrow('--hires-steps 2: stage 4 trains at twice --size');
+    // Stage 3 retrained (its folder removed): the old stage 4 is not reused.
+    fs.rmSync(path.join(settings('h2').runDir!, 'ldm'), { recursive: true });
+    await expect(pretrainMini({ ...settings('h2', true), ...hires })).rejects.toThrow(/ldm-hires: stage 4 was begun from a finished stage 3 that .* no longer holds; remove/);
   }, 120_000);
 
   it('resumes an interrupted stage to exactly the uninterrupted losses', async () => {

@@ -538,6 +538,12 @@ export async function pretrainMini(settings: Partial<PretrainSettings>, hooks: P
     // A snapshot only reads the run, whatever recipe it was begun with.
     if (s.snapshot) return await writeSnapshot(s, s.snapshot, configs, miniConfigs(hiresSizes(s), ids, scalingFactor), tokenizer, vae, hooks);
     await checkLdmSchedule(path.join(s.runDir, 'ldm'), configs.scheduler, s);
+    // Stage 4 starts from stage 3's result: one begun on a stage 3 that is gone or unfinished is stale.
+    const hiresDir = path.join(s.runDir, 'ldm-hires');
+    const stage3 = readDone(path.join(s.runDir, 'ldm'));
+    if (fs.existsSync(hiresDir) && !(stage3 && stage3.steps >= s.ldmSteps)) {
+      throw new PainterError(`${hiresDir}: stage 4 was begun from a finished stage 3 that ${path.join(s.runDir, 'ldm')} no longer holds; remove ${hiresDir} to retrain it`);
+    }
     const text = s.textSteps > 0 ? await trainTextEncoder(s, configs, tokenizer, hooks) : undefined;
     if (text) unets.push(text.params);
     const ldm = await trainLdm(s, configs, tokenizer, vae.params, text?.params, { stage: 'ldm', size: s.sizes.imageSize, steps: s.ldmSteps }, hooks);
