@@ -17,6 +17,7 @@ import { noiseSchedule, parseSchedulerConfig, type SchedulerConfig } from '../sr
 import { MINI_SIZES, miniConfigs, miniParamCounts, miniSchedulerJson, MINI_MAX_BYTES, type MiniSizes } from '../src/mini/mini-config.js';
 import { clipTextParamShapes } from '../src/core/models/clip-text.js';
 import { unetParamShapes } from '../src/core/models/unet.js';
+import { vaeParamShapes } from '../src/core/models/vae.js';
 import { initParams } from '../src/core/params.js';
 import { loadWeights } from '../src/io/load-weights.js';
 import { checkpointParams, latestCheckpoint } from '../src/train/engine.js';
@@ -79,7 +80,7 @@ function settings(name: string, resume = false): Partial<PretrainSettings> {
 type Losses = Record<PretrainStage, number[]>;
 
 async function run(name: string, opts: { resume?: boolean; stopAt?: { stage: PretrainStage; step: number }; extra?: Partial<PretrainSettings> } = {}): Promise<{ result: PretrainResult; losses: Losses }> {
-  const losses: Losses = { vae: [], text: [], ldm: [], hires: [] };
+  const losses: Losses = { vae: [], text: [], ldm: [], hires: [], decoder: [] };
   let last: { stage: PretrainStage; step: number } | undefined;
   const result = await pretrainMini({ ...settings(name, opts.resume), ...opts.extra }, {
     onStep: (stage, r) => {
@@ -282,6 +283,38 @@ describe('pretrainMini (micro scale)', () => {
     // Stage 3 retrained (its folder removed): the old stage 4 is not reused.
     fs.rmSync(path.join(settings('h2').runDir!, 'ldm'), { recursive: true });
     await expect(pretrainMini({ ...settings('h2', true), ...hires })).rejects.toThrow(/ldm-hires: stage 4 was begun from a finished stage 3 that .* no longer holds; remove/);
+  }, 120_000);
+
+  it('stage 5 fine-tunes only the VAE decoder, resumably: the encoder (and so the latents) stays stage 1\'s', async () => {
+    const decoder = { decoderSteps: 4 };
+    for (const name of ['d1', 'd2']) for (const part of ['vae', 'tokenizer', 'text', 'ldm']) fs.cpSync(path.join(settings('a').runDir!, part), path.join(settings(name).runDir!, part), { recursive: true });
+    const whole = await run('d1', { resume: true, extra: decoder });
+    expect(whole.losses.vae).toEqual([]);
+    expect(whole.losses.ldm).toEqual([]);
+    expect(whole.losses.decoder).toHaveLength(4);
+    for (const l of whole.losses.decoder) expect(Number.isFinite(l)).toBe(true);
+    expect(fs.readFileSync(path.join(whole.result.out, 'README.md'), 'utf8')).toMatch(/stage 5 \(vae decoder at 32×32\): stage 1's decoder and post_quant_conv, 4 more steps/);
+    const shapes = vaeParamShapes(reference.result.configs.vae);
+    const file = (dir: string) => path.join(dir, 'vae', 'diffusion_pytorch_model.safetensors');
+    const stage1 = loadWeights([file(path.join(settings('a').runDir!, 'vae'))], shapes, 'stage 1');
+    const stage5 = loadWeights([file(path.join(settings('d1').runDir!, 'vae-decoder'))], shapes, 'stage 5');
+    const shipped = loadModel(whole.result.out);
+    try {
+      const maxDiff = (a: tf.Tensor, b: tf.Tensor) => tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]!);
+      for (const key of ['encoder.conv_in.weight', 'quant_conv.weight']) expect(maxDiff(stage5.get(key)!, stage1.get(key)!)).toBe(0);
+      for (const key of ['decoder.conv_out.weight', 'post_quant_conv.weight']) expect(maxDiff(stage5.get(key)!, stage1.get(key)!)).toBeGreaterThan(1e-4);
+      // The shipped (float16) VAE is stage 5's.
+      expect(maxDiff(shipped.vae.params.get('decoder.conv_out.weight')!, stage5.get('decoder.conv_out.weight')!)).toBeLessThan(1e-3);
+    } finally {
+      disposeModel(shipped);
+      for (const t of [...stage1.values(), ...stage5.values()]) t.dispose();
+    }
+    await expect(run('d2', { resume: true, extra: decoder, stopAt: { stage: 'decoder', step: 2 } })).rejects.toBeInstanceOf(InterruptedError);
+    const rest = await run('d2', { resume: true, extra: decoder });
+    expect(rest.losses.decoder).toEqual(whole.losses.decoder.slice(2));
+    // Stage 1 retrained (its folder removed): the old decoder is not reused.
+    for (const part of ['vae', 'ldm']) fs.rmSync(path.join(settings('d2').runDir!, part), { recursive: true });
+    await expect(pretrainMini({ ...settings('d2', true), ...decoder })).rejects.toThrow(/vae-decoder\/ was trained on a VAE of fewer steps; keep --vae-steps at that, or remove .*vae-decoder to retrain it/);
   }, 120_000);
 
   it('resumes an interrupted stage to exactly the uninterrupted losses', async () => {

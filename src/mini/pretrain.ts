@@ -62,6 +62,7 @@ import {
   writeComponent,
 } from './pretrain-stages.js';
 import { trainTextEncoder, type TextStageSummary } from './text-pretrain.js';
+import { trainVaeDecoder } from './pretrain-decoder.js';
 import { recipeReadme } from './pretrain-readme.js';
 import { writeMiniTokenizer } from './tokenizer-files.js';
 import { caption, sampleScene } from './world.js';
@@ -122,6 +123,11 @@ export interface PretrainSettings {
    * convolutional and is kept as stage 1 trained it.
    */
   hiresSteps: number;
+  /**
+   * Stage 5 (0: none): the VAE's decoder fine-tuned for this many steps at the model's final
+   * size, the encoder frozen (pretrain-decoder.ts); batch and learning rate are stage 1's.
+   */
+  decoderSteps: number;
   /** Continue each stage from its latest checkpoint (a finished stage is kept). */
   resume: boolean;
   /**
@@ -164,10 +170,11 @@ export const PRETRAIN_DEFAULTS: PretrainSettings = {
   scaleSamples: 256,
   sizes: { ...MINI_SIZES, imageSize: 32 },
   hiresSteps: 500,
+  decoderSteps: 0,
   resume: false,
 };
 
-export type PretrainStage = 'vae' | 'text' | 'ldm' | 'hires';
+export type PretrainStage = 'vae' | 'text' | 'ldm' | 'hires' | 'decoder';
 
 export interface PretrainHooks {
   log?(line: string): void;
@@ -194,6 +201,8 @@ export interface PretrainResult {
   ldm: StageSummary;
   /** Stage 4, when the recipe has one. */
   hires?: StageSummary;
+  /** Stage 5, when the recipe has one. */
+  decoder?: StageSummary;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -518,8 +527,10 @@ export async function pretrainMini(settings: Partial<PretrainSettings>, hooks: P
   if (size.float16Bytes > MINI_MAX_BYTES) throw new PainterError(`painter-mini: ${describeMiniSize(size)} is over the limit; choose smaller widths`);
 
   const vaeDone = readDone(path.join(s.runDir, 'vae'));
-  if ((!vaeDone || vaeDone.steps < s.vaeSteps) && latestCheckpoint(path.join(s.runDir, 'ldm'))) {
-    throw new PainterError(`${s.runDir}: the diffusion stage was trained on a VAE of ${vaeDone?.steps ?? 'fewer'} steps; keep --vae-steps at that, or remove ${path.join(s.runDir, 'ldm')} to retrain it`);
+  for (const later of ['ldm', 'vae-decoder']) {
+    if ((!vaeDone || vaeDone.steps < s.vaeSteps) && (latestCheckpoint(path.join(s.runDir, later)) || readDone(path.join(s.runDir, later)))) {
+      throw new PainterError(`${s.runDir}: ${later}/ was trained on a VAE of ${vaeDone?.steps ?? 'fewer'} steps; keep --vae-steps at that, or remove ${path.join(s.runDir, later)} to retrain it`);
+    }
   }
   if (s.snapshot && !(vaeDone && vaeDone.steps >= s.vaeSteps)) throw new PainterError(`--snapshot: the VAE stage in ${s.runDir} has not finished; snapshots are of the diffusion stage`);
   const vae = await trainVae(s, draft, hooks);
@@ -553,16 +564,18 @@ export async function pretrainMini(settings: Partial<PretrainSettings>, hooks: P
     if (hires) unets.push(hires.unet, hires.textEncoder);
     const final = hires ?? ldm;
     const finalConfigs = hiresConfigs ?? configs;
+    const decoder = s.decoderSteps > 0 ? await trainVaeDecoder(s, finalConfigs, vae.params, hires ? hiresSizes(s).imageSize : s.sizes.imageSize, hooks) : undefined;
+    if (decoder) unets.push(decoder.params);
     const model: StableDiffusion = {
       source: s.out,
       unet: { config: finalConfigs.unet, params: final.unet },
-      vae: { config: finalConfigs.vae, params: vae.params },
+      vae: { config: finalConfigs.vae, params: (decoder ?? vae).params },
       textEncoder: { config: finalConfigs.textEncoder, params: final.textEncoder },
       tokenizer,
       scheduler: finalConfigs.scheduler,
     };
     await saveModel(model, s.out, { half: true, overwrite: true });
-    const result = { configs: finalConfigs, size, scalingFactor, vae: vae.summary, text: text?.summary, ldm: ldm.summary, hires: hires?.summary };
+    const result = { configs: finalConfigs, size, scalingFactor, vae: vae.summary, text: text?.summary, ldm: ldm.summary, hires: hires?.summary, decoder: decoder?.summary };
     await writeBytesAtomic(path.join(s.out, 'README.md'), recipeReadme(s, result));
     hooks.log?.(`saved ${s.out}`);
     return { out: s.out, ...result };
