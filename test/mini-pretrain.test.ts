@@ -73,6 +73,7 @@ function settings(name: string, resume = false): Partial<PretrainSettings> {
     scaleSamples: 8,
     sizes: MICRO,
     hiresSteps: 0,
+    vaeHiresSteps: 0,
     resume,
   };
 }
@@ -80,7 +81,7 @@ function settings(name: string, resume = false): Partial<PretrainSettings> {
 type Losses = Record<PretrainStage, number[]>;
 
 async function run(name: string, opts: { resume?: boolean; stopAt?: { stage: PretrainStage; step: number }; extra?: Partial<PretrainSettings> } = {}): Promise<{ result: PretrainResult; losses: Losses }> {
-  const losses: Losses = { vae: [], text: [], ldm: [], hires: [], decoder: [] };
+  const losses: Losses = { vae: [], 'vae-hires': [], text: [], ldm: [], hires: [], decoder: [] };
   let last: { stage: PretrainStage; step: number } | undefined;
   const result = await pretrainMini({ ...settings(name, opts.resume), ...opts.extra }, {
     onStep: (stage, r) => {
@@ -202,7 +203,7 @@ describe('pretrainMini (micro scale)', () => {
       disposeModel(a);
       disposeModel(b);
     }
-    await expect(pretrainMini({ ...settings('never-trained'), snapshot: snap })).rejects.toThrow(/--snapshot: the VAE stage in .* has not finished/);
+    await expect(pretrainMini({ ...settings('never-trained'), snapshot: snap })).rejects.toThrow(/--snapshot: the VAE stages in .* have not finished/);
   });
 
   it('does not resume a diffusion stage begun on another noise schedule, target or loss', async () => {
@@ -285,6 +286,37 @@ describe('pretrainMini (micro scale)', () => {
     await expect(pretrainMini({ ...settings('h2', true), ...hires })).rejects.toThrow(/ldm-hires: stage 4 was begun from a finished stage 3 that .* no longer holds; remove/);
   }, 120_000);
 
+  it('stage 1b continues the whole VAE at twice the size before any latent is taken, resumably', async () => {
+    const extra = { vaeHiresSteps: 3, hiresSteps: 2 };
+    for (const name of ['v1', 'v2']) for (const part of ['vae', 'tokenizer']) fs.cpSync(path.join(settings('a').runDir!, part), path.join(settings(name).runDir!, part), { recursive: true });
+    const whole = await run('v1', { resume: true, extra });
+    expect(whole.losses.vae).toEqual([]);
+    expect(whole.losses['vae-hires']).toHaveLength(3);
+    expect(whole.losses.hires).toHaveLength(2);
+    // The latents, and so the scaling factor, are the tuned VAE's.
+    expect(whole.result.scalingFactor).not.toBe(reference.result.scalingFactor);
+    expect(fs.readFileSync(path.join(whole.result.out, 'README.md'), 'utf8')).toMatch(/stage 1b \(vae at 64×64\): stage 1's weights, 3 more steps/);
+    const shapes = vaeParamShapes(reference.result.configs.vae);
+    const stage1 = loadWeights([path.join(settings('a').runDir!, 'vae', 'vae', 'diffusion_pytorch_model.safetensors')], shapes, 'stage 1');
+    const shipped = loadModel(whole.result.out);
+    try {
+      const maxDiff = (a: tf.Tensor, b: tf.Tensor) => tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]!);
+      for (const key of ['encoder.conv_in.weight', 'decoder.conv_out.weight']) expect(maxDiff(shipped.vae.params.get(key)!, stage1.get(key)!)).toBeGreaterThan(1e-3);
+    } finally {
+      disposeModel(shipped);
+      for (const t of stage1.values()) t.dispose();
+    }
+    await expect(run('v2', { resume: true, extra, stopAt: { stage: 'vae-hires', step: 1 } })).rejects.toBeInstanceOf(InterruptedError);
+    const rest = await run('v2', { resume: true, extra });
+    expect(rest.losses['vae-hires']).toEqual(whole.losses['vae-hires'].slice(1));
+    expect(rest.losses.ldm).toEqual(whole.losses.ldm);
+    await expect(pretrainMini({ ...settings('v3'), vaeHiresSteps: 2 })).rejects.toThrow('--vae-hires-steps 2: stage 1b trains the VAE at stage 4\'s size; give --hires-steps too');
+    // Without stage 1b now, the diffusion stage trained on its VAE is stale; likewise stage 1b once stage 1 is retrained.
+    await expect(pretrainMini({ ...settings('v2', true), hiresSteps: 2 })).rejects.toThrow(/ldm\/ was trained on another VAE/);
+    fs.rmSync(path.join(settings('v2').runDir!, 'vae'), { recursive: true });
+    await expect(pretrainMini({ ...settings('v2', true), ...extra })).rejects.toThrow(/vae-hires\/ was trained on another VAE .* or remove .*vae-hires to retrain it/);
+  }, 120_000);
+
   it('stage 5 fine-tunes only the VAE decoder, resumably: the encoder (and so the latents) stays stage 1\'s', async () => {
     const decoder = { decoderSteps: 4 };
     for (const name of ['d1', 'd2']) for (const part of ['vae', 'tokenizer', 'text', 'ldm']) fs.cpSync(path.join(settings('a').runDir!, part), path.join(settings(name).runDir!, part), { recursive: true });
@@ -314,7 +346,7 @@ describe('pretrainMini (micro scale)', () => {
     expect(rest.losses.decoder).toEqual(whole.losses.decoder.slice(2));
     // Stage 1 retrained (its folder removed): the old decoder is not reused.
     for (const part of ['vae', 'ldm']) fs.rmSync(path.join(settings('d2').runDir!, part), { recursive: true });
-    await expect(pretrainMini({ ...settings('d2', true), ...decoder })).rejects.toThrow(/vae-decoder\/ was trained on a VAE of fewer steps; keep --vae-steps at that, or remove .*vae-decoder to retrain it/);
+    await expect(pretrainMini({ ...settings('d2', true), ...decoder })).rejects.toThrow(/vae-decoder\/ was trained on another VAE \(--vae-steps, --vae-hires-steps\); keep those at what they were, or remove .*vae-decoder to retrain it/);
   }, 120_000);
 
   it('resumes an interrupted stage to exactly the uninterrupted losses', async () => {

@@ -24,6 +24,7 @@ const OPTIONS = {
   timesteps: { type: 'string' },
   size: { type: 'string' },
   'hires-steps': { type: 'string' },
+  'vae-hires-steps': { type: 'string' },
   'decoder-steps': { type: 'string' },
   resume: { type: 'boolean' },
   snapshot: { type: 'string' },
@@ -61,6 +62,7 @@ export async function main(argv: string[], log: (line: string) => void = () => {
     sizes: { ...d.sizes, imageSize },
     // Stage 4 doubles the size: by default only from the recipe's own 32×32.
     hiresSteps: numberArg(values['hires-steps'], 'hires-steps', imageSize === d.sizes.imageSize ? d.hiresSteps : 0, 'seed'),
+    vaeHiresSteps: numberArg(values['vae-hires-steps'], 'vae-hires-steps', imageSize === d.sizes.imageSize ? d.vaeHiresSteps : 0, 'seed'),
     decoderSteps: numberArg(values['decoder-steps'], 'decoder-steps', d.decoderSteps, 'seed'),
     resume: values['resume'] === true,
     snapshot: values['snapshot'] as string | undefined,

@@ -62,7 +62,7 @@ import {
   writeComponent,
 } from './pretrain-stages.js';
 import { trainTextEncoder, type TextStageSummary } from './text-pretrain.js';
-import { trainVaeDecoder } from './pretrain-decoder.js';
+import { reconstruction, sampleLatents, tuneVae, VAE_TUNE_DIR } from './pretrain-vae-tune.js';
 import { recipeReadme } from './pretrain-readme.js';
 import { writeMiniTokenizer } from './tokenizer-files.js';
 import { caption, sampleScene } from './world.js';
@@ -124,6 +124,11 @@ export interface PretrainSettings {
    */
   hiresSteps: number;
   /**
+   * Stage 1b (0: none; only with stage 4): the whole VAE goes on for this many steps at twice
+   * `sizes.imageSize`, before any latent is used (pretrain-vae-tune.ts).
+   */
+  vaeHiresSteps: number;
+  /**
    * Stage 5 (0: none): the VAE's decoder fine-tuned for this many steps at the model's final
    * size, the encoder frozen (pretrain-decoder.ts); batch and learning rate are stage 1's.
    */
@@ -139,18 +144,18 @@ export interface PretrainSettings {
 
 /**
  * Sized to stay under 3 hours on a shared 2-core machine (wasm backend, measured per step: VAE
- * 0.9 s for 8 images at 32×32, text encoder ≈ 1 s for 64 captions, UNet ≈ 0.95 s for 16 images
- * at 32×32 and ≈ 3.2 s at 64×64 against the frozen text encoder): the VAE and most UNet steps at
- * 32×32, then 500 UNet steps at 64×64 (stage 4), as SD trains at 256 px before 512 px:
- * 800 × 0.9 + 600 × 1 + 6000 × 0.95 + 500 × 3.2 s ≈ 2.4 h. The 64×64 recipe of the first
- * painter-minis (--size 64 --steps 1700 --hires-steps 0, ≈ 2.6 h) saw a quarter of the samples.
+ * 0.9 s for 8 images at 32×32 and 4.3 s at 64×64, text encoder ≈ 1 s for 64 captions, UNet
+ * ≈ 0.95 s for 16 images at 32×32 and ≈ 3.2 s at 64×64 against the frozen text encoder): the VAE
+ * and most UNet steps at 32×32, then each goes on at 64×64 (stages 1b and 4), as SD trains at
+ * 256 px before 512 px: 1600 × 0.9 + 200 × 4.3 + 600 × 1 + 5500 × 0.95 + 500 × 3.2 s ≈ 2.7 h.
+ * The VAE of 800 steps at 32×32 alone reconstructed 64×64 scenes at 20.9 dB and lost their dots.
  */
 export const PRETRAIN_DEFAULTS: PretrainSettings = {
   seed: 0,
   out: 'fixtures/painter-mini',
   runDir: 'build/painter-mini-run',
-  vaeSteps: 800,
-  ldmSteps: 6000,
+  vaeSteps: 1600,
+  ldmSteps: 5500,
   vaeBatch: 8,
   batch: 16,
   vaeLr: 5e-4,
@@ -170,11 +175,12 @@ export const PRETRAIN_DEFAULTS: PretrainSettings = {
   scaleSamples: 256,
   sizes: { ...MINI_SIZES, imageSize: 32 },
   hiresSteps: 500,
+  vaeHiresSteps: 200,
   decoderSteps: 0,
   resume: false,
 };
 
-export type PretrainStage = 'vae' | 'text' | 'ldm' | 'hires' | 'decoder';
+export type PretrainStage = 'vae' | 'vae-hires' | 'text' | 'ldm' | 'hires' | 'decoder';
 
 export interface PretrainHooks {
   log?(line: string): void;
@@ -196,6 +202,8 @@ export interface PretrainResult {
   size: MiniSizeReport;
   scalingFactor: number;
   vae: StageSummary;
+  /** Stage 1b, when the recipe has one. */
+  vaeHires?: StageSummary;
   /** Stage 2, when the recipe has one. */
   text?: TextStageSummary;
   ldm: StageSummary;
@@ -240,14 +248,8 @@ async function trainVae(s: PretrainSettings, configs: MiniConfigs, hooks: Pretra
       const b = s.vaeBatch;
       return () => {
         const image = tf.tensor4d(x, [b, size, size, 3]);
-        const post = vaeEncode(params, cfg, image);
-        // Reparameterised sample z = μ + σ·n, so the reconstruction sees the posterior's spread.
-        const z = tf.add(post.mean, tf.mul(post.std, tf.tensor4d(n, post.mean.shape))) as tf.Tensor4D;
-        const diff = tf.sub(vaeDecode(params, cfg, z), image);
-        const rec = tf.add(tf.mean(tf.square(diff)), tf.mean(tf.abs(diff)));
-        // KL(N(μ, σ²) ‖ N(0, 1)) = ½(μ² + σ² − 1 − log σ²), averaged over latent elements.
-        const kl = tf.mul(0.5, tf.mean(tf.sub(tf.add(tf.square(post.mean), tf.exp(post.logvar)), tf.add(1, post.logvar))));
-        return tf.add(rec, tf.mul(s.klWeight, kl)) as tf.Scalar;
+        const { z, kl } = sampleLatents(params, configs, image, n);
+        return tf.add(reconstruction(tf.sub(vaeDecode(params, cfg, z), image)), tf.mul(s.klWeight, kl)) as tf.Scalar;
       };
     },
     saveState: () => ({ k }),
@@ -514,6 +516,7 @@ export async function pretrainMini(settings: Partial<PretrainSettings>, hooks: P
   // The image size must divide into the VAE's and UNet's levels: check before anything is written.
   if (![32, 64].includes(s.sizes.imageSize)) throw new UsageError(`--size ${s.sizes.imageSize}: painter-mini trains at 32 or 64 pixels`);
   if (s.hiresSteps > 0 && s.sizes.imageSize !== 32) throw new UsageError(`--hires-steps ${s.hiresSteps}: stage 4 trains at twice --size, and painter-mini's largest size is 64; give --size 32`);
+  if (s.vaeHiresSteps > 0 && s.hiresSteps === 0) throw new UsageError(`--vae-hires-steps ${s.vaeHiresSteps}: stage 1b trains the VAE at stage 4's size; give --hires-steps too (with --size 32)`);
   if (!s.resume && !s.snapshot && fs.existsSync(s.runDir) && fs.readdirSync(s.runDir).length > 0) {
     throw new PainterError(`${s.runDir}: a previous run is there; pass --resume to continue it, or remove the folder to start over`);
   }
@@ -526,14 +529,18 @@ export async function pretrainMini(settings: Partial<PretrainSettings>, hooks: P
   hooks.log?.(describeMiniSize(size));
   if (size.float16Bytes > MINI_MAX_BYTES) throw new PainterError(`painter-mini: ${describeMiniSize(size)} is over the limit; choose smaller widths`);
 
-  const vaeDone = readDone(path.join(s.runDir, 'vae'));
-  for (const later of ['ldm', 'vae-decoder']) {
-    if ((!vaeDone || vaeDone.steps < s.vaeSteps) && (latestCheckpoint(path.join(s.runDir, later)) || readDone(path.join(s.runDir, later)))) {
-      throw new PainterError(`${s.runDir}: ${later}/ was trained on a VAE of ${vaeDone?.steps ?? 'fewer'} steps; keep --vae-steps at that, or remove ${path.join(s.runDir, later)} to retrain it`);
-    }
-  }
-  if (s.snapshot && !(vaeDone && vaeDone.steps >= s.vaeSteps)) throw new PainterError(`--snapshot: the VAE stage in ${s.runDir} has not finished; snapshots are of the diffusion stage`);
-  const vae = await trainVae(s, draft, hooks);
+  // What later stages learnt from a VAE that is not the one this recipe would now train is stale.
+  const begun = (d: string) => latestCheckpoint(path.join(s.runDir, d)) !== undefined || readDone(path.join(s.runDir, d)) !== undefined;
+  const finished = (d: string, steps: number) => (readDone(path.join(s.runDir, d))?.steps ?? -1) >= steps;
+  const stage1Ready = finished('vae', s.vaeSteps);
+  const vaeReady = stage1Ready && (s.vaeHiresSteps === 0 ? !begun(VAE_TUNE_DIR['vae-hires']) : finished(VAE_TUNE_DIR['vae-hires'], s.vaeHiresSteps));
+  const stale = [...(stage1Ready ? [] : [VAE_TUNE_DIR['vae-hires']]), ...(vaeReady ? [] : ['ldm', VAE_TUNE_DIR.decoder])].find(begun);
+  if (stale) throw new PainterError(`${s.runDir}: ${stale}/ was trained on another VAE (--vae-steps, --vae-hires-steps); keep those at what they were, or remove ${path.join(s.runDir, stale)} to retrain it`);
+  if (s.snapshot && !vaeReady) throw new PainterError(`--snapshot: the VAE stages in ${s.runDir} have not finished; snapshots are of the diffusion stage`);
+  const vae1 = await trainVae(s, draft, hooks);
+  const vaeHires = s.vaeHiresSteps > 0 ? await tuneVae(s, draft, vae1.params, { stage: 'vae-hires', size: hiresSizes(s).imageSize, steps: s.vaeHiresSteps }, hooks) : undefined;
+  if (vaeHires) for (const t of vae1.params.values()) t.dispose();
+  const vae = vaeHires ? { params: vaeHires.params, summary: vae1.summary } : vae1;
   const unets: Params[] = [];
   try {
     const scaleFile = path.join(s.runDir, 'ldm', 'scaling-factor.json');
@@ -564,7 +571,7 @@ export async function pretrainMini(settings: Partial<PretrainSettings>, hooks: P
     if (hires) unets.push(hires.unet, hires.textEncoder);
     const final = hires ?? ldm;
     const finalConfigs = hiresConfigs ?? configs;
-    const decoder = s.decoderSteps > 0 ? await trainVaeDecoder(s, finalConfigs, vae.params, hires ? hiresSizes(s).imageSize : s.sizes.imageSize, hooks) : undefined;
+    const decoder = s.decoderSteps > 0 ? await tuneVae(s, finalConfigs, vae.params, { stage: 'decoder', size: hires ? hiresSizes(s).imageSize : s.sizes.imageSize, steps: s.decoderSteps }, hooks) : undefined;
     if (decoder) unets.push(decoder.params);
     const model: StableDiffusion = {
       source: s.out,
@@ -575,7 +582,7 @@ export async function pretrainMini(settings: Partial<PretrainSettings>, hooks: P
       scheduler: finalConfigs.scheduler,
     };
     await saveModel(model, s.out, { half: true, overwrite: true });
-    const result = { configs: finalConfigs, size, scalingFactor, vae: vae.summary, text: text?.summary, ldm: ldm.summary, hires: hires?.summary, decoder: decoder?.summary };
+    const result = { configs: finalConfigs, size, scalingFactor, vae: vae.summary, vaeHires: vaeHires?.summary, text: text?.summary, ldm: ldm.summary, hires: hires?.summary, decoder: decoder?.summary };
     await writeBytesAtomic(path.join(s.out, 'README.md'), recipeReadme(s, result));
     hooks.log?.(`saved ${s.out}`);
     return { out: s.out, ...result };
