@@ -295,6 +295,7 @@ describe('pretrainMini (micro scale)', () => {
     expect(whole.losses.hires).toHaveLength(2);
     // The latents, and so the scaling factor, are the tuned VAE's.
     expect(whole.result.scalingFactor).not.toBe(reference.result.scalingFactor);
+    expect(JSON.parse(fs.readFileSync(path.join(settings('v1').runDir!, 'ldm', 'scaling-factor.json'), 'utf8'))).toEqual({ scalingFactor: whole.result.scalingFactor, vaeSteps: VAE_STEPS, vaeHiresSteps: 3 });
     expect(fs.readFileSync(path.join(whole.result.out, 'README.md'), 'utf8')).toMatch(/stage 1b \(vae at 64×64\): stage 1's weights, 3 more steps/);
     const shapes = vaeParamShapes(reference.result.configs.vae);
     const stage1 = loadWeights([path.join(settings('a').runDir!, 'vae', 'vae', 'diffusion_pytorch_model.safetensors')], shapes, 'stage 1');

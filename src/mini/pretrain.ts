@@ -130,7 +130,7 @@ export interface PretrainSettings {
   vaeHiresSteps: number;
   /**
    * Stage 5 (0: none): the VAE's decoder fine-tuned for this many steps at the model's final
-   * size, the encoder frozen (pretrain-decoder.ts); batch and learning rate are stage 1's.
+   * size, the encoder frozen (pretrain-vae-tune.ts); batch and learning rate are stage 1's.
    */
   decoderSteps: number;
   /** Continue each stage from its latest checkpoint (a finished stage is kept). */
@@ -543,13 +543,15 @@ export async function pretrainMini(settings: Partial<PretrainSettings>, hooks: P
   const vae = vaeHires ? { params: vaeHires.params, summary: vae1.summary } : vae1;
   const unets: Params[] = [];
   try {
+    // Measured once per VAE (a record without its VAE's steps is from before stage 1b).
     const scaleFile = path.join(s.runDir, 'ldm', 'scaling-factor.json');
+    const measured = fs.existsSync(scaleFile) ? (JSON.parse(fs.readFileSync(scaleFile, 'utf8')) as { scalingFactor: number; vaeSteps?: number; vaeHiresSteps?: number }) : undefined;
     let scalingFactor: number;
-    if (fs.existsSync(scaleFile)) scalingFactor = (JSON.parse(fs.readFileSync(scaleFile, 'utf8')) as { scalingFactor: number }).scalingFactor;
+    if (measured && (measured.vaeSteps === undefined || (measured.vaeSteps === s.vaeSteps && measured.vaeHiresSteps === s.vaeHiresSteps))) scalingFactor = measured.scalingFactor;
     else {
       scalingFactor = await measureScalingFactor(vae.params, draft, s);
       fs.mkdirSync(path.dirname(scaleFile), { recursive: true });
-      await writeBytesAtomic(scaleFile, JSON.stringify({ scalingFactor }));
+      await writeBytesAtomic(scaleFile, JSON.stringify({ scalingFactor, vaeSteps: s.vaeSteps, vaeHiresSteps: s.vaeHiresSteps }));
     }
     hooks.log?.(`scaling_factor ${scalingFactor.toPrecision(4)}`);
     const configs = miniConfigs(s.sizes, ids, scalingFactor);
