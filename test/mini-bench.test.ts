@@ -1,7 +1,7 @@
 import * as path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { isPainterError } from '../src/errors.js';
-import { benchSubject, downscale, SCORED_FEATURES, formatTable, parseBenchArgs, psnr, scoreSubject, subjectReading, type ConceptBenchResult, type Reading } from '../src/mini/bench-concepts.js';
+import { benchSubject, downscale, SCORED_FEATURES, toClassifierSize, formatTable, parseBenchArgs, psnr, scoreSubject, subjectReading, type ConceptBenchResult, type Reading } from '../src/mini/bench-concepts.js';
 import { evaluate, loadClassifier, renderLabelled } from '../src/mini/train-classifier.js';
 import { renderScene } from '../src/mini/render.js';
 import { subjectScenes } from '../src/mini/subject-photos.js';
@@ -48,7 +48,7 @@ describe('bench:concepts measures', () => {
     expect(() => psnr(a, new Uint8Array(3))).toThrow(/differ in size/);
   });
 
-  it('downscales by box averaging, close to rendering at the small size', async () => {
+  it('scales to the classifier\'s size: box averaging down (close to rendering at the small size), repeating up', async () => {
     const px = new Uint8Array(4 * 4 * 3);
     for (let i = 0; i < 16; i++) px.fill(i * 10, i * 3, i * 3 + 3);
     // Top-left 2×2 block holds pixels 0, 1, 4, 5 → mean 25.
@@ -57,6 +57,13 @@ describe('bench:concepts measures', () => {
     expect(small.length).toBe(12);
     expect(downscale(px, 4, 1)).toBe(px);
     expect(() => downscale(px, 4, 3)).toThrow(/not a multiple/);
+    // To a larger classifier: each pixel repeated.
+    const up = toClassifierSize(px, 4, 8);
+    expect([up[0], up[3], up[8 * 3], up[(8 + 1) * 3]]).toEqual([px[0], px[0], px[0], px[0]]);
+    expect(up[2 * 3]).toBe(px[3]);
+    expect(up[2 * 8 * 3]).toBe(px[4 * 3]);
+    expect(toClassifierSize(px, 4, 2)).toEqual(small);
+    expect(() => toClassifierSize(px, 4, 6)).toThrow(/the classifier reads 6px images; 4px samples do not scale to it/);
     const scene = subjectScenes(benchSubject(0), 1, 3)[0]!;
     const down = downscale(await renderScene(scene, 64), 64, 2);
     expect(psnr(down, await renderScene(scene, 32))).toBeGreaterThan(20);

@@ -14,7 +14,7 @@ import { generate } from '../src/core/pipeline/generate.js';
 import { loadModel } from '../src/io/load-model.js';
 import { readPngText } from '../src/io/png-text.js';
 import { predict, imagesToTensor } from '../src/mini/classifier.js';
-import { downscale } from '../src/mini/bench-concepts.js';
+import { toClassifierSize } from '../src/mini/bench-concepts.js';
 import { MINI_MAX_BYTES } from '../src/mini/mini-config.js';
 import { loadClassifier } from '../src/mini/train-classifier.js';
 import { LABEL_CLASSES } from '../src/mini/world.js';
@@ -80,8 +80,8 @@ describe('painter-mini, the bundled model', () => {
       for (const [prompt, object, colour, background] of asks) {
         const images: Uint8Array[] = [];
         const req = { prompt, negativePrompt: '', steps: 20, guidance: 7.5, scheduler: 'dpm++2m' as const, seed: 11, count: 4, batch: 4, width: 64, height: 64, clipSkip: 0 };
-        for (const e of generate(model, req)) if (e.kind === 'image') images.push(downscale(e.image.pixels, 64, 2));
-        const x = imagesToTensor(images, 32);
+        for (const e of generate(model, req)) if (e.kind === 'image') images.push(toClassifierSize(e.image.pixels, 64, clf.config.imageSize));
+        const x = imagesToTensor(images, clf.config.imageSize);
         const pred = predict(clf.params, clf.config, x);
         x.dispose();
         pred.object.forEach((k) => (objects += LABEL_CLASSES.object[k] === object ? 1 : 0));

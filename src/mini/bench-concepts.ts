@@ -134,6 +134,22 @@ export function downscale(pixels: Uint8Array, size: number, factor: number): Uin
   return out;
 }
 
+/**
+ * A square RGB image of `size` pixels at the classifier's `to`: box-averaged down, or repeated
+ * up (a 32×32 model read by a 64×64 classifier).
+ */
+export function toClassifierSize(pixels: Uint8Array, size: number, to: number): Uint8Array {
+  if (size >= to) {
+    if (size % to !== 0) throw new PainterError(`the classifier reads ${to}px images; ${size}px samples do not scale to it`);
+    return downscale(pixels, size, size / to);
+  }
+  if (to % size !== 0) throw new PainterError(`the classifier reads ${to}px images; ${size}px samples do not scale to it`);
+  const f = to / size;
+  const out = new Uint8Array(to * to * 3);
+  for (let y = 0; y < to; y++) for (let x = 0; x < to; x++) for (let c = 0; c < 3; c++) out[(y * to + x) * 3 + c] = pixels[(Math.floor(y / f) * size + Math.floor(x / f)) * 3 + c]!;
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Settings
 
@@ -206,10 +222,9 @@ interface Classifier {
 
 function classify(clf: Classifier, images: readonly Uint8Array[], size: number): Reading[] {
   const s = clf.config.imageSize;
-  if (size % s !== 0) throw new PainterError(`the classifier reads ${s}px images; ${size}px samples do not scale to it`);
   const readings: Reading[] = [];
   for (let i = 0; i < images.length; i += 64) {
-    const x = imagesToTensor(images.slice(i, i + 64).map((im) => downscale(im, size, size / s)), s);
+    const x = imagesToTensor(images.slice(i, i + 64).map((im) => toClassifierSize(im, size, s)), s);
     const pred = predict(clf.params, clf.config, x);
     x.dispose();
     for (let j = 0; j < x.shape[0]; j++) {

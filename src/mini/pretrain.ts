@@ -6,6 +6,7 @@
  *   0. tokenizer — a CLIP BPE vocabulary from world captions (deterministic, rebuilt on resume);
  *   1. vae/      — AutoencoderKL, loss = MSE + L1 reconstruction + klWeight·KL(q(z|x) ‖ N(0, I))
  *                  (Rombach et al. 2022, §3 / appendix G, without the GAN and LPIPS terms);
+ *   1b. vae-hires/ — with vaeHiresSteps > 0, the VAE goes on at twice the image size (pretrain-vae.ts);
  *   2. text/     — the CLIP text encoder on captions alone, with heads that must read every
  *                  attribute from its states (text-pretrain.ts); frozen from then on, as SD's CLIP;
  *   3. ldm/      — scaling_factor = 1/std of the trained VAE's latents (as the LDM authors set
@@ -14,7 +15,8 @@
  *                  ε_θ(z_t, t, ∅) that classifier-free guidance needs. With textSteps 0 (the
  *                  first recipe) the text encoder is trained jointly with the UNet here instead;
  *   4. ldm-hires/ — with hiresSteps > 0, stage 3's UNet goes on at twice the image size (SD's
- *                  256 px → 512 px progression).
+ *                  256 px → 512 px progression);
+ *   5. vae-decoder/ — with decoderSteps > 0, the decoder alone at the final size, encoder frozen.
  * Finally the pipeline is saved as a diffusers folder (float16) with a README of the recipe.
  *
  * Every batch is rendered on the fly from `sampleScene` (which never yields held-out subjects)
@@ -23,7 +25,8 @@
  *
  *   node scripts/pretrain-mini.mjs [--out DIR] [--run-dir DIR] [--seed N] [--vae-steps N]
  *     [--steps N] [--vae-batch N] [--batch N] [--vae-lr X] [--lr X] [--checkpoint-every N]
- *     [--text-steps N] [--object-loss-weight X] [--timesteps uniform|stratified] [--size 64|32] [--hires-steps N] [--resume] [--snapshot DIR] [--backend wasm]
+ *     [--text-steps N] [--object-loss-weight X] [--timesteps uniform|stratified] [--size 64|32] [--hires-steps N]
+ *     [--vae-hires-steps N] [--decoder-steps N] [--resume] [--snapshot DIR] [--backend wasm]
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -31,7 +34,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { StableDiffusion } from '../core/model.js';
 import { clipTextForward, clipTextParamShapes } from '../core/models/clip-text.js';
 import { unetParamShapes } from '../core/models/unet.js';
-import { vaeDecode, vaeEncode, vaeParamShapes } from '../core/models/vae.js';
+import { vaeEncode } from '../core/models/vae.js';
 import type { Params, ParamShapes } from '../core/params.js';
 import { noiseSchedule, type SchedulerConfig } from '../core/schedulers/index.js';
 import { encode, type ClipTokenizer } from '../core/tokenizer/clip-tokenizer.js';
@@ -62,7 +65,7 @@ import {
   writeComponent,
 } from './pretrain-stages.js';
 import { trainTextEncoder, type TextStageSummary } from './text-pretrain.js';
-import { reconstruction, sampleLatents, tuneVae, VAE_TUNE_DIR } from './pretrain-vae-tune.js';
+import { trainVaeStage, VAE_DIR } from './pretrain-vae.js';
 import { recipeReadme } from './pretrain-readme.js';
 import { writeMiniTokenizer } from './tokenizer-files.js';
 import { caption, sampleScene } from './world.js';
@@ -125,12 +128,12 @@ export interface PretrainSettings {
   hiresSteps: number;
   /**
    * Stage 1b (0: none; only with stage 4): the whole VAE goes on for this many steps at twice
-   * `sizes.imageSize`, before any latent is used (pretrain-vae-tune.ts).
+   * `sizes.imageSize`, before any latent is used (pretrain-vae.ts).
    */
   vaeHiresSteps: number;
   /**
    * Stage 5 (0: none): the VAE's decoder fine-tuned for this many steps at the model's final
-   * size, the encoder frozen (pretrain-vae-tune.ts); batch and learning rate are stage 1's.
+   * size, the encoder frozen (pretrain-vae.ts); batch and learning rate are stage 1's.
    */
   decoderSteps: number;
   /** Continue each stage from its latest checkpoint (a finished stage is kept). */
@@ -221,57 +224,6 @@ export function buildMiniBpe(s: Pick<PretrainSettings, 'seed' | 'bpeCaptions' | 
   const rng = streamRng(s.seed, STAGE_SALT.tokenizer, 0);
   const texts = Array.from({ length: s.bpeCaptions }, () => caption(sampleScene(rng), rng));
   return trainClipBpe(texts, { vocabSize: s.vocabSize });
-}
-
-async function trainVae(s: PretrainSettings, configs: MiniConfigs, hooks: PretrainHooks): Promise<{ params: Params; summary: StageSummary }> {
-  const dir = path.join(s.runDir, 'vae');
-  const cfg = configs.vae;
-  const shapes = vaeParamShapes(cfg);
-  const done = readDone(dir);
-  if (done && done.steps >= s.vaeSteps) {
-    hooks.log?.(`stage 1 (vae): finished earlier (${done.steps} steps), reusing ${dir}`);
-    return { params: loadWeights([path.join(dir, 'vae', 'diffusion_pytorch_model.safetensors')], shapes, 'painter-mini vae'), summary: done };
-  }
-  const vars = variables(shapes, s.seed * 8 + 1, variablePrefix('vae'));
-  const params: Params = new Map(vars);
-  const size = s.sizes.imageSize;
-  const data = new BatchStream(s.seed, STAGE_SALT.vae, s.vaeBatch, size, s.vaeSteps);
-  const latentElems = (size / 4) ** 2 * cfg.latent_channels;
-  let k = 0;
-  const task: Parameters<typeof train>[0] = {
-    vars,
-    prepareBatch(rng) {
-      const batch = data.take(k);
-      data.request(++k);
-      const x = imagesToArray(batch.images, size);
-      const n = rng.normals(s.vaeBatch * latentElems);
-      const b = s.vaeBatch;
-      return () => {
-        const image = tf.tensor4d(x, [b, size, size, 3]);
-        const { z, kl } = sampleLatents(params, configs, image, n);
-        return tf.add(reconstruction(tf.sub(vaeDecode(params, cfg, z), image)), tf.mul(s.klWeight, kl)) as tf.Scalar;
-      };
-    },
-    saveState: () => ({ k }),
-    restoreState(state) {
-      k = (state as { k: number }).k;
-    },
-    async saveResult(runDir) {
-      await writeComponent(path.join(runDir, 'vae'), cfg, 'diffusion_pytorch_model.safetensors', params);
-      return path.join(runDir, 'vae');
-    },
-  };
-  try {
-    hooks.log?.(`stage 1 (vae): ${s.vaeSteps} steps of ${s.vaeBatch} images at ${size}×${size}`);
-    const losses = await runStage('vae', s, data, task, engineConfig(s, s.vaeSteps, s.vaeLr, 0, STAGE_SALT.vae), dir, hooks, () => k);
-    const summary = summarise(losses);
-    await writeBytesAtomic(path.join(dir, DONE_FILE), JSON.stringify(summary));
-    const out: Params = new Map();
-    for (const [key, v] of vars) out.set(key, tf.clone(v));
-    return { params: out, summary };
-  } finally {
-    for (const v of vars.values()) v.dispose();
-  }
 }
 
 /** 1/std of sampled latents z = μ + σ·n over `scaleSamples` fresh scenes (diffusers' recipe). */
@@ -533,12 +485,12 @@ export async function pretrainMini(settings: Partial<PretrainSettings>, hooks: P
   const begun = (d: string) => latestCheckpoint(path.join(s.runDir, d)) !== undefined || readDone(path.join(s.runDir, d)) !== undefined;
   const finished = (d: string, steps: number) => (readDone(path.join(s.runDir, d))?.steps ?? -1) >= steps;
   const stage1Ready = finished('vae', s.vaeSteps);
-  const vaeReady = stage1Ready && (s.vaeHiresSteps === 0 ? !begun(VAE_TUNE_DIR['vae-hires']) : finished(VAE_TUNE_DIR['vae-hires'], s.vaeHiresSteps));
-  const stale = [...(stage1Ready ? [] : [VAE_TUNE_DIR['vae-hires']]), ...(vaeReady ? [] : ['ldm', VAE_TUNE_DIR.decoder])].find(begun);
+  const vaeReady = stage1Ready && (s.vaeHiresSteps === 0 ? !begun(VAE_DIR['vae-hires']) : finished(VAE_DIR['vae-hires'], s.vaeHiresSteps));
+  const stale = [...(stage1Ready ? [] : [VAE_DIR['vae-hires']]), ...(vaeReady ? [] : ['ldm', VAE_DIR.decoder])].find(begun);
   if (stale) throw new PainterError(`${s.runDir}: ${stale}/ was trained on another VAE (--vae-steps, --vae-hires-steps); keep those at what they were, or remove ${path.join(s.runDir, stale)} to retrain it`);
   if (s.snapshot && !vaeReady) throw new PainterError(`--snapshot: the VAE stages in ${s.runDir} have not finished; snapshots are of the diffusion stage`);
-  const vae1 = await trainVae(s, draft, hooks);
-  const vaeHires = s.vaeHiresSteps > 0 ? await tuneVae(s, draft, vae1.params, { stage: 'vae-hires', size: hiresSizes(s).imageSize, steps: s.vaeHiresSteps }, hooks) : undefined;
+  const vae1 = await trainVaeStage(s, draft, { stage: 'vae', size: s.sizes.imageSize, steps: s.vaeSteps }, hooks);
+  const vaeHires = s.vaeHiresSteps > 0 ? await trainVaeStage(s, draft, { stage: 'vae-hires', size: hiresSizes(s).imageSize, steps: s.vaeHiresSteps, from: vae1.params }, hooks) : undefined;
   if (vaeHires) for (const t of vae1.params.values()) t.dispose();
   const vae = vaeHires ? { params: vaeHires.params, summary: vae1.summary } : vae1;
   const unets: Params[] = [];
@@ -573,7 +525,7 @@ export async function pretrainMini(settings: Partial<PretrainSettings>, hooks: P
     if (hires) unets.push(hires.unet, hires.textEncoder);
     const final = hires ?? ldm;
     const finalConfigs = hiresConfigs ?? configs;
-    const decoder = s.decoderSteps > 0 ? await tuneVae(s, finalConfigs, vae.params, { stage: 'decoder', size: hires ? hiresSizes(s).imageSize : s.sizes.imageSize, steps: s.decoderSteps }, hooks) : undefined;
+    const decoder = s.decoderSteps > 0 ? await trainVaeStage(s, finalConfigs, { stage: 'decoder', size: hires ? hiresSizes(s).imageSize : s.sizes.imageSize, steps: s.decoderSteps, from: vae.params }, hooks) : undefined;
     if (decoder) unets.push(decoder.params);
     const model: StableDiffusion = {
       source: s.out,

@@ -1,7 +1,8 @@
 /**
- * painter-mini's VAE fine-tuned at the model's final image size (pretrain.ts), from the weights
- * stage 1 learnt at the recipe's first, smaller size:
+ * painter-mini's VAE stages (pretrain.ts), one loss — MSE + L1 reconstruction of a posterior
+ * sample, plus klWeight·KL(q(z|x) ‖ N(0, I)) while the encoder trains:
  *
+ * - stage 1 (`vae/`): the whole VAE from scratch at the recipe's first, small size.
  * - stage 1b (`vae-hires/`, before the UNet exists): the whole VAE goes on at twice the size, as
  *   the UNet does in stage 4. Its encoder also encodes the 64×64 photos that Textual Inversion and
  *   DreamBooth learn from, so it must see that size.
@@ -18,41 +19,46 @@ import { loadWeights } from '../io/load-weights.js';
 import type { train } from '../train/engine.js';
 import type { MiniConfigs } from './mini-config.js';
 import type { PretrainHooks, PretrainSettings, StageSummary } from './pretrain.js';
-import { BatchStream, DONE_FILE, engineConfig, imagesToArray, readDone, runStage, STAGE_SALT, summarise, variablePrefix, writeComponent } from './pretrain-stages.js';
+import { BatchStream, DONE_FILE, engineConfig, imagesToArray, readDone, runStage, STAGE_SALT, summarise, variablePrefix, variables, writeComponent } from './pretrain-stages.js';
 
-export interface VaeTunePhase {
-  stage: 'vae-hires' | 'decoder';
+export interface VaePhase {
+  stage: 'vae' | 'vae-hires' | 'decoder';
   size: number;
   steps: number;
+  /** The weights stages 1b and 5 start from (left as they are); stage 1 starts from seeded ones. */
+  from?: Params;
 }
 
-/** Each phase's images and noise: the VAE stage's streams, past any index stage 1 could reach. */
-const STREAM_OFFSET = { 'vae-hires': 2 ** 27, decoder: 2 ** 27 + 2 ** 26 } as const;
+/** Each stage's images and noise: the VAE streams, later stages past any index stage 1 reaches. */
+const STREAM_OFFSET = { vae: 0, 'vae-hires': 2 ** 27, decoder: 2 ** 27 + 2 ** 26 } as const;
 
-export const VAE_TUNE_DIR = { 'vae-hires': 'vae-hires', decoder: 'vae-decoder' } as const;
+export const VAE_DIR = { vae: 'vae', 'vae-hires': 'vae-hires', decoder: 'vae-decoder' } as const;
 
 /** Keys of the parameters stage 5 trains: everything after the latent. */
 export function isDecoderKey(key: string): boolean {
   return key.startsWith('decoder.') || key.startsWith('post_quant_conv.');
 }
 
-/** Returns the tuned VAE; `vae` (the weights it starts from) is left as it was. */
-export async function tuneVae(s: PretrainSettings, configs: MiniConfigs, vae: Params, phase: VaeTunePhase, hooks: PretrainHooks): Promise<{ params: Params; summary: StageSummary }> {
-  const dir = path.join(s.runDir, VAE_TUNE_DIR[phase.stage]);
+export async function trainVaeStage(s: PretrainSettings, configs: MiniConfigs, phase: VaePhase, hooks: PretrainHooks): Promise<{ params: Params; summary: StageSummary }> {
+  const dir = path.join(s.runDir, VAE_DIR[phase.stage]);
   const cfg = configs.vae;
   const { size, steps } = phase;
   const frozenEncoder = phase.stage === 'decoder';
-  const what = frozenEncoder ? `stage 5 (vae decoder, ${size}×${size}, frozen encoder)` : `stage 1b (vae at ${size}×${size})`;
+  const what = { vae: 'stage 1 (vae)', 'vae-hires': 'stage 1b (vae)', decoder: 'stage 5 (vae decoder, frozen encoder)' }[phase.stage];
   const done = readDone(dir);
   if (done && done.steps >= steps) {
     hooks.log?.(`${what}: finished earlier (${done.steps} steps), reusing ${dir}`);
     return { params: loadWeights([path.join(dir, 'vae', 'diffusion_pytorch_model.safetensors')], vaeParamShapes(cfg), 'painter-mini vae'), summary: done };
   }
   const prefix = variablePrefix(phase.stage);
-  const vars = new Map<string, tf.Variable>();
-  for (const [k, t] of vae) if (!frozenEncoder || isDecoderKey(k)) vars.set(k, tf.variable(t, true, `${prefix}/${k}`));
+  let vars: Map<string, tf.Variable>;
+  if (!phase.from) vars = variables(vaeParamShapes(cfg), s.seed * 8 + 1, prefix);
+  else {
+    vars = new Map();
+    for (const [k, t] of phase.from) if (!frozenEncoder || isDecoderKey(k)) vars.set(k, tf.variable(t, true, `${prefix}/${k}`));
+  }
   // A frozen encoder's tensors are the starting weights themselves.
-  const params: Params = new Map([...vae].map(([k, t]) => [k, vars.get(k) ?? t]));
+  const params: Params = new Map([...(phase.from ?? vars)].map(([k, t]) => [k, vars.get(k) ?? t]));
   const data = new BatchStream(s.seed, STAGE_SALT.vae, s.vaeBatch, size, steps, false, STREAM_OFFSET[phase.stage]);
   const b = s.vaeBatch;
   const latentShape: [number, number, number, number] = [b, size / 4, size / 4, cfg.latent_channels];
@@ -83,7 +89,7 @@ export async function tuneVae(s: PretrainSettings, configs: MiniConfigs, vae: Pa
     },
   };
   try {
-    hooks.log?.(`${what}: ${steps} steps of ${b} images`);
+    hooks.log?.(`${what}: ${steps} steps of ${b} images at ${size}×${size}`);
     const engine = engineConfig(s, steps, s.vaeLr, 0, STAGE_SALT.vae);
     engine.seed += STREAM_OFFSET[phase.stage];
     const losses = await runStage(phase.stage, s, data, task, engine, dir, hooks, () => k);
