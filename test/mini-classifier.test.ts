@@ -15,7 +15,8 @@ import {
   predict,
   type ClassifierConfig,
 } from '../src/mini/classifier.js';
-import { evaluate, loadClassifier, renderLabelled, saveClassifier, trainClassifier, TRAIN_DEFAULTS, worldScenes, type LabelledImages } from '../src/mini/train-classifier.js';
+import { degrade, evaluate, loadClassifier, renderLabelled, saveClassifier, trainClassifier, TRAIN_DEFAULTS, worldScenes, type LabelledImages } from '../src/mini/train-classifier.js';
+import { Rng } from '../src/core/random.js';
 import { LABEL_NAMES } from '../src/mini/world.js';
 import { FIXTURES, useBackend } from './helpers.js';
 
@@ -121,6 +122,28 @@ describe('attribute classifier training', () => {
       tf.dispose([...trained.params.values()]);
     }
   }, 120_000);
+});
+
+describe('training augmentation', () => {
+  it('blurs (keeping the mean, softening an edge, leaving flat areas) and adds noise of the asked σ', () => {
+    const size = 16;
+    // Left half black, right half white.
+    const img = new Uint8Array(size * size * 3);
+    for (let y = 0; y < size; y++) for (let x = size / 2; x < size; x++) img.fill(255, (y * size + x) * 3, (y * size + x) * 3 + 3);
+    expect(degrade(img, size, 0, 0, new Rng(1))).toEqual(img);
+    const soft = degrade(img, size, 1.5, 0, new Rng(1));
+    const mean = (a: Uint8Array) => a.reduce((t, v) => t + v, 0) / a.length;
+    expect(Math.abs(mean(soft) - mean(img))).toBeLessThan(1);
+    const at = (a: Uint8Array, x: number) => a[(5 * size + x) * 3]!;
+    expect([at(soft, 0), at(soft, size - 1)]).toEqual([0, 255]);
+    expect(at(soft, size / 2 - 1)).toBeGreaterThan(40);
+    expect(at(soft, size / 2)).toBeLessThan(215);
+    const grey = new Uint8Array(64 * 64 * 3).fill(128);
+    const noisy = degrade(grey, 64, 0, 8, new Rng(2));
+    const sd = Math.sqrt(noisy.reduce((t, v) => t + (v - 128) ** 2, 0) / noisy.length);
+    expect(sd).toBeGreaterThan(7);
+    expect(sd).toBeLessThan(9);
+  });
 });
 
 describe('the shipped classifier', () => {

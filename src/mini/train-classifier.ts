@@ -6,7 +6,7 @@
  * benchmark must classify exactly those. Run through `scripts/train-classifier.mjs`:
  *
  *   node scripts/train-classifier.mjs [--out DIR] [--steps N] [--batch N] [--size 32|64]
- *     [--widths 16,32,64] [--lr 0.01] [--seed 0] [--test N] [--backend wasm]
+ *     [--widths 16,32,64] [--lr 0.01] [--seed 0] [--blur PX] [--noise LEVELS] [--test N] [--backend wasm]
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -89,9 +89,47 @@ export interface ClassifierTrainSettings {
   weightDecay: number;
   maxGradNorm: number;
   seed: number;
+  /**
+   * Largest σ in pixels of the Gaussian blur, and in 8-bit levels of the Gaussian noise, each
+   * training image gets (σ drawn uniformly per image; 0: none): the benchmark reads generated
+   * samples, which are softer than the renders, and a classifier of crisp renders alone misreads them.
+   */
+  blur: number;
+  noise: number;
 }
 
-export const TRAIN_DEFAULTS: Omit<ClassifierTrainSettings, 'config'> = { steps: 3000, batch: 32, lr: 1e-2, warmupSteps: 100, weightDecay: 1e-4, maxGradNorm: 5, seed: 0 };
+export const TRAIN_DEFAULTS: Omit<ClassifierTrainSettings, 'config'> = { steps: 3000, batch: 32, lr: 1e-2, warmupSteps: 100, weightDecay: 1e-4, maxGradNorm: 5, seed: 0, blur: 0, noise: 0 };
+
+/** `img` (size×size RGB) blurred by a Gaussian of σ = `blur` px (separable, edges clamped) plus noise of σ = `noise` levels. */
+export function degrade(img: Uint8Array, size: number, blur: number, noise: number, rng: Rng): Uint8Array {
+  let px = Float32Array.from(img);
+  if (blur >= 0.2) {
+    const r = Math.ceil(3 * blur);
+    const k = Array.from({ length: 2 * r + 1 }, (_, i) => Math.exp(-((i - r) ** 2) / (2 * blur * blur)));
+    const total = k.reduce((a, b) => a + b, 0);
+    for (const [dx, dy] of [[1, 0], [0, 1]] as const) {
+      const out = new Float32Array(px.length);
+      for (let y = 0; y < size; y++) {
+        for (let x = 0; x < size; x++) {
+          for (let c = 0; c < 3; c++) {
+            let acc = 0;
+            for (let i = -r; i <= r; i++) {
+              const xx = Math.min(size - 1, Math.max(0, x + i * dx));
+              const yy = Math.min(size - 1, Math.max(0, y + i * dy));
+              acc += k[i + r]! * px[(yy * size + xx) * 3 + c]!;
+            }
+            out[(y * size + x) * 3 + c] = acc / total;
+          }
+        }
+      }
+      px = out;
+    }
+  }
+  const out = new Uint8Array(px.length);
+  const n = noise > 0 ? rng.normals(px.length) : undefined;
+  for (let i = 0; i < px.length; i++) out[i] = Math.min(255, Math.max(0, Math.round(px[i]! + (n ? noise * n[i]! : 0))));
+  return out;
+}
 
 export interface StepReport {
   step: number;
@@ -132,6 +170,7 @@ export async function trainClassifier(s: ClassifierTrainSettings, onStep?: (r: S
       const t0 = performance.now();
       const scenes = Array.from({ length: s.batch }, () => sampleScene(rng, { includeHeldOut: true }));
       const data = await renderLabelled(scenes, cfg.imageSize);
+      if (s.blur > 0 || s.noise > 0) data.images = data.images.map((img) => degrade(img, cfg.imageSize, s.blur * rng.uniform(), s.noise * rng.uniform(), rng));
       const labels: ClassifierLabels = data.labels;
       const x = imagesToTensor(data.images, cfg.imageSize);
       const { value, grads: g } = tf.variableGrads(() => classifierLoss(classifierForward(params, cfg, x), labels), [...vars.values()]);
@@ -188,6 +227,8 @@ const OPTIONS = {
   widths: { type: 'string' },
   lr: { type: 'string' },
   seed: { type: 'string' },
+  blur: { type: 'string' },
+  noise: { type: 'string' },
   test: { type: 'string' },
   backend: { type: 'string' },
 } as const;
@@ -205,7 +246,7 @@ export async function main(argv: string[], log: (line: string) => void = () => {
   try {
     values = parseArgs({ args: argv, options: OPTIONS, strict: true }).values;
   } catch (e) {
-    throw new UsageError(`${(e as Error).message.split('\n')[0]} (options: --out DIR --steps N --batch N --size N --widths A,B,C --lr X --seed N --test N --backend NAME)`);
+    throw new UsageError(`${(e as Error).message.split('\n')[0]} (options: --out DIR --steps N --batch N --size N --widths A,B,C --lr X --seed N --blur PX --noise LEVELS --test N --backend NAME)`);
   }
   const backend = (values.backend ?? 'wasm') as BackendChoice;
   if (!BACKEND_CHOICES.includes(backend)) throw new UsageError(`--backend must be one of ${BACKEND_CHOICES.join(', ')}`);
@@ -218,6 +259,8 @@ export async function main(argv: string[], log: (line: string) => void = () => {
     batch: numberArg(values.batch, 'batch', TRAIN_DEFAULTS.batch, 'count'),
     lr: numberArg(values.lr, 'lr', TRAIN_DEFAULTS.lr, 'positive'),
     seed: numberArg(values.seed, 'seed', TRAIN_DEFAULTS.seed, 'seed'),
+    blur: numberArg(values.blur, 'blur', TRAIN_DEFAULTS.blur, 'weight'),
+    noise: numberArg(values.noise, 'noise', TRAIN_DEFAULTS.noise, 'weight'),
   };
   const out = values.out ?? path.join('runs', 'classifier');
   await selectBackend(backend);
