@@ -76,6 +76,7 @@ describe('bench:concepts measures', () => {
     expect(acc.object).toBeGreaterThan(0.8);
     expect(acc.colour).toBeGreaterThan(0.8);
     expect(acc.feature).toBeGreaterThan(0.8);
+    expect(acc.pattern).toBeGreaterThan(0.9);
     for (const t of params.values()) t.dispose();
   });
 

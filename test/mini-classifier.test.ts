@@ -154,6 +154,7 @@ describe('the shipped classifier', () => {
     expect(acc.object).toBeGreaterThan(0.85);
     expect(acc.colour).toBeGreaterThan(0.85);
     expect(acc.background).toBeGreaterThan(0.9);
+    expect(acc.pattern).toBeGreaterThan(0.9);
     for (const t of params.values()) t.dispose();
   });
 });
