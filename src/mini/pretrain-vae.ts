@@ -12,7 +12,7 @@
  */
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { vaeDecode, vaeEncode, vaeParamShapes } from '../core/models/vae.js';
+import { vaeDecode, vaeEncode, vaeParamShapes, type VaePosterior } from '../core/models/vae.js';
 import type { Params } from '../core/params.js';
 import { writeBytesAtomic } from '../io/atomic.js';
 import { loadWeights } from '../io/load-weights.js';
@@ -106,13 +106,17 @@ export function reconstruction(diff: tf.Tensor): tf.Scalar {
   return tf.add(tf.mean(tf.square(diff)), tf.mean(tf.abs(diff))) as tf.Scalar;
 }
 
+/** The reparameterised sample z = μ + σ·n of a posterior, `noise` holding n (the latents' size). */
+export function posteriorSample(post: VaePosterior, noise: Float32Array): tf.Tensor4D {
+  return tf.add(post.mean, tf.mul(post.std, tf.tensor4d(noise, post.mean.shape)));
+}
+
 /**
- * The reparameterised sample z = μ + σ·n (so the reconstruction sees the posterior's spread) and
+ * A posterior sample of `image` (so the reconstruction sees the posterior's spread) and
  * KL(N(μ, σ²) ‖ N(0, 1)) = ½(μ² + σ² − 1 − log σ²), averaged over latent elements.
  */
 export function sampleLatents(params: Params, configs: MiniConfigs, image: tf.Tensor4D, noise: Float32Array): { z: tf.Tensor4D; kl: tf.Scalar } {
   const post = vaeEncode(params, configs.vae, image);
-  const z = tf.add(post.mean, tf.mul(post.std, tf.tensor4d(noise, post.mean.shape))) as tf.Tensor4D;
   const kl = tf.mul(0.5, tf.mean(tf.sub(tf.add(tf.square(post.mean), tf.exp(post.logvar)), tf.add(1, post.logvar)))) as tf.Scalar;
-  return { z, kl };
+  return { z: posteriorSample(post, noise), kl };
 }

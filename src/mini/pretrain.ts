@@ -65,7 +65,7 @@ import {
   writeComponent,
 } from './pretrain-stages.js';
 import { trainTextEncoder, type TextStageSummary } from './text-pretrain.js';
-import { trainVaeStage, VAE_DIR } from './pretrain-vae.js';
+import { posteriorSample, trainVaeStage, VAE_DIR } from './pretrain-vae.js';
 import { recipeReadme } from './pretrain-readme.js';
 import { writeMiniTokenizer } from './tokenizer-files.js';
 import { caption, sampleScene } from './world.js';
@@ -237,10 +237,8 @@ export async function measureScalingFactor(vae: Params, configs: MiniConfigs, s:
     const n = Math.min(16, s.scaleSamples - done);
     const batch = await renderBatch(rng, n, size);
     const x = imagesToArray(batch.images, size);
-    const z = tf.tidy(() => {
-      const post = vaeEncode(vae, configs.vae, tf.tensor4d(x, [n, size, size, 3]));
-      return tf.add(post.mean, tf.mul(post.std, tf.tensor4d(rng.normals(post.mean.size), post.mean.shape)));
-    });
+    const noise = rng.normals(n * (size / 4) ** 2 * configs.vae.latent_channels);
+    const z = tf.tidy(() => posteriorSample(vaeEncode(vae, configs.vae, tf.tensor4d(x, [n, size, size, 3])), noise));
     const values = z.dataSync();
     z.dispose();
     for (const v of values) {
@@ -320,10 +318,7 @@ async function trainLdm(s: PretrainSettings, configs: MiniConfigs, tokenizer: Cl
       const ids = captions.flatMap((c) => encode(tokenizer, c, { maxLength: L, padding: 'max_length', truncation: true }).ids);
       const posterior = rng.normals(s.batch * latentElems);
       // z₀ = (μ + σ·n)·scaling_factor, outside the tape: the VAE is frozen.
-      const latents = tf.tidy(() => {
-        const post = vaeEncode(vae, configs.vae, tf.tensor4d(imagesToArray(batch.images, size), [s.batch, size, size, 3]));
-        return tf.mul(tf.add(post.mean, tf.mul(post.std, tf.tensor4d(posterior, latentShape))), sf);
-      });
+      const latents = tf.tidy(() => tf.mul(posteriorSample(vaeEncode(vae, configs.vae, tf.tensor4d(imagesToArray(batch.images, size), [s.batch, size, size, 3])), posterior), sf));
       const z0 = latents.dataSync() as Float32Array;
       latents.dispose();
       const timesteps = s.timesteps === 'stratified' ? stratifiedTimesteps(rng, s.batch, T) : captions.map(() => rng.int(T));
@@ -493,7 +488,8 @@ export async function pretrainMini(settings: Partial<PretrainSettings>, hooks: P
   const vaeHires = s.vaeHiresSteps > 0 ? await trainVaeStage(s, draft, { stage: 'vae-hires', size: hiresSizes(s).imageSize, steps: s.vaeHiresSteps, from: vae1.params }, hooks) : undefined;
   if (vaeHires) for (const t of vae1.params.values()) t.dispose();
   const vae = vaeHires ? { params: vaeHires.params, summary: vae1.summary } : vae1;
-  const unets: Params[] = [];
+  // Weights this function loaded or trained besides the VAE's, disposed at the end.
+  const owned: Params[] = [];
   try {
     // Measured once per VAE (a record without its VAE's steps is from before stage 1b).
     const scaleFile = path.join(s.runDir, 'ldm', 'scaling-factor.json');
@@ -517,16 +513,16 @@ export async function pretrainMini(settings: Partial<PretrainSettings>, hooks: P
       throw new PainterError(`${hiresDir}: stage 4 was begun from a finished stage 3 that ${path.join(s.runDir, 'ldm')} no longer holds; remove ${hiresDir} to retrain it`);
     }
     const text = s.textSteps > 0 ? await trainTextEncoder(s, configs, tokenizer, hooks) : undefined;
-    if (text) unets.push(text.params);
+    if (text) owned.push(text.params);
     const ldm = await trainLdm(s, configs, tokenizer, vae.params, text?.params, { stage: 'ldm', size: s.sizes.imageSize, steps: s.ldmSteps }, hooks);
-    unets.push(ldm.unet, ldm.textEncoder);
+    owned.push(ldm.unet, ldm.textEncoder);
     const hiresConfigs = s.hiresSteps > 0 ? miniConfigs(hiresSizes(s), ids, scalingFactor) : undefined;
     const hires = hiresConfigs && (await trainLdm(s, hiresConfigs, tokenizer, vae.params, text?.params, { stage: 'hires', size: hiresSizes(s).imageSize, steps: s.hiresSteps, from: ldm }, hooks));
-    if (hires) unets.push(hires.unet, hires.textEncoder);
+    if (hires) owned.push(hires.unet, hires.textEncoder);
     const final = hires ?? ldm;
     const finalConfigs = hiresConfigs ?? configs;
     const decoder = s.decoderSteps > 0 ? await trainVaeStage(s, finalConfigs, { stage: 'decoder', size: hires ? hiresSizes(s).imageSize : s.sizes.imageSize, steps: s.decoderSteps, from: vae.params }, hooks) : undefined;
-    if (decoder) unets.push(decoder.params);
+    if (decoder) owned.push(decoder.params);
     const model: StableDiffusion = {
       source: s.out,
       unet: { config: finalConfigs.unet, params: final.unet },
@@ -541,6 +537,6 @@ export async function pretrainMini(settings: Partial<PretrainSettings>, hooks: P
     hooks.log?.(`saved ${s.out}`);
     return { out: s.out, ...result };
   } finally {
-    for (const p of [vae.params, ...unets]) for (const t of p.values()) t.dispose();
+    for (const p of [vae.params, ...owned]) for (const t of p.values()) t.dispose();
   }
 }
