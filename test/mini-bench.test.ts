@@ -91,7 +91,7 @@ describe('bench:concepts measures', () => {
       reference: score(0.9),
       baseline: { label: 'baseline', prompt: 'a photo of a cat', score: score(0.05) },
       textualInversion: { label: 'ti', prompt: 'a photo of <cat-3>', score: score(0.2) },
-      dreamboothPrior: { label: 'p', prompt: 'a photo of zq cat', score: score(0.5), pres: 0.1 },
+      dreamboothPrior: { label: 'p', prompt: 'a photo of zq cat', score: score(0.5), pres: 0.1, classScore: { ...score(0.1), colour: 0.25 } },
       dreamboothNoPrior: { label: 'n', prompt: 'a photo of zq cat', score: score(0.55), pres: 0.6 },
       seconds: 600,
     };
@@ -101,6 +101,12 @@ describe('bench:concepts measures', () => {
     expect(table).toMatch(/prompt fidelity: colour\s*\| 70%\s*\| ≥ 80%\s*\| MISSED/);
     expect(table).toMatch(/Textual Inversion .*\| 4\.0× met/);
     expect(table).toMatch(/PRES .*10% with prior, 60% without .*83% cut met/);
+    // The class samples' full readings are printed only when both runs have them.
+    expect(table).not.toMatch(/class-prompt samples/);
+    r.dreamboothNoPrior!.classScore = { ...score(0.6), colour: 0.75 };
+    const withClass = formatTable(r);
+    expect(withClass).toMatch(/class-prompt samples, with prior\s*\| 10% \(combination 10%; obj 100% col 25%/);
+    expect(withClass).toMatch(/class-prompt samples, without prior\s*\| 60% \(combination 60%; obj 100% col 75%/);
     // Parts left out with --only leave no rows.
     const vaeOnly = formatTable({ seed: 3, subject: r.subject, backend: 'wasm', psnr: r.psnr, seconds: 10 });
     expect(vaeOnly.split('\n')).toHaveLength(4);

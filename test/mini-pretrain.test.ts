@@ -74,6 +74,7 @@ function settings(name: string, resume = false): Partial<PretrainSettings> {
     sizes: MICRO,
     hiresSteps: 0,
     vaeHiresSteps: 0,
+    decoderSteps: 0,
     resume,
   };
 }
@@ -318,6 +319,20 @@ describe('pretrainMini (micro scale)', () => {
     await expect(pretrainMini({ ...settings('v2', true), ...extra })).rejects.toThrow(/vae-hires\/ was trained on another VAE .* or remove .*vae-hires to retrain it/);
   }, 120_000);
 
+  it('stage 3 learns from partial captions with captionOmit, and keeps to them when resumed', async () => {
+    for (const part of ['vae', 'tokenizer', 'text']) fs.cpSync(path.join(settings('a').runDir!, part), path.join(settings('c1').runDir!, part), { recursive: true });
+    const partial = await run('c1', { resume: true, extra: { captionOmit: 0.3 } });
+    expect(partial.losses.text).toEqual([]);
+    expect(partial.losses.ldm).toHaveLength(LDM_STEPS);
+    // The same images, noise and timesteps, other captions: other losses.
+    expect(partial.losses.ldm).not.toEqual(reference.losses.ldm);
+    expect(JSON.parse(fs.readFileSync(path.join(settings('c1').runDir!, 'ldm', 'captions.json'), 'utf8'))).toEqual({ captionOmit: 0.3 });
+    expect(fs.readFileSync(path.join(partial.result.out, 'README.md'), 'utf8')).toMatch(/the colour, the pattern and the background each left out of 30%/);
+    await expect(pretrainMini(settings('c1', true))).rejects.toThrow(/ldm\/ was trained with --caption-omit 0\.3; keep it at that, or remove .*ldm to retrain it/);
+    // Nor is a stage 3 trained on full captions reused for partial ones.
+    await expect(pretrainMini({ ...settings('a', true), captionOmit: 0.2 })).rejects.toThrow(/ldm\/ was trained with --caption-omit 0;/);
+  }, 120_000);
+
   it('stage 5 fine-tunes only the VAE decoder, resumably: the encoder (and so the latents) stays stage 1\'s', async () => {
     const decoder = { decoderSteps: 4 };
     for (const name of ['d1', 'd2']) for (const part of ['vae', 'tokenizer', 'text', 'ldm']) fs.cpSync(path.join(settings('a').runDir!, part), path.join(settings(name).runDir!, part), { recursive: true });
@@ -395,10 +410,11 @@ describe('object-weighted diffusion loss', () => {
     expect(map.filter((v) => v === 4).length).toBeGreaterThan(9);
   });
 
-  it('pretrain:mini rejects a bad --object-loss-weight with one line naming the flag', async () => {
+  it('pretrain:mini rejects a bad --object-loss-weight or --caption-omit with one line naming the flag', async () => {
     await expect(pretrainCli(['--object-loss-weight=-1'])).rejects.toThrow('--object-loss-weight -1: give a number, 0 or more');
     await expect(pretrainCli(['--object-loss-weight', 'lots'])).rejects.toThrow('--object-loss-weight lots: give a number, 0 or more');
     await expect(pretrainCli(['--timesteps', 'log-normal'])).rejects.toThrow('--timesteps log-normal: choose uniform or stratified');
+    for (const bad of ['1', '-0.1', 'half', '']) await expect(pretrainCli([`--caption-omit=${bad}`])).rejects.toThrow(`--caption-omit ${bad}: give a fraction from 0 up to (not including) 1`);
     await expect(pretrainCli(['--size', '64', '--hires-steps', '10'])).rejects.toThrow('--hires-steps 10: stage 4 trains at twice --size, and painter-mini\'s largest size is 64; give --size 32');
   });
 });

@@ -138,6 +138,43 @@ describe('captions', () => {
     expect([...variants].some((v) => v.includes('on the left'))).toBe(true);
   });
 
+  it('leaves out colour, pattern and background independently with omit, the wording otherwise alike', () => {
+    // omit 0 draws nothing more: the same captions as without it.
+    const [a, b] = [new Rng(5), new Rng(5)];
+    for (let i = 0; i < 50; i++) {
+      const s = sampleScene(a);
+      sampleScene(b);
+      expect(caption(s, b, 0)).toBe(caption(s, a));
+    }
+    const rng = new Rng(22);
+    const omit = 0.3;
+    let n = 0;
+    let noBackground = 0;
+    let noColour = 0;
+    let patterned = 0;
+    let noPattern = 0;
+    const bare: string[] = [];
+    for (let i = 0; i < 4000; i++) {
+      const s = sampleScene(rng);
+      const text = caption(s, rng, omit);
+      n++;
+      expect(text).toMatch(new RegExp(`\\b${s.subject.object}\\b`));
+      expect(text).not.toMatch(/ {2}|\ba [aeiou]|^ | $/);
+      if (!text.includes('background')) noBackground++;
+      // The subject's colour word comes right before the object, a pattern word or "and".
+      if (!new RegExp(`\\b${s.subject.colour} (${s.subject.object}|striped|dotted|and)\\b`).test(text)) noColour++;
+      if (s.subject.pattern !== 'plain') {
+        patterned++;
+        if (!/striped|stripes|dotted|dots/.test(text.replace(/striped background/, ''))) noPattern++;
+      }
+      if (/^(a photo of |a picture of |an image of |a drawing of )?an? ((small|little|large|big) )?\w+( on the left| on the right| in the middle| in the centre)?$/.test(text)) bare.push(text);
+    }
+    for (const [count, total] of [[noBackground, n], [noColour, n], [noPattern, patterned]] as const) expect(Math.abs(count / total - omit)).toBeLessThan(0.04);
+    // "a photo of a dog": the class prompt DreamBooth samples its prior from.
+    expect(bare.length).toBeGreaterThan(0);
+    expect(bare.some((t) => /^a photo of an? \w+$/.test(t))).toBe(true);
+  });
+
   it('names accessories', () => {
     const scene = sceneForSubject(FEATURE_SUBJECTS[0]!, new Rng(2));
     expect(caption(scene)).toMatch(/brown dog (wearing|with) a red collar/);

@@ -26,6 +26,7 @@ const OPTIONS = {
   'hires-steps': { type: 'string' },
   'vae-hires-steps': { type: 'string' },
   'decoder-steps': { type: 'string' },
+  'caption-omit': { type: 'string' },
   resume: { type: 'boolean' },
   snapshot: { type: 'string' },
   backend: { type: 'string' },
@@ -64,6 +65,7 @@ export async function main(argv: string[], log: (line: string) => void = () => {
     hiresSteps: numberArg(values['hires-steps'], 'hires-steps', imageSize === d.sizes.imageSize ? d.hiresSteps : 0, 'seed'),
     vaeHiresSteps: numberArg(values['vae-hires-steps'], 'vae-hires-steps', imageSize === d.sizes.imageSize ? d.vaeHiresSteps : 0, 'seed'),
     decoderSteps: numberArg(values['decoder-steps'], 'decoder-steps', d.decoderSteps, 'seed'),
+    captionOmit: numberArg(values['caption-omit'], 'caption-omit', d.captionOmit, 'fraction'),
     resume: values['resume'] === true,
     snapshot: values['snapshot'] as string | undefined,
   };

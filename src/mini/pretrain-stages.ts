@@ -33,9 +33,16 @@ export function streamRng(seed: number, stream: number, index: number): Rng {
   return new Rng((seed * 4 + stream) * 2 ** 28 + index);
 }
 
-export async function renderBatch(rng: Rng, n: number, size: number, withMasks = false): Promise<SceneBatch> {
+export interface BatchOptions {
+  /** Also render each object's body mask. */
+  withMasks?: boolean;
+  /** `caption`'s `omit`: how often each of colour, pattern and background goes unnamed. */
+  captionOmit?: number;
+}
+
+export async function renderBatch(rng: Rng, n: number, size: number, { withMasks = false, captionOmit = 0 }: BatchOptions = {}): Promise<SceneBatch> {
   const scenes = Array.from({ length: n }, () => sampleScene(rng));
-  const captions = scenes.map((s) => caption(s, rng));
+  const captions = scenes.map((s) => caption(s, rng, captionOmit));
   const images = await Promise.all(scenes.map((s) => renderScene(s, size)));
   if (!withMasks) return { images, captions };
   return { images, captions, masks: await Promise.all(scenes.map((s) => objectMask(s, size))) };
@@ -76,14 +83,15 @@ export class BatchStream {
     private readonly batch: number,
     private readonly size: number,
     private readonly steps: number,
-    private readonly withMasks = false,
-    /** Batch k is the stream's batch `first + k`. */
-    private readonly first = 0,
+    private readonly options: BatchOptions & {
+      /** Batch k is the stream's batch `first + k`. */
+      first?: number;
+    } = {},
   ) {}
 
   request(k: number): void {
     if (k >= this.steps || this.pending.has(k) || this.ready.has(k)) return;
-    this.pending.set(k, renderBatch(streamRng(this.seed, this.stream, this.first + k), this.batch, this.size, this.withMasks));
+    this.pending.set(k, renderBatch(streamRng(this.seed, this.stream, (this.options.first ?? 0) + k), this.batch, this.size, this.options));
   }
 
   async wait(k: number): Promise<void> {

@@ -59,7 +59,7 @@ export async function trainVaeStage(s: PretrainSettings, configs: MiniConfigs, p
   }
   // A frozen encoder's tensors are the starting weights themselves.
   const params: Params = new Map([...(phase.from ?? vars)].map(([k, t]) => [k, vars.get(k) ?? t]));
-  const data = new BatchStream(s.seed, STAGE_SALT.vae, s.vaeBatch, size, steps, false, STREAM_OFFSET[phase.stage]);
+  const data = new BatchStream(s.seed, STAGE_SALT.vae, s.vaeBatch, size, steps, { first: STREAM_OFFSET[phase.stage] });
   const b = s.vaeBatch;
   const latentShape: [number, number, number, number] = [b, size / 4, size / 4, cfg.latent_channels];
   let k = 0;

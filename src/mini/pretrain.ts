@@ -26,7 +26,7 @@
  *   node scripts/pretrain-mini.mjs [--out DIR] [--run-dir DIR] [--seed N] [--vae-steps N]
  *     [--steps N] [--vae-batch N] [--batch N] [--vae-lr X] [--lr X] [--checkpoint-every N]
  *     [--text-steps N] [--object-loss-weight X] [--timesteps uniform|stratified] [--size 64|32] [--hires-steps N]
- *     [--vae-hires-steps N] [--decoder-steps N] [--resume] [--snapshot DIR] [--backend wasm]
+ *     [--vae-hires-steps N] [--decoder-steps N] [--caption-omit P] [--resume] [--snapshot DIR] [--backend wasm]
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -113,6 +113,11 @@ export interface PretrainSettings {
   klWeight: number;
   /** Fraction of captions replaced by "" (classifier-free guidance's unconditional model). */
   emptyCaptionRate: number;
+  /**
+   * Stages 3–4: how often each of the colour, the pattern and the background goes unnamed in a
+   * caption (`caption`'s `omit`), so that "a photo of a dog" has a class prior to sample from.
+   */
+  captionOmit: number;
   /** Captions the BPE vocabulary is learnt from, and its size. */
   bpeCaptions: number;
   vocabSize: number;
@@ -147,11 +152,13 @@ export interface PretrainSettings {
 
 /**
  * Sized to stay under 3 hours on a shared 2-core machine (wasm backend, measured per step: VAE
- * 0.9 s for 8 images at 32×32 and 4.3 s at 64×64, text encoder ≈ 1 s for 64 captions, UNet
+ * 0.9 s for 8 images at 32×32 and 3.2 s at 64×64, text encoder ≈ 0.8 s for 64 captions, UNet
  * ≈ 0.95 s for 16 images at 32×32 and ≈ 3.2 s at 64×64 against the frozen text encoder): the VAE
  * and most UNet steps at 32×32, then each goes on at 64×64 (stages 1b and 4), as SD trains at
- * 256 px before 512 px: 1600 × 0.9 + 200 × 4.3 + 600 × 1 + 5500 × 0.95 + 500 × 3.2 s ≈ 2.7 h.
- * The VAE of 800 steps at 32×32 alone reconstructed 64×64 scenes at 20.9 dB and lost their dots.
+ * 256 px before 512 px, and the decoder alone last (stage 5, 2.5 s/step at 64×64):
+ * 1600 × 0.9 + 200 × 3.2 + 600 × 0.8 + 5500 × 0.95 + 500 × 3.1 + 300 × 2.5 s ≈ 2.8 h
+ * (measured run: 2 h 56 min, partly beside other jobs). VAE PSNR on 64×64 held-out scenes:
+ * 800 steps at 32×32 alone 20.9 dB (dots lost); 1600 steps 22.1; + stage 1b 24.0; + stage 5 24.6.
  */
 export const PRETRAIN_DEFAULTS: PretrainSettings = {
   seed: 0,
@@ -173,13 +180,14 @@ export const PRETRAIN_DEFAULTS: PretrainSettings = {
   timesteps: 'uniform',
   klWeight: 1e-5,
   emptyCaptionRate: 0.1,
+  captionOmit: 0,
   bpeCaptions: 5000,
   vocabSize: 1000,
   scaleSamples: 256,
   sizes: { ...MINI_SIZES, imageSize: 32 },
   hiresSteps: 500,
   vaeHiresSteps: 200,
-  decoderSteps: 0,
+  decoderSteps: 300,
   resume: false,
 };
 
@@ -268,6 +276,20 @@ interface LdmPhase {
   from?: LdmWeights;
 }
 
+const CAPTIONS_FILE = 'captions.json';
+
+/**
+ * A UNet stage records the captions it learns from when it begins; resuming or reusing it with
+ * other captions is refused (a stage without the record was trained on full captions).
+ */
+function checkCaptionOmit(dir: string, omit: number): void {
+  const file = path.join(dir, CAPTIONS_FILE);
+  // Begun: a checkpoint or the finished stage (the scaling factor's record alone is not a start).
+  if (![CAPTIONS_FILE, DONE_FILE, 'checkpoints'].some((f) => fs.existsSync(path.join(dir, f)))) return;
+  const was = fs.existsSync(file) ? (JSON.parse(fs.readFileSync(file, 'utf8')) as { captionOmit: number }).captionOmit : 0;
+  if (was !== omit) throw new PainterError(`${dir}/ was trained with --caption-omit ${was}; keep it at that, or remove ${dir} to retrain it`);
+}
+
 /** Stage 4's images come from stage 3's data stream, past any index stage 3 could reach. */
 const HIRES_BATCH_OFFSET = 2 ** 27;
 
@@ -281,6 +303,7 @@ async function trainLdm(s: PretrainSettings, configs: MiniConfigs, tokenizer: Cl
   const textShapes = clipTextParamShapes(configs.textEncoder);
   const name = phase.stage === 'ldm' ? 'stage 3' : `stage 4 (${phase.size}×${phase.size})`;
   const what = `${name} (${frozenText ? 'unet, frozen text encoder' : 'text encoder + unet'})`;
+  checkCaptionOmit(dir, s.captionOmit);
   const done = readDone(dir);
   if (done && done.steps >= phase.steps) {
     hooks.log?.(`${what}: finished earlier (${done.steps} steps), reusing ${dir}`);
@@ -300,7 +323,11 @@ async function trainLdm(s: PretrainSettings, configs: MiniConfigs, tokenizer: Cl
   const unet = { params: new Map(unetVars) as Params, config: configs.unet };
   const textParams: Params = frozenText ?? new Map(textVars);
   const size = phase.size;
-  const data = new BatchStream(s.seed, STAGE_SALT.ldm, s.batch, size, phase.steps, s.objectLossWeight > 0, phase.stage === 'hires' ? HIRES_BATCH_OFFSET : 0);
+  const data = new BatchStream(s.seed, STAGE_SALT.ldm, s.batch, size, phase.steps, {
+    withMasks: s.objectLossWeight > 0,
+    captionOmit: s.captionOmit,
+    first: phase.stage === 'hires' ? HIRES_BATCH_OFFSET : 0,
+  });
   const schedule = noiseSchedule(configs.scheduler);
   const T = configs.scheduler.num_train_timesteps;
   const sf = configs.vae.scaling_factor;
@@ -342,7 +369,10 @@ async function trainLdm(s: PretrainSettings, configs: MiniConfigs, tokenizer: Cl
     },
   };
   try {
-    hooks.log?.(`${what}: ${phase.steps} steps of ${s.batch} captioned images at ${size}×${size}, ${Math.round(s.emptyCaptionRate * 100)}% empty captions`);
+    const partial = s.captionOmit > 0 ? `, colour, pattern and background each unnamed in ${Math.round(s.captionOmit * 100)}%` : '';
+    hooks.log?.(`${what}: ${phase.steps} steps of ${s.batch} captioned images at ${size}×${size}, ${Math.round(s.emptyCaptionRate * 100)}% empty captions${partial}`);
+    fs.mkdirSync(dir, { recursive: true });
+    await writeBytesAtomic(path.join(dir, CAPTIONS_FILE), JSON.stringify({ captionOmit: s.captionOmit }));
     const cfg = engineConfig(s, phase.steps, s.lr, 0.01, STAGE_SALT.ldm);
     // Stage 4's noise and timesteps: a stream of their own.
     if (phase.stage === 'hires') cfg.seed += HIRES_BATCH_OFFSET;

@@ -221,11 +221,18 @@ function article(phrase: string): string {
   return /^[aeiou]/.test(phrase) ? `an ${phrase}` : `a ${phrase}`;
 }
 
-function patternedPhrase(s: Subject, choose: <T>(o: readonly T[]) => T): string {
+/** Which of a subject's attributes a caption names (a partial caption leaves some out). */
+interface Named {
+  colour: boolean;
+  pattern: boolean;
+}
+
+function patternedPhrase(s: Subject, choose: <T>(o: readonly T[]) => T, named: Named = { colour: true, pattern: true }): string {
   const { colour, object, pattern, patternColour } = s;
-  if (pattern === 'plain' || patternColour === null) return `${colour} ${object}`;
+  if (pattern === 'plain' || patternColour === null || !named.pattern) return named.colour ? `${colour} ${object}` : object;
   const adjective = pattern === 'striped' ? 'striped' : 'dotted';
   const noun = pattern === 'striped' ? 'stripes' : 'dots';
+  if (!named.colour) return choose([`${object} with ${patternColour} ${noun}`, `${adjective} ${object}`]);
   return choose([
     `${colour} ${object} with ${patternColour} ${noun}`,
     `${colour} and ${patternColour} ${adjective} ${object}`,
@@ -251,19 +258,24 @@ export function backgroundNoun(b: Background): string {
 }
 
 /**
- * A caption that always names the object, its colour, its pattern (when not plain) and the
- * background (kind and colour). Without `rng` it is the canonical form, e.g. "a small red cat
- * with white stripes on a blue background"; with `rng` the wording, the prefix ("a photo of"),
- * and whether size and position are mentioned vary.
+ * A caption that names the object, its colour, its pattern (when not plain) and the background
+ * (kind and colour). Without `rng` it is the canonical form, e.g. "a small red cat with white
+ * stripes on a blue background"; with `rng` the wording, the prefix ("a photo of"), and whether
+ * size and position are mentioned vary, and with `omit` > 0 each of the colour, the pattern and
+ * the background is left out with that probability, as people caption photos partially ("a
+ * photo of a dog"): a model that never saw such captions has no class prior to sample from.
  */
-export function caption(scene: Scene, rng?: Rng): string {
+export function caption(scene: Scene, rng?: Rng, omit = 0): string {
   const choose = <T>(options: readonly T[]): T => (rng ? options[rng.int(options.length)]! : options[0]!);
   const chance = (p: number, canonical: boolean): boolean => (rng ? rng.uniform() < p : canonical);
+  const named = (): boolean => !(rng && omit > 0 && rng.uniform() < omit);
   const s = scene.subject;
+  const subject = { colour: named(), pattern: named() };
+  const withBackground = named();
 
   const words: string[] = [];
   if (scene.size !== 'medium' && chance(0.6, true)) words.push(scene.size === 'small' ? choose(['small', 'little']) : choose(['large', 'big']));
-  words.push(patternedPhrase(s, choose));
+  words.push(patternedPhrase(s, choose, subject));
   let phrase = words.join(' ');
   if (s.features.length > 0) phrase += ' ' + s.features.map((f) => featurePhrase(f, choose)).join(' and ');
 
@@ -271,10 +283,11 @@ export function caption(scene: Scene, rng?: Rng): string {
   if (withPosition) {
     phrase += scene.position === 'left' ? ' on the left' : scene.position === 'right' ? ' on the right' : choose([' in the middle', ' in the centre']);
   }
+  const prefix = choose(['', 'a photo of ', 'a picture of ', 'an image of ', 'a drawing of ']);
+  if (!withBackground) return `${prefix}${article(phrase)}`;
   const bg = backgroundNoun(scene.background);
   // "… on the left on a blue background" reads badly, so a position takes the other two joins.
   const join = withPosition ? choose([` against ${article(bg)}`, `, ${bg}`]) : choose([` on ${article(bg)}`, ` against ${article(bg)}`, `, ${bg}`]);
-  const prefix = choose(['', 'a photo of ', 'a picture of ', 'an image of ', 'a drawing of ']);
   return `${prefix}${article(phrase)}${join}`;
 }
 
