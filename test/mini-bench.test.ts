@@ -36,7 +36,7 @@ describe('bench:concepts measures', () => {
     expect(subjectReading(subject)).toEqual({ object: 'dog', colour: 'blue', pattern: 'dotted', feature: 'hat' });
     const full = reading({ object: 'dog', colour: 'blue', pattern: 'dotted', feature: 'hat' });
     const score = scoreSubject([full, { ...full, feature: 'none' }, { ...full, colour: 'red' }, reading({})], subject);
-    expect(score).toEqual({ subject: 0.25, combination: 0.5, object: 0.75, colour: 0.5, pattern: 0.75, feature: 0.5 });
+    expect(score).toEqual({ subject: 0.25, combination: 0.5, object: 0.75, colour: 0.5, pattern: 0.75, feature: 0.5, likeness: (0.5 + 0.75 + 0.5) / 3 });
     expect(scoreSubject([], subject).subject).toBe(0);
   });
 
@@ -81,7 +81,7 @@ describe('bench:concepts measures', () => {
   });
 
   it('prints every measure with its target and whether it was met', () => {
-    const score = (x: number) => ({ subject: x, combination: x, object: 1, colour: 1, pattern: 1, feature: x });
+    const score = (x: number) => ({ subject: x, combination: x, object: 1, colour: 1, pattern: 1, feature: x, likeness: x });
     const r: ConceptBenchResult = {
       seed: 3,
       subject: 'an orange striped cat with a blue hat',
@@ -100,12 +100,16 @@ describe('bench:concepts measures', () => {
     expect(table).toMatch(/VAE reconstruction PSNR\s*\| 27\.2 dB .*\| ≥ 25 dB\s*\| met/);
     expect(table).toMatch(/prompt fidelity: colour\s*\| 70%\s*\| ≥ 80%\s*\| MISSED/);
     expect(table).toMatch(/Textual Inversion .*\| 4\.0× met/);
-    expect(table).toMatch(/PRES .*10% with prior, 60% without .*83% cut met/);
+    expect(table).toMatch(/PRES \(class samples' likeness to the subject\) *\| 10% with prior, 60% without .*83% cut met/);
+    expect(table).toMatch(/DreamBooth without prior *\| 55% \(combination 55%; obj 100% col 100% pat 100% acc 55%; likeness 55%\) *\| within 10 points of \+ prior \(subject, likeness\) *\| met/);
+    // A prior that keeps the exact score but loses the likeness costs the subject.
+    const lost = formatTable({ ...r, dreamboothPrior: { ...r.dreamboothPrior!, score: { ...score(0.5), likeness: 0.3 } } });
+    expect(lost).toMatch(/DreamBooth without prior .*\| MISSED/);
     // The class samples' full readings are printed only when both runs have them.
     expect(table).not.toMatch(/class-prompt samples/);
     r.dreamboothNoPrior!.classScore = { ...score(0.6), colour: 0.75 };
     const withClass = formatTable(r);
-    expect(withClass).toMatch(/class-prompt samples, with prior\s*\| 10% \(combination 10%; obj 100% col 25%/);
+    expect(withClass).toMatch(/class-prompt samples, with prior\s*\| 10% \(combination 10%; obj 100% col 25%.*likeness 10%\)/);
     expect(withClass).toMatch(/class-prompt samples, without prior\s*\| 60% \(combination 60%; obj 100% col 75%/);
     // Parts left out with --only leave no rows.
     const vaeOnly = formatTable({ seed: 3, subject: r.subject, backend: 'wasm', psnr: r.psnr, seconds: 10 });
