@@ -43,7 +43,7 @@ import { PainterError, UsageError } from '../errors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
 import { loadWeights } from '../io/load-weights.js';
 import { saveModel } from '../io/save-model.js';
-import { checkpointParams, latestCheckpoint, readCheckpointMeta, train, type StepReport } from '../train/engine.js';
+import { checkpointParams, checkpointsDir, latestCheckpoint, readCheckpointMeta, train, type StepReport } from '../train/engine.js';
 import { BOS_TOKEN, EOS_TOKEN, trainClipBpe, type TrainedBpe } from './bpe-train.js';
 import { describeMiniSize, MINI_MAX_BYTES, MINI_SIZES, miniConfigs, miniParamCounts, type MiniConfigs, type MiniSizeReport, type MiniSizes, type MiniTokenIds } from './mini-config.js';
 import {
@@ -285,7 +285,7 @@ const CAPTIONS_FILE = 'captions.json';
 function checkCaptionOmit(dir: string, omit: number): void {
   const file = path.join(dir, CAPTIONS_FILE);
   // Begun: a checkpoint or the finished stage (the scaling factor's record alone is not a start).
-  if (![CAPTIONS_FILE, DONE_FILE, 'checkpoints'].some((f) => fs.existsSync(path.join(dir, f)))) return;
+  if (![path.join(dir, CAPTIONS_FILE), path.join(dir, DONE_FILE), checkpointsDir(dir)].some((f) => fs.existsSync(f))) return;
   const was = fs.existsSync(file) ? (JSON.parse(fs.readFileSync(file, 'utf8')) as { captionOmit: number }).captionOmit : 0;
   if (was !== omit) throw new PainterError(`${dir}/ was trained with --caption-omit ${was}; keep it at that, or remove ${dir} to retrain it`);
 }

@@ -283,11 +283,14 @@ export function caption(scene: Scene, rng?: Rng, omit = 0): string {
   if (withPosition) {
     phrase += scene.position === 'left' ? ' on the left' : scene.position === 'right' ? ' on the right' : choose([' in the middle', ' in the centre']);
   }
+  let join = '';
+  if (withBackground) {
+    const bg = backgroundNoun(scene.background);
+    // "… on the left on a blue background" reads badly, so a position takes the other two joins.
+    join = withPosition ? choose([` against ${article(bg)}`, `, ${bg}`]) : choose([` on ${article(bg)}`, ` against ${article(bg)}`, `, ${bg}`]);
+  }
+  // Drawn after the join, as always: full captions stay those painter-mini was trained on.
   const prefix = choose(['', 'a photo of ', 'a picture of ', 'an image of ', 'a drawing of ']);
-  if (!withBackground) return `${prefix}${article(phrase)}`;
-  const bg = backgroundNoun(scene.background);
-  // "… on the left on a blue background" reads badly, so a position takes the other two joins.
-  const join = withPosition ? choose([` against ${article(bg)}`, `, ${bg}`]) : choose([` on ${article(bg)}`, ` against ${article(bg)}`, `, ${bg}`]);
   return `${prefix}${article(phrase)}${join}`;
 }
 
