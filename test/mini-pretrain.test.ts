@@ -75,6 +75,7 @@ function settings(name: string, resume = false): Partial<PretrainSettings> {
     hiresSteps: 0,
     vaeHiresSteps: 0,
     decoderSteps: 0,
+    jobs: 1,
     resume,
   };
 }
@@ -357,12 +358,36 @@ describe('pretrainMini (micro scale)', () => {
       disposeModel(shipped);
       for (const t of [...stage1.values(), ...stage5.values()]) t.dispose();
     }
+    // --jobs 2: stage 5 in a second process beside the others, to the same weights and losses.
+    for (const part of ['vae', 'tokenizer', 'text', 'ldm']) fs.cpSync(path.join(settings('a').runDir!, part), path.join(settings('d3').runDir!, part), { recursive: true });
+    const lines: string[] = [];
+    const sideLosses: number[] = [];
+    await pretrainMini({ ...settings('d3', true), ...decoder, jobs: 2 }, { log: (l) => void lines.push(l), onStep: (stage, r) => void (stage === 'decoder' && sideLosses.push(r.loss)) });
+    expect(lines.join('\n')).toMatch(/stage 5 \(vae decoder\) starts in a second process \(pid \d+\)[^]*stage 5 \(vae decoder, frozen encoder\): finished earlier \(4 steps\)/);
+    expect(sideLosses).toEqual(whole.losses.decoder);
+    const bytes = (name: string) => fs.readFileSync(file(path.join(settings(name).runDir!, 'vae-decoder')));
+    expect(bytes('d3').equals(bytes('d1'))).toBe(true);
     await expect(run('d2', { resume: true, extra: decoder, stopAt: { stage: 'decoder', step: 2 } })).rejects.toBeInstanceOf(InterruptedError);
     const rest = await run('d2', { resume: true, extra: decoder });
     expect(rest.losses.decoder).toEqual(whole.losses.decoder.slice(2));
     // Stage 1 retrained (its folder removed): the old decoder is not reused.
     for (const part of ['vae', 'ldm']) fs.rmSync(path.join(settings('d2').runDir!, part), { recursive: true });
     await expect(pretrainMini({ ...settings('d2', true), ...decoder })).rejects.toThrow(/vae-decoder\/ was trained on another VAE \(--vae-steps, --vae-hires-steps\); keep those at what they were, or remove .*vae-decoder to retrain it/);
+  }, 120_000);
+
+  it('--jobs 2: a stop reaches stage 5\'s second process, which checkpoints; the run resumes from there', async () => {
+    for (const part of ['vae', 'tokenizer', 'text', 'ldm']) fs.cpSync(path.join(settings('a').runDir!, part), path.join(settings('j1').runDir!, part), { recursive: true });
+    const steps = 60;
+    const seen: number[] = [];
+    const first = pretrainMini({ ...settings('j1', true), decoderSteps: steps, jobs: 2 }, { onStep: (stage, r) => void (stage === 'decoder' && seen.push(r.step)), shouldStop: () => seen.length > 0 });
+    await expect(first).rejects.toBeInstanceOf(InterruptedError);
+    const stopped = latestCheckpoint(path.join(settings('j1').runDir!, 'vae-decoder'));
+    expect(stopped?.step).toBe(seen.at(-1));
+    expect(stopped!.step).toBeLessThan(steps);
+    const rest: number[] = [];
+    await pretrainMini({ ...settings('j1', true), decoderSteps: steps, jobs: 1 }, { onStep: (stage, r) => void (stage === 'decoder' && rest.push(r.step)) });
+    expect(rest[0]).toBe(stopped!.step + 1);
+    expect(rest.at(-1)).toBe(steps);
   }, 120_000);
 
   it('resumes an interrupted stage to exactly the uninterrupted losses', async () => {

@@ -27,6 +27,7 @@ const OPTIONS = {
   'vae-hires-steps': { type: 'string' },
   'decoder-steps': { type: 'string' },
   'caption-omit': { type: 'string' },
+  jobs: { type: 'string' },
   resume: { type: 'boolean' },
   snapshot: { type: 'string' },
   backend: { type: 'string' },
@@ -66,6 +67,7 @@ export async function main(argv: string[], log: (line: string) => void = () => {
     vaeHiresSteps: numberArg(values['vae-hires-steps'], 'vae-hires-steps', imageSize === d.sizes.imageSize ? d.vaeHiresSteps : 0, 'seed'),
     decoderSteps: numberArg(values['decoder-steps'], 'decoder-steps', d.decoderSteps, 'seed'),
     captionOmit: numberArg(values['caption-omit'], 'caption-omit', d.captionOmit, 'fraction'),
+    jobs: numberArg(values['jobs'], 'jobs', d.jobs, 'count'),
     resume: values['resume'] === true,
     snapshot: values['snapshot'] as string | undefined,
   };

@@ -26,9 +26,10 @@
  *   node scripts/pretrain-mini.mjs [--out DIR] [--run-dir DIR] [--seed N] [--vae-steps N]
  *     [--steps N] [--vae-batch N] [--batch N] [--vae-lr X] [--lr X] [--checkpoint-every N]
  *     [--text-steps N] [--object-loss-weight X] [--timesteps uniform|stratified] [--size 64|32] [--hires-steps N]
- *     [--vae-hires-steps N] [--decoder-steps N] [--caption-omit P] [--resume] [--snapshot DIR] [--backend wasm]
+ *     [--vae-hires-steps N] [--decoder-steps N] [--caption-omit P] [--jobs N] [--resume] [--snapshot DIR] [--backend wasm]
  */
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import type { StableDiffusion } from '../core/model.js';
@@ -67,6 +68,7 @@ import {
 import { trainTextEncoder, type TextStageSummary } from './text-pretrain.js';
 import { posteriorSample, trainVaeStage, VAE_DIR } from './pretrain-vae.js';
 import { recipeReadme } from './pretrain-readme.js';
+import { startDecoderProcess } from './pretrain-side.js';
 import { writeMiniTokenizer } from './tokenizer-files.js';
 import { caption, sampleScene } from './world.js';
 
@@ -141,6 +143,13 @@ export interface PretrainSettings {
    * size, the encoder frozen (pretrain-vae.ts); batch and learning rate are stage 1's.
    */
   decoderSteps: number;
+  /**
+   * Processes the recipe may run at once (1: one stage after another). With 2, stage 5 — which
+   * needs only the finished VAE — trains in a second process beside stages 2–4
+   * (pretrain-side.ts): wasm computes on one thread, so on two cores it is done by the time stage
+   * 4 is, and the weights are the same either way.
+   */
+  jobs: number;
   /** Continue each stage from its latest checkpoint (a finished stage is kept). */
   resume: boolean;
   /**
@@ -188,6 +197,7 @@ export const PRETRAIN_DEFAULTS: PretrainSettings = {
   hiresSteps: 500,
   vaeHiresSteps: 200,
   decoderSteps: 300,
+  jobs: Math.min(2, os.availableParallelism()),
   resume: false,
 };
 
@@ -487,7 +497,26 @@ async function checkLdmSchedule(dir: string, scheduler: SchedulerConfig, s: Pick
   await writeBytesAtomic(file, JSON.stringify(want));
 }
 
-export async function pretrainMini(settings: Partial<PretrainSettings>, hooks: PretrainHooks = {}): Promise<PretrainResult> {
+/** What every stage after the VAE's starts from: the tokenizer, the finished VAE, its scaling factor. */
+interface PreparedRun {
+  s: PretrainSettings;
+  tokenizer: ClipTokenizer;
+  ids: MiniTokenIds;
+  size: MiniSizeReport;
+  vae: { params: Params; summary: StageSummary };
+  vaeHires?: StageSummary;
+  scalingFactor: number;
+  /** The configs at stage 3's size and at the model's final size (stage 4's when there is one). */
+  configs: MiniConfigs;
+  finalConfigs: MiniConfigs;
+  finalSize: number;
+}
+
+/**
+ * Checks the settings and the run folder, builds the tokenizer, trains (or reuses) stages 1 and
+ * 1b and measures the scaling factor. The caller disposes `vae.params`.
+ */
+async function prepareRun(settings: Partial<PretrainSettings>, hooks: PretrainHooks): Promise<PreparedRun> {
   const s: PretrainSettings = { ...PRETRAIN_DEFAULTS, ...settings };
   if (!Number.isInteger(s.seed) || s.seed < 0 || s.seed >= 2 ** 20) throw new UsageError(`--seed ${s.seed}: give a whole number in [0, ${2 ** 20})`);
   // The image size must divide into the VAE's and UNet's levels: check before anything is written.
@@ -518,8 +547,6 @@ export async function pretrainMini(settings: Partial<PretrainSettings>, hooks: P
   const vaeHires = s.vaeHiresSteps > 0 ? await trainVaeStage(s, draft, { stage: 'vae-hires', size: hiresSizes(s).imageSize, steps: s.vaeHiresSteps, from: vae1.params }, hooks) : undefined;
   if (vaeHires) for (const t of vae1.params.values()) t.dispose();
   const vae = vaeHires ? { params: vaeHires.params, summary: vae1.summary } : vae1;
-  // Weights this function loaded or trained besides the VAE's, disposed at the end.
-  const owned: Params[] = [];
   try {
     // Measured once per VAE (a record without its VAE's steps is from before stage 1b).
     const scaleFile = path.join(s.runDir, 'ldm', 'scaling-factor.json');
@@ -533,6 +560,39 @@ export async function pretrainMini(settings: Partial<PretrainSettings>, hooks: P
     }
     hooks.log?.(`scaling_factor ${scalingFactor.toPrecision(4)}`);
     const configs = miniConfigs(s.sizes, ids, scalingFactor);
+    const hires = s.hiresSteps > 0;
+    const finalConfigs = hires ? miniConfigs(hiresSizes(s), ids, scalingFactor) : configs;
+    return { s, tokenizer, ids, size, vae, vaeHires: vaeHires?.summary, scalingFactor, configs, finalConfigs, finalSize: hires ? hiresSizes(s).imageSize : s.sizes.imageSize };
+  } catch (e) {
+    for (const t of vae.params.values()) t.dispose();
+    throw e;
+  }
+}
+
+/** Stage 5 of a run whose VAE stages have finished (the side process's job, pretrain-side.ts). */
+export async function pretrainDecoder(settings: Partial<PretrainSettings>, hooks: PretrainHooks = {}): Promise<StageSummary> {
+  // The first process has said all that preparing reports.
+  const run = await prepareRun(settings, {});
+  try {
+    const decoder = await trainDecoder(run, hooks);
+    for (const t of decoder.params.values()) t.dispose();
+    return decoder.summary;
+  } finally {
+    for (const t of run.vae.params.values()) t.dispose();
+  }
+}
+
+function trainDecoder(run: PreparedRun, hooks: PretrainHooks): ReturnType<typeof trainVaeStage> {
+  const { s } = run;
+  return trainVaeStage(s, run.finalConfigs, { stage: 'decoder', size: run.finalSize, steps: s.decoderSteps, from: run.vae.params }, hooks);
+}
+
+export async function pretrainMini(settings: Partial<PretrainSettings>, hooks: PretrainHooks = {}): Promise<PretrainResult> {
+  const run = await prepareRun(settings, hooks);
+  const { s, tokenizer, ids, size, vae, scalingFactor, configs, finalConfigs } = run;
+  // Weights this function loaded or trained besides the VAE's, disposed at the end.
+  const owned: Params[] = [];
+  try {
     // A snapshot only reads the run, whatever recipe it was begun with.
     if (s.snapshot) return await writeSnapshot(s, s.snapshot, configs, miniConfigs(hiresSizes(s), ids, scalingFactor), tokenizer, vae, hooks);
     await checkLdmSchedule(path.join(s.runDir, 'ldm'), configs.scheduler, s);
@@ -542,16 +602,25 @@ export async function pretrainMini(settings: Partial<PretrainSettings>, hooks: P
     if (fs.existsSync(hiresDir) && !(stage3 && stage3.steps >= s.ldmSteps)) {
       throw new PainterError(`${hiresDir}: stage 4 was begun from a finished stage 3 that ${path.join(s.runDir, 'ldm')} no longer holds; remove ${hiresDir} to retrain it`);
     }
-    const text = s.textSteps > 0 ? await trainTextEncoder(s, configs, tokenizer, hooks) : undefined;
-    if (text) owned.push(text.params);
-    const ldm = await trainLdm(s, configs, tokenizer, vae.params, text?.params, { stage: 'ldm', size: s.sizes.imageSize, steps: s.ldmSteps }, hooks);
-    owned.push(ldm.unet, ldm.textEncoder);
-    const hiresConfigs = s.hiresSteps > 0 ? miniConfigs(hiresSizes(s), ids, scalingFactor) : undefined;
-    const hires = hiresConfigs && (await trainLdm(s, hiresConfigs, tokenizer, vae.params, text?.params, { stage: 'hires', size: hiresSizes(s).imageSize, steps: s.hiresSteps, from: ldm }, hooks));
-    if (hires) owned.push(hires.unet, hires.textEncoder);
+    const side = s.jobs > 1 && s.decoderSteps > 0 && !((readDone(path.join(s.runDir, VAE_DIR.decoder))?.steps ?? -1) >= s.decoderSteps) ? startDecoderProcess(s, hooks) : undefined;
+    let text: Awaited<ReturnType<typeof trainTextEncoder>> | undefined;
+    let ldm: LdmWeights;
+    let hires: LdmWeights | undefined;
+    try {
+      text = s.textSteps > 0 ? await trainTextEncoder(s, configs, tokenizer, hooks) : undefined;
+      if (text) owned.push(text.params);
+      ldm = await trainLdm(s, configs, tokenizer, vae.params, text?.params, { stage: 'ldm', size: s.sizes.imageSize, steps: s.ldmSteps }, hooks);
+      owned.push(ldm.unet, ldm.textEncoder);
+      hires = s.hiresSteps > 0 ? await trainLdm(s, finalConfigs, tokenizer, vae.params, text?.params, { stage: 'hires', size: run.finalSize, steps: s.hiresSteps, from: ldm }, hooks) : undefined;
+      if (hires) owned.push(hires.unet, hires.textEncoder);
+    } catch (e) {
+      await side?.stop();
+      throw e;
+    }
+    // Stage 5 here: reused when the side process finished it, else resumed from its checkpoint.
+    await side?.finished(hooks.shouldStop);
     const final = hires ?? ldm;
-    const finalConfigs = hiresConfigs ?? configs;
-    const decoder = s.decoderSteps > 0 ? await trainVaeStage(s, finalConfigs, { stage: 'decoder', size: hires ? hiresSizes(s).imageSize : s.sizes.imageSize, steps: s.decoderSteps, from: vae.params }, hooks) : undefined;
+    const decoder = s.decoderSteps > 0 ? await trainDecoder(run, hooks) : undefined;
     if (decoder) owned.push(decoder.params);
     const model: StableDiffusion = {
       source: s.out,
@@ -562,7 +631,7 @@ export async function pretrainMini(settings: Partial<PretrainSettings>, hooks: P
       scheduler: finalConfigs.scheduler,
     };
     await saveModel(model, s.out, { half: true, overwrite: true });
-    const result = { configs: finalConfigs, size, scalingFactor, vae: vae.summary, vaeHires: vaeHires?.summary, text: text?.summary, ldm: ldm.summary, hires: hires?.summary, decoder: decoder?.summary };
+    const result = { configs: finalConfigs, size, scalingFactor, vae: vae.summary, vaeHires: run.vaeHires, text: text?.summary, ldm: ldm.summary, hires: hires?.summary, decoder: decoder?.summary };
     await writeBytesAtomic(path.join(s.out, 'README.md'), recipeReadme(s, result));
     hooks.log?.(`saved ${s.out}`);
     return { out: s.out, ...result };
