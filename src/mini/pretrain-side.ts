@@ -57,14 +57,16 @@ export function startDecoderProcess(s: PretrainSettings, hooks: PretrainHooks): 
   });
   const errors: string[] = [];
   createInterface({ input: child.stderr }).on('line', (line) => void errors.push(line));
+  let failedToStart = false;
   const exited = new Promise<void>((resolve) => {
     child.on('error', (e) => {
+      failedToStart = true;
       hooks.log?.(`stage 5's second process did not start (${e.message}); stage 5 will run after stage 4`);
       resolve();
     });
     // 'close': after the last line of its stdout has been read.
     child.on('close', (code, signal) => {
-      if (code !== 0 && code !== INTERRUPTED_EXIT) {
+      if (!failedToStart && code !== 0 && code !== INTERRUPTED_EXIT) {
         const why = errors.filter((l) => l.trim()).slice(-1)[0] ?? `exit ${code ?? signal}`;
         hooks.log?.(`stage 5's second process failed (${why}); stage 5 will go on after stage 4`);
       }
