@@ -370,6 +370,11 @@ async function checkLdmSchedule(dir: string, scheduler: SchedulerConfig, s: Pick
   await writeBytesAtomic(file, JSON.stringify(want));
 }
 
+/** Whether the stage in `runDir/dir` has finished at least `steps` steps. */
+function stageFinished(runDir: string, dir: string, steps: number): boolean {
+  return (readDone(path.join(runDir, dir))?.steps ?? -1) >= steps;
+}
+
 /** What every stage after the VAE's starts from: the tokenizer, the finished VAE, its scaling factor. */
 interface PreparedRun {
   s: PretrainSettings;
@@ -410,7 +415,7 @@ async function prepareRun(settings: Partial<PretrainSettings>, hooks: PretrainHo
 
   // What later stages learnt from a VAE that is not the one this recipe would now train is stale.
   const begun = (d: string) => latestCheckpoint(path.join(s.runDir, d)) !== undefined || readDone(path.join(s.runDir, d)) !== undefined;
-  const finished = (d: string, steps: number) => (readDone(path.join(s.runDir, d))?.steps ?? -1) >= steps;
+  const finished = (d: string, steps: number) => stageFinished(s.runDir, d, steps);
   const stage1Ready = finished('vae', s.vaeSteps);
   const vaeReady = stage1Ready && (s.vaeHiresSteps === 0 ? !begun(VAE_DIR['vae-hires']) : finished(VAE_DIR['vae-hires'], s.vaeHiresSteps));
   const stale = [...(stage1Ready ? [] : [VAE_DIR['vae-hires']]), ...(vaeReady ? [] : ['ldm', VAE_DIR.decoder])].find(begun);
@@ -475,7 +480,7 @@ export async function pretrainMini(settings: Partial<PretrainSettings>, hooks: P
     if (fs.existsSync(hiresDir) && !(stage3 && stage3.steps >= s.ldmSteps)) {
       throw new PainterError(`${hiresDir}: stage 4 was begun from a finished stage 3 that ${path.join(s.runDir, 'ldm')} no longer holds; remove ${hiresDir} to retrain it`);
     }
-    const side = s.jobs > 1 && s.decoderSteps > 0 && !((readDone(path.join(s.runDir, VAE_DIR.decoder))?.steps ?? -1) >= s.decoderSteps) ? startDecoderProcess(s, hooks) : undefined;
+    const side = s.jobs > 1 && s.decoderSteps > 0 && !stageFinished(s.runDir, VAE_DIR.decoder, s.decoderSteps) ? startDecoderProcess(s, hooks) : undefined;
     let text: Awaited<ReturnType<typeof trainTextEncoder>> | undefined;
     let ldm: LdmWeights;
     let hires: LdmWeights | undefined;
