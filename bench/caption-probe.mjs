@@ -8,18 +8,12 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
-const dist = (p) => path.join(root, 'dist', 'src', p);
+const dist = (p) => path.join(root, 'dist', p);
 const tf = await import('@tensorflow/tfjs');
-const { selectBackend } = await import(dist('backend/select.js'));
-const { loadModel } = await import(dist('io/load-model.js'));
-const { encodePrompts } = await import(dist('core/pipeline/text-to-image.js'));
-const { vaeEncode } = await import(dist('core/models/vae.js'));
-const { noiseSchedule } = await import(dist('core/schedulers/index.js'));
-const { diffusionLoss } = await import(dist('core/training/loss.js'));
-const { Rng } = await import(dist('core/random.js'));
-const { renderScene } = await import(dist('mini/render.js'));
-const { imagesToArray } = await import(dist('mini/pretrain-stages.js'));
-const { caption, sampleScene, OBJECT_KINDS, COLOUR_NAMES } = await import(dist('mini/world.js'));
+const { selectBackend, loadModel, encodePrompts, vaeEncode, noiseSchedule, diffusionLoss, Rng } = await import(dist('src/index.js'));
+const { renderScene } = await import(dist('recipes/painter-mini/render.js'));
+const { imagesToArray } = await import(dist('recipes/painter-mini/pretrain-stages.js'));
+const { caption, sampleScene, OBJECT_KINDS, COLOUR_NAMES } = await import(dist('recipes/painter-mini/world.js'));
 
 const [modelDir = path.join(root, 'fixtures', 'painter-mini'), scenesArg = '16', seedArg = '5'] = process.argv.slice(2);
 const n = Number(scenesArg);

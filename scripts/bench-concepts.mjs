@@ -5,7 +5,7 @@
 import { runDistMain } from './run-dist.mjs';
 
 await runDistMain(
-  'mini/bench-concepts.js',
+  'recipes/painter-mini/bench-concepts.js',
   `painter-mini concept benchmark: VAE PSNR, prompt fidelity, Textual Inversion vs its baseline,
 DreamBooth with/without prior preservation (subject fidelity, PRES), scored by fixtures/mini-classifier.
 Usage: npm run bench:concepts -- [--seed N] [--model DIR] [--classifier DIR] [--out DIR] [--samples N]

@@ -8,7 +8,7 @@
 import { runDistMain } from './run-dist.mjs';
 
 await runDistMain(
-  'mini/pretrain-cli.js',
+  'recipes/painter-mini/pretrain-cli.js',
   `Pretrains painter-mini (VAE, text encoder, then UNet against the frozen text encoder, each at 32×32 then 64×64) and saves it (default fixtures/painter-mini).
 Usage: npm run pretrain:mini -- [--out DIR] [--run-dir DIR] [--seed N] [--vae-steps N] [--steps N]
   [--vae-batch N] [--batch N] [--vae-lr X] [--lr X] [--checkpoint-every N] [--text-steps N] [--size 32|64]

@@ -5,7 +5,7 @@
 import { runDistMain } from './run-dist.mjs';
 
 await runDistMain(
-  'mini/train-classifier.js',
+  'recipes/painter-mini/train-classifier.js',
   `Trains painter-mini's attribute classifier and saves it (default runs/classifier).
 Usage: npm run train:classifier -- [--out DIR] [--steps N] [--batch N] [--size 32|64] [--widths 16,32,64]
   [--lr 0.01] [--seed 0] [--blur PX] [--noise LEVELS] [--test N] [--backend B]`,

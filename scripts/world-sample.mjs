@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const { main } = await import(pathToFileURL(path.join(here, '..', 'dist', 'src', 'mini', 'sample-cli.js')).href);
+const { main } = await import(pathToFileURL(path.join(here, '..', 'dist', 'recipes', 'painter-mini', 'sample-cli.js')).href);
 const { isPainterError } = await import(pathToFileURL(path.join(here, '..', 'dist', 'src', 'errors.js')).href);
 try {
   console.error(await main(process.argv.slice(2)));

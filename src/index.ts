@@ -1,9 +1,28 @@
 /**
- * painter's library API: what the CLI is built on, for programs that want to load Stable
- * Diffusion checkpoints, sample and train from TypeScript.
+ * painter's library API: everything the CLI runs (generate, invert, dreambooth, bench, info),
+ * and the pieces they are built from, for programs that load Stable Diffusion checkpoints, sample
+ * and train from TypeScript.
  */
-export { selectBackend, type BackendChoice, type BackendName, type BackendReport } from './backend/select.js';
-export { PainterError, UsageError, InterruptedError } from './errors.js';
+
+// What the commands do, as library calls: typed options (missing ones take their defaults),
+// progress and stop requests through hooks, and what they wrote as the result.
+export { generate, type GenerateInput, type GenerateResult } from './app/generate.js';
+export { invert, type InvertInput, type InvertResult } from './app/invert.js';
+export { dreambooth, type DreamboothInput, type DreamboothResult } from './app/dreambooth.js';
+export { benchmark, type BenchInput, type BenchResult } from './app/bench.js';
+export { systemInfo, pngParameters, type InfoReport } from './app/info.js';
+export { breathe, phaseClock, type Hooks, type Progress, type WrittenFile } from './app/hooks.js';
+export { applyConcepts, libraryEmbeddings, parseLoraArg, type ConceptRequest, type LoadedConcepts } from './app/concepts.js';
+export { checkMemoryBudget, memoryReport, memorySettings, type MemoryCheck, type MemoryRequest } from './app/memory-check.js';
+export { bundledModelPath, packageRoot, packageVersion, resolveModelPath, tinyModelPath, BUNDLED_MODEL } from './app/paths.js';
+export type { InvertOptions, DreamboothOptions, GenerateOptions, BenchOptions, InfoOptions, OptionInput } from './options/types.js';
+export { COMMANDS, type CommandName, type OptionSpec } from './options/table.js';
+export { resolveConfig, listPresets, loadPreset } from './options/resolve.js';
+
+// Compute backends
+export { selectBackend, useBackend, describeBackend, type BackendReport } from './backend/select.js';
+export { BACKENDS, BACKEND_CHOICES, BACKEND_NAMES, type BackendChoice, type BackendName, type BackendSpec } from './backend/table.js';
+export { PainterError, UsageError, InterruptedError, isPainterError } from './errors.js';
 
 // Loading and saving models
 export { loadModel, type LoadModelOptions } from './io/load-model.js';
@@ -11,7 +30,10 @@ export { saveModel, writeParams, type SaveModelOptions } from './io/save-model.j
 export { loadSingleFile, writeSingleFile, detectArch, type Arch } from './io/single-file.js';
 export { describeModel, type ModelInfo } from './io/model-info.js';
 export { loadClipTokenizer } from './io/load-tokenizer.js';
+export { saveTokenizer } from './io/save-tokenizer.js';
 export { loadWeights, readJson } from './io/load-weights.js';
+export { writeBytesAtomic } from './io/atomic.js';
+export { imageGrid } from './io/image-grid.js';
 export {
   openSafetensors,
   readTensor,
@@ -25,11 +47,13 @@ export {
 
 // The latent-diffusion core
 export { disposeModel, type StableDiffusion, type Component } from './core/model.js';
-export type { Params, ParamShapes } from './core/params.js';
-export { initParams, countParams } from './core/params.js';
+export { initParams, countParams, param, type Params, type ParamShapes } from './core/params.js';
+export { Rng, type RngState } from './core/random.js';
+export { conv2d, groupNormSilu, linear } from './core/ops.js';
+export { defaultImageSize, latentGrid, promptLength, modelImageSize, modelLatentGrid, modelPromptLength } from './core/sizes.js';
 export { clipTextForward, parseClipTextConfig, clipTextParamShapes, resizeTokenEmbedding, type ClipTextConfig } from './core/models/clip-text.js';
 export { unetForward, parseUNetConfig, unetParamShapes, type UNetConfig } from './core/models/unet.js';
-export { vaeEncode, vaeDecode, vaeSample, vaeLatentFactor, parseVaeConfig, vaeParamShapes, type VaeConfig } from './core/models/vae.js';
+export { vaeEncode, vaeDecode, vaeSample, vaeLatentFactor, parseVaeConfig, vaeParamShapes, type VaeConfig, type VaePosterior } from './core/models/vae.js';
 export {
   createScheduler,
   parseSchedulerConfig,
@@ -43,10 +67,23 @@ export {
   type SchedulerConfig,
   type SchedulerKind,
 } from './core/schedulers/index.js';
-export { createClipTokenizer, encode, decode, tokenize, addTokens, tokenId, vocabSize, type ClipTokenizer } from './core/tokenizer/clip-tokenizer.js';
+export {
+  createClipTokenizer,
+  encode,
+  decode,
+  tokenize,
+  addTokens,
+  tokenId,
+  vocabSize,
+  basicTokenize,
+  BYTE_ENCODER,
+  CLIP_PATTERN,
+  type ClipTokenizer,
+} from './core/tokenizer/clip-tokenizer.js';
 export {
   encodePrompts,
   promptIds,
+  promptIdRows,
   denoise,
   denoiseAll,
   decodeLatents,
@@ -55,7 +92,22 @@ export {
   type DenoiseInput,
   type DenoiseStep,
 } from './core/pipeline/text-to-image.js';
-export { diffusionLoss, lossWeights, snr, type LossInput, type LossOptions } from './core/training/loss.js';
+export { sampleImages, sampleImagesPhased, type GenerateRequest, type GenerateEvent, type GeneratedImage } from './core/pipeline/generate.js';
+
+// Training: the objective, the optimizer, the engine (used by the methods and by recipes/painter-mini)
+export { diffusionLoss, lossWeights, snr, stratifiedTimesteps, type LossInput, type LossOptions } from './core/training/loss.js';
+export { ADAMW_DEFAULTS, adamWStep, clipGradNorm, createAdamWState, disposeAdamWState, learningRate, type LrSchedule } from './core/training/optimizer.js';
+export {
+  train,
+  checkpointParams,
+  checkpointsDir,
+  latestCheckpoint,
+  readCheckpointMeta,
+  type TrainingTask,
+  type EngineConfig,
+  type EngineHooks,
+  type StepReport,
+} from './train/engine.js';
 
 // Learned concepts: Textual Inversion embeddings and LoRA
 export { applyEmbeddings, expandPrompt, multiVectorTokens, type Embedding, type AppliedEmbedding, type EmbeddedModel } from './core/embeddings.js';

@@ -87,19 +87,19 @@ describe('statistics', () => {
 });
 
 describe('kernel profile', () => {
-  it('attributes calls to kernels and restores the originals', () => {
+  it('attributes calls to kernels and restores the originals', async () => {
     const before = tf.getKernel('Add', 'wasm')!.kernelFunc;
-    const prof = profileKernels(() => tf.tidy(() => tf.add(tf.ones([3]), tf.ones([3])).dataSync()));
+    const prof = await profileKernels(() => tf.tidy(() => tf.add(tf.ones([3]), tf.ones([3])).dataSync()));
     expect(prof.find((k) => k.kernel === 'Add')?.calls).toBe(1);
     expect(tf.getKernel('Add', 'wasm')!.kernelFunc).toBe(before);
   });
 });
 
 describe('runBench on tiny-sd-a (one run of each item)', () => {
-  it('reports every item, memory, tensor drift and throughput', () => {
+  it('reports every item, memory, tensor drift and throughput', async () => {
     const seen: string[] = [];
     const tensorsBefore = tf.memory().numTensors;
-    const r = runBench(model, { warmup: 0, runs: 1, driftSteps: 2, matmulSize: 64, profile: true, onProgress: (w) => seen.push(w) });
+    const r = await runBench(model, { warmup: 0, runs: 1, driftSteps: 2, matmulSize: 64, profile: true, onProgress: (w) => seen.push(w) });
     expect(r.results.map((x) => x.item)).toEqual([...BENCH_ITEMS]);
     for (const x of r.results) {
       expect(x.timing.runs).toBe(1);
@@ -117,8 +117,8 @@ describe('runBench on tiny-sd-a (one run of each item)', () => {
     expect(tf.memory().numTensors).toBe(tensorsBefore);
   });
 
-  it('runs only the requested items', () => {
-    const r = runBench(model, { warmup: 0, runs: 1, driftSteps: 0, items: ['vae-decode', 'matmul'], matmulSize: 32 });
+  it('runs only the requested items', async () => {
+    const r = await runBench(model, { warmup: 0, runs: 1, driftSteps: 0, items: ['vae-decode', 'matmul'], matmulSize: 32 });
     expect(r.results.map((x) => x.item)).toEqual(['vae-decode', 'matmul']);
     expect(r.memory.liveTensors).toBeUndefined();
   });

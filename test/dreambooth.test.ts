@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { applyLora, disposeLora } from '../src/core/lora.js';
 import { disposeModel, type StableDiffusion } from '../src/core/model.js';
-import { generate } from '../src/core/pipeline/generate.js';
+import { sampleImages } from '../src/core/pipeline/generate.js';
 import { decodeLatents, denoiseAll, encodePrompts } from '../src/core/pipeline/text-to-image.js';
 import { Rng } from '../src/core/random.js';
 import { createScheduler } from '../src/core/schedulers/index.js';
@@ -335,9 +335,13 @@ describe('painter dreambooth (engine)', () => {
     const trained = snapshot(view.model);
     for (const [k, v] of snapshot(reloaded)) expect(same(v, trained.get(k)!), k).toBe(true);
     const request = { prompt: 'a photo of cus cat', negativePrompt: '', steps: 3, guidance: 5, scheduler: 'ddim' as const, seed: 1, count: 1, batch: 1, width: RES, height: RES, clipSkip: 0 };
-    const pixels = (m: StableDiffusion) => [...generate(m, request)].flatMap((e) => (e.kind === 'image' ? [Buffer.from(e.image.pixels)] : []));
-    const [a] = pixels(reloaded);
-    const [b] = pixels(view.model);
+    const pixels = async (m: StableDiffusion) => {
+      const out: Buffer[] = [];
+      for await (const e of sampleImages(m, request)) if (e.kind === 'image') out.push(Buffer.from(e.image.pixels));
+      return out;
+    };
+    const [a] = await pixels(reloaded);
+    const [b] = await pixels(view.model);
     expect(a!.equals(b!)).toBe(true);
     disposeModel(reloaded);
     view.dispose();

@@ -17,12 +17,14 @@ import { clipTextForward, clipTextParamShapes, parseClipTextConfig } from '../sr
 import { parseUNetConfig, unetForward, unetParamShapes } from '../src/core/models/unet.js';
 import { parseVaeConfig, vaeDecode, vaeParamShapes } from '../src/core/models/vae.js';
 import { initParams, weightKind, type ParamShapes } from '../src/core/params.js';
-import { generate } from '../src/core/pipeline/generate.js';
+import { sampleImages } from '../src/core/pipeline/generate.js';
 import { PainterError } from '../src/errors.js';
 import { readSourceImage } from '../src/io/dataset.js';
 import { loadModel } from '../src/io/load-model.js';
-import { describeModelMemory, parseNvidiaSmi, readModelWeights, WASM_HEAP_MAX } from '../src/io/memory-budget.js';
-import { checkMemoryBudget, formatMemoryReport, memoryReport, refusalMessage, settingsFromConfig } from '../src/cli/memory-check.js';
+import { describeModelMemory, readModelWeights } from '../src/io/memory-budget.js';
+import { checkMemoryBudget, formatMemoryReport, memoryReport, memorySettings, refusalMessage } from '../src/app/memory-check.js';
+import { BACKENDS } from '../src/backend/table.js';
+import { WASM_HEAP_MAX, parseNvidiaSmi } from '../src/backend/capacity.js';
 import { train } from '../src/train/engine.js';
 import { createInversion } from '../src/train/textual-inversion.js';
 import { FIXTURES, ROOT, TINY_INVERT_SETTINGS, TINY_SD_A, useBackend } from './helpers.js';
@@ -239,14 +241,14 @@ async function expectPeakNear(estimate: { peak: number; peakPhase: string }, run
 describe('estimate vs measured wasm heap on tiny-sd-a', () => {
   it.each([1, 2])('generate, batch %i: within 25% of the measured peak', async (batch) => {
     const model0 = describeModelMemory(TINY_SD_A);
-    const settings = settingsFromConfig('generate', model0, { batch, count: batch });
-    const estimate = estimateMemory(model0, settings, 'wasm');
-    await expectPeakNear(estimate, (mark) => {
+    const settings = memorySettings({ command: 'generate', options: { batch, count: batch } }, model0);
+    const estimate = estimateMemory(model0, settings, BACKENDS.wasm);
+    await expectPeakNear(estimate, async (mark) => {
       const model = loadModel(TINY_SD_A);
       mark();
       try {
         const request = { prompt: 'a cat', negativePrompt: '', steps: 3, guidance: 7.5, scheduler: 'dpm++2m' as const, seed: 1, count: batch, batch, width: 64, height: 64, clipSkip: 0 };
-        for (const event of generate(model, request)) {
+        for await (const event of sampleImages(model, request)) {
           void event;
           mark();
         }
@@ -261,8 +263,8 @@ describe('estimate vs measured wasm heap on tiny-sd-a', () => {
     const photos = fs.readdirSync(path.join(FIXTURES, 'photos', 'cat')).map((f) => path.join(FIXTURES, 'photos', 'cat', f));
     const images = await Promise.all(photos.map((f) => readSourceImage(f, 64)));
     const model0 = describeModelMemory(TINY_SD_A);
-    const settings = settingsFromConfig('invert', model0, { resolution: 64, batch: 2, validationEvery: 1 }, { images: images.length });
-    const estimate = estimateMemory(model0, settings, 'wasm');
+    const settings = memorySettings({ command: 'invert', options: { resolution: 64, batch: 2, validationEvery: 1 }, images: images.length }, model0);
+    const estimate = estimateMemory(model0, settings, BACKENDS.wasm);
     await expectPeakNear(estimate, async (mark) => {
       const model = loadModel(TINY_SD_A);
       mark();
@@ -390,7 +392,7 @@ describe('an SD-1.5-sized model (headers only)', () => {
     const before = fs.readdirSync(dir, { recursive: true }).sort();
     let error: unknown;
     try {
-      checkMemoryBudget(command, dir, {}, wasm);
+      checkMemoryBudget({ command, options: {} }, dir, wasm);
     } catch (e) {
       error = e;
     }
@@ -407,7 +409,7 @@ describe('an SD-1.5-sized model (headers only)', () => {
   it('PAINTER_MEMORY_CHECK=off skips the check', () => {
     process.env['PAINTER_MEMORY_CHECK'] = 'off';
     try {
-      expect(checkMemoryBudget('generate', dir, {}, wasm)).toBeUndefined();
+      expect(checkMemoryBudget({ command: 'generate', options: {} }, dir, wasm)).toBeUndefined();
     } finally {
       delete process.env['PAINTER_MEMORY_CHECK'];
     }
@@ -415,16 +417,16 @@ describe('an SD-1.5-sized model (headers only)', () => {
 
   it('suggests only changes that make it fit', () => {
     const m = describeModelMemory(dir);
-    const gen = settingsFromConfig('generate', m, {});
+    const gen = memorySettings({ command: 'generate', options: {} }, m);
     // Generation on wasm: even the UNet alone and XNNPACK's copies of it exceed the heap.
-    const onWasm = fitSuggestions(m, gen, 'wasm', WASM_HEAP_MAX, { backend: 'tensorflow', capacity: 64e9, flags: '--backend tensorflow' });
+    const onWasm = fitSuggestions(m, gen, BACKENDS.wasm, WASM_HEAP_MAX, { backend: BACKENDS.tensorflow, capacity: 64e9, flags: '--backend tensorflow' });
     expect(onWasm.map((s) => s.flags)).toEqual(['--backend tensorflow']);
-    const full = settingsFromConfig('dreambooth', m, { mode: 'full', validationEvery: 250 });
+    const full = memorySettings({ command: 'dreambooth', options: { mode: 'full', validationEvery: 250 } }, m);
     const capacity = 40e9;
-    const suggestions = fitSuggestions(m, full, 'tensorflow', capacity);
+    const suggestions = fitSuggestions(m, full, BACKENDS.tensorflow, capacity);
     expect(suggestions.length).toBeGreaterThan(0);
     for (const s of suggestions) expect(s.peak).toBeLessThanOrEqual(capacity);
-    const line = refusalMessage(estimateMemory(m, full, 'tensorflow'), false, { bytes: capacity, what: 'free system memory' }, suggestions.map((s) => s.flags));
+    const line = refusalMessage(estimateMemory(m, full, BACKENDS.tensorflow), false, { bytes: capacity, what: 'free system memory' }, suggestions.map((s) => s.flags));
     expect(line).toMatch(/^not enough memory: dreambooth full needs about \d+(\.\d+)? GB at 512 px, batch 1 \(weights 4\.2\d GB \+ optimizer state and cached latents .* GB \+ activations .*\), but only 38\.0 GB can be used \(95% of free system memory: 40\.0 GB\); to fit, use --/);
   });
 });

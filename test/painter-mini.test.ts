@@ -8,16 +8,16 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { resolveModelPath } from '../src/cli/default-model.js';
+import { resolveModelPath } from '../src/app/paths.js';
 import { disposeModel } from '../src/core/model.js';
-import { generate } from '../src/core/pipeline/generate.js';
+import { sampleImages } from '../src/core/pipeline/generate.js';
 import { loadModel } from '../src/io/load-model.js';
 import { readPngText } from '../src/io/png-text.js';
-import { predict, imagesToTensor } from '../src/mini/classifier.js';
-import { toClassifierSize } from '../src/mini/bench-concepts.js';
-import { MINI_MAX_BYTES } from '../src/mini/mini-config.js';
-import { loadClassifier } from '../src/mini/train-classifier.js';
-import { LABEL_CLASSES } from '../src/mini/world.js';
+import { predict, imagesToTensor } from '../recipes/painter-mini/classifier.js';
+import { toClassifierSize } from '../recipes/painter-mini/bench-concepts.js';
+import { MINI_MAX_BYTES } from '../recipes/painter-mini/mini-config.js';
+import { loadClassifier } from '../recipes/painter-mini/train-classifier.js';
+import { LABEL_CLASSES } from '../recipes/painter-mini/world.js';
 import { FIXTURES, ROOT, useBackend } from './helpers.js';
 
 const MINI = path.join(FIXTURES, 'painter-mini');
@@ -67,7 +67,7 @@ describe('painter-mini, the bundled model', () => {
     expect(readPngText(fs.readFileSync(files[0]!))['parameters']).toMatch(/Size: 64x64, Model hash: [0-9a-f]{10}, Model: painter-mini/);
   });
 
-  it('draws the object and colours a prompt asks for (read back by the attribute classifier)', () => {
+  it('draws the object and colours a prompt asks for (read back by the attribute classifier)', async () => {
     const model = loadModel(MINI);
     const clf = loadClassifier(path.join(FIXTURES, 'mini-classifier'));
     try {
@@ -84,7 +84,7 @@ describe('painter-mini, the bundled model', () => {
       for (const [prompt, object, colour, background] of asks) {
         const images: Uint8Array[] = [];
         const req = { prompt, negativePrompt: '', steps: 20, guidance: 7.5, scheduler: 'dpm++2m' as const, seed: 11, count: 4, batch: 4, width: 64, height: 64, clipSkip: 0 };
-        for (const e of generate(model, req)) if (e.kind === 'image') images.push(toClassifierSize(e.image.pixels, 64, clf.config.imageSize));
+        for await (const e of sampleImages(model, req)) if (e.kind === 'image') images.push(toClassifierSize(e.image.pixels, 64, clf.config.imageSize));
         const x = imagesToTensor(images, clf.config.imageSize);
         const pred = predict(clf.params, clf.config, x);
         x.dispose();

@@ -3,8 +3,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import yaml from 'js-yaml';
-import { listPresets, loadPreset, resolveConfig, validatePreset } from '../src/cli/config.js';
-import type { CommandName } from '../src/cli/options.js';
+import { listPresets, loadPreset, resolveConfig, validatePreset } from '../src/options/resolve.js';
+import type { CommandName } from '../src/options/table.js';
 import { PainterError } from '../src/errors.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'painter-presets-'));

@@ -24,6 +24,7 @@ import { hasKernel, runKernel, setJsKernelsEnabled } from './js-kernel.js';
 import { conv2dFilterGradWasm, WASM_CONV_FILTER_GRAD } from './wasm-conv-filter-grad.js';
 import { makeWasmBatchMatMul } from './wasm-matmul.js';
 import { makeWasmSum } from './wasm-reduce.js';
+import { activeBackendSpec } from './table.js';
 
 interface WasmBackendLike {
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
@@ -237,7 +238,7 @@ export function registerPainterKernels(): void {
         dimRoundingMode?: 'floor' | 'round' | 'ceil';
       };
       const dil = typeof a.dilations === 'number' ? [a.dilations, a.dilations] : a.dilations ?? [1, 1];
-      const native = tf.getBackend() === 'tensorflow' || a.dataFormat === 'NCHW' || dil[0] !== 1 || dil[1] !== 1;
+      const native = !(activeBackendSpec()?.fusedKernels ?? false) || a.dataFormat === 'NCHW' || dil[0] !== 1 || dil[1] !== 1;
       if (native) return original.gradFunc(dy, saved, attrs);
       const info = tf.backend_util.computeConv2DInfo(
         x.shape,

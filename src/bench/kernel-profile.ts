@@ -12,7 +12,7 @@ export interface KernelTime {
   ms: number;
 }
 
-export function profileKernels(fn: () => void): KernelTime[] {
+export async function profileKernels(fn: () => unknown): Promise<KernelTime[]> {
   const backendName = tf.getBackend();
   const originals = tf.getKernelsForBackend(backendName);
   const times = new Map<string, KernelTime>();
@@ -36,7 +36,7 @@ export function profileKernels(fn: () => void): KernelTime[] {
     });
   }
   try {
-    fn();
+    await fn();
   } finally {
     for (const k of originals) {
       tf.unregisterKernel(k.kernelName, backendName);

@@ -20,14 +20,15 @@ import { vaeDecode, vaeEncode, vaeLatentFactor } from '../core/models/vae.js';
 import type { Params } from '../core/params.js';
 import { decodeLatents, denoiseAll, encodePrompts, promptIds } from '../core/pipeline/text-to-image.js';
 import { createScheduler, noiseSchedule } from '../core/schedulers/index.js';
+import { modelPromptLength } from '../core/sizes.js';
 import { AdamW } from '../backend/fused-adamw.js';
 import { diffusionLoss } from '../core/training/loss.js';
 import { unetForwardFlops, unetTrainingFlops } from './flops.js';
 import { profileKernels, type KernelTime } from './kernel-profile.js';
+import { BENCH_ITEMS, type BenchItem } from './items.js';
 import { timeRuns, type TimingStats } from './stats.js';
 
-export const BENCH_ITEMS = ['unet-train-step', 'ti-step', 'unet-forward', 'generate', 'vae-encode', 'vae-decode', 'matmul'] as const;
-export type BenchItem = (typeof BENCH_ITEMS)[number];
+export { BENCH_ITEMS, type BenchItem } from './items.js';
 
 export interface BenchOptions {
   /** Untimed runs before timing each item. */
@@ -138,8 +139,21 @@ function makeInputs(model: StableDiffusion, batch: number, size: number): Inputs
 }
 
 interface Step {
-  run: () => void;
+  run: () => Promise<void>;
   dispose: () => void;
+}
+
+/**
+ * Computes `fn`'s result and waits for it with `await data()`, as painter reads results: on a GPU
+ * backend a run ends when the device has finished, not when the work was queued.
+ */
+async function settle(fn: () => tf.Tensor): Promise<void> {
+  const t = tf.tidy(fn);
+  try {
+    await t.data();
+  } finally {
+    t.dispose();
+  }
 }
 
 function unetTrainStep(model: StableDiffusion, inputs: Inputs): Step {
@@ -149,7 +163,7 @@ function unetTrainStep(model: StableDiffusion, inputs: Inputs): Step {
   const unet = { params, config: model.unet.config };
   return {
     run: () =>
-      tf.tidy(() => {
+      settle(() => {
         const { value, grads } = tf.variableGrads(
           () =>
             diffusionLoss(unet, schedule, { latents: inputs.latents, noise: inputs.noise, timesteps: inputs.timesteps, encoderHiddenStates: inputs.context }, {
@@ -158,7 +172,7 @@ function unetTrainStep(model: StableDiffusion, inputs: Inputs): Step {
           vars,
         );
         opt.applyGradients(vars, grads);
-        value.dataSync();
+        return value;
       }),
     dispose: () => {
       opt.dispose();
@@ -175,7 +189,7 @@ function textualInversionStep(model: StableDiffusion, inputs: Inputs): Step {
   const opt = new AdamW({ lr: 5e-4, weightDecay: 1e-2 });
   return {
     run: () =>
-      tf.tidy(() => {
+      settle(() => {
         const { value, grads } = tf.variableGrads(() => {
           const ehs = clipTextForward(params, model.textEncoder.config, inputs.ids, { tokenEmbedding: table }).lastHiddenState;
           return diffusionLoss(model.unet, schedule, { latents: inputs.latents, noise: inputs.noise, timesteps: inputs.timesteps, encoderHiddenStates: ehs }, {
@@ -183,7 +197,7 @@ function textualInversionStep(model: StableDiffusion, inputs: Inputs): Step {
           });
         }, vars);
         opt.applyGradients(vars, grads);
-        value.dataSync();
+        return value;
       }),
     dispose: () => {
       opt.dispose();
@@ -192,15 +206,15 @@ function textualInversionStep(model: StableDiffusion, inputs: Inputs): Step {
   };
 }
 
-function generate(model: StableDiffusion, size: number, steps: number, guidance: number): void {
-  tf.tidy(() => {
+function generate(model: StableDiffusion, size: number, steps: number, guidance: number): Promise<void> {
+  return settle(() => {
     const prompt = encodePrompts(model, ['a photo of a cat']);
     const negative = encodePrompts(model, ['']);
     const scheduler = createScheduler('ddim', model.scheduler, steps);
     const init = tf.randomNormal([1, size, size, model.unet.config.in_channels], 0, 1, 'float32', 3) as tf.Tensor4D;
     const latents = denoiseAll(model, { scheduler, promptEmbeds: prompt, negativeEmbeds: negative, guidance, latents: init });
-    decodeLatents(model, latents).dataSync();
     scheduler.dispose();
+    return decodeLatents(model, latents);
   });
 }
 
@@ -210,16 +224,13 @@ function wasmHeapBytes(): number | undefined {
   return b.wasm?.HEAPU8?.buffer.byteLength;
 }
 
-// Timed closures read results with dataSync() as a statement: a typed array returned from
-// tf.tidy is walked element by element in search of tensors (seconds for a 1024² result).
-
 /** Runs the benchmark on the active backend. The model is left as it was. */
-export function runBench(model: StableDiffusion, options: Partial<BenchOptions> = {}): BenchReport {
+export async function runBench(model: StableDiffusion, options: Partial<BenchOptions> = {}): Promise<BenchReport> {
   const o: BenchOptions = { ...DEFAULT_BENCH_OPTIONS, ...options };
   const wanted = new Set<BenchItem>(o.items ?? BENCH_ITEMS);
   const size = o.latentSize ?? model.unet.config.sample_size ?? 64;
   const f = vaeLatentFactor(model.vae.config);
-  const ctxLen = Math.min(model.tokenizer.modelMaxLength, model.textEncoder.config.max_position_embeddings);
+  const ctxLen = modelPromptLength(model);
   const progress = o.onProgress ?? (() => {});
   const results: BenchResult[] = [];
   const report: BenchReport = {
@@ -234,10 +245,10 @@ export function runBench(model: StableDiffusion, options: Partial<BenchOptions> 
       trainingStepFlops: unetTrainingFlops(model.unet.config, { batch: o.batch, height: size, width: size, contextLength: ctxLen }),
     },
   };
-  const time = (item: BenchItem, detail: string, fn: () => void): TimingStats | undefined => {
+  const time = async (item: BenchItem, detail: string, fn: () => Promise<void>): Promise<TimingStats | undefined> => {
     if (!wanted.has(item)) return undefined;
     progress(`${item}: ${detail}`);
-    const { wall, cpu } = timeRuns(fn, o.warmup, o.runs);
+    const { wall, cpu } = await timeRuns(fn, o.warmup, o.runs);
     results.push({ item, detail, timing: wall, cpu });
     return wall;
   };
@@ -247,18 +258,18 @@ export function runBench(model: StableDiffusion, options: Partial<BenchOptions> 
     if (wanted.has('unet-train-step') || o.driftSteps > 0 || o.profile) {
       const step = unetTrainStep(model, inputs);
       try {
-        const t = time('unet-train-step', `latents ${latentShape}, context ${ctxLen} tokens, AdamW on every UNet weight`, step.run);
+        const t = await time('unet-train-step', `latents ${latentShape}, context ${ctxLen} tokens, AdamW on every UNet weight`, step.run);
         if (t) report.throughput.trainingGflops = report.throughput.trainingStepFlops / (t.median * 1e6);
         if (o.profile) {
           progress('profile: one UNet training step, kernel by kernel');
-          step.run();
-          report.profile = profileKernels(step.run);
+          await step.run();
+          report.profile = await profileKernels(step.run);
         }
         if (o.driftSteps > 0) {
           progress(`live tensors over ${o.driftSteps} training steps`);
-          step.run();
+          await step.run();
           const before = tf.memory().numTensors;
-          for (let i = 0; i < o.driftSteps; i++) step.run();
+          for (let i = 0; i < o.driftSteps; i++) await step.run();
           const after = tf.memory().numTensors;
           report.memory.liveTensors = { steps: o.driftSteps, before, after, drift: after - before };
         }
@@ -269,33 +280,21 @@ export function runBench(model: StableDiffusion, options: Partial<BenchOptions> 
     if (wanted.has('ti-step')) {
       const step = textualInversionStep(model, inputs);
       try {
-        time('ti-step', `text encoder + frozen UNet, batch ${o.batch}, AdamW on the token embeddings`, step.run);
+        await time('ti-step', `text encoder + frozen UNet, batch ${o.batch}, AdamW on the token embeddings`, step.run);
       } finally {
         step.dispose();
       }
     }
-    const t = time('unet-forward', `latents ${latentShape}`, () =>
-      tf.tidy(() => {
-        unetForward(model.unet.params, model.unet.config, inputs.latents, 500, inputs.context).dataSync();
-      }),
-    );
+    const t = await time('unet-forward', `latents ${latentShape}`, () => settle(() => unetForward(model.unet.params, model.unet.config, inputs.latents, 500, inputs.context)));
     if (t) report.throughput.forwardGflops = report.throughput.unetForwardFlops / (t.median * 1e6);
-    time('generate', `DDIM ${o.steps} steps, guidance ${o.guidance}, 1 image ${size * f}×${size * f}, with prompt encoding and VAE decode`, () =>
+    await time('generate', `DDIM ${o.steps} steps, guidance ${o.guidance}, 1 image ${size * f}×${size * f}, with prompt encoding and VAE decode`, () =>
       generate(model, size, o.steps, o.guidance),
     );
     const image = tf.randomUniform([1, size * f, size * f, model.vae.config.in_channels], -1, 1, 'float32', 4) as tf.Tensor4D;
     const latent = inputs.latents.slice([0, 0, 0, 0], [1, -1, -1, -1]) as tf.Tensor4D;
     try {
-      time('vae-encode', `1 image ${size * f}×${size * f}`, () =>
-        tf.tidy(() => {
-          vaeEncode(model.vae.params, model.vae.config, image).mean.dataSync();
-        }),
-      );
-      time('vae-decode', `1 latent ${size}×${size}`, () =>
-        tf.tidy(() => {
-          vaeDecode(model.vae.params, model.vae.config, latent).dataSync();
-        }),
-      );
+      await time('vae-encode', `1 image ${size * f}×${size * f}`, () => settle(() => vaeEncode(model.vae.params, model.vae.config, image).mean));
+      await time('vae-decode', `1 latent ${size}×${size}`, () => settle(() => vaeDecode(model.vae.params, model.vae.config, latent)));
     } finally {
       tf.dispose([image, latent]);
     }
@@ -303,11 +302,7 @@ export function runBench(model: StableDiffusion, options: Partial<BenchOptions> 
     const a = tf.randomNormal([n, n], 0, 1, 'float32', 5);
     const b = tf.randomNormal([n, n], 0, 1, 'float32', 6);
     try {
-      const m = time('matmul', `[${n}, ${n}] × [${n}, ${n}]`, () =>
-        tf.tidy(() => {
-          tf.matMul(a, b).dataSync();
-        }),
-      );
+      const m = await time('matmul', `[${n}, ${n}] × [${n}, ${n}]`, () => settle(() => tf.matMul(a, b)));
       if (m) report.throughput.matmulGflops = (2 * n * n * n) / (m.median * 1e6);
     } finally {
       tf.dispose([a, b]);

@@ -46,15 +46,15 @@ export interface RunTimes {
   cpu: TimingStats;
 }
 
-/** Runs `fn` `warmup` times untimed, then `runs` times timed. */
-export function timeRuns(fn: () => void, warmup: number, runs: number): RunTimes {
-  for (let i = 0; i < warmup; i++) fn();
+/** Runs `fn` `warmup` times untimed, then `runs` times timed (each run ends when its promise does). */
+export async function timeRuns(fn: () => Promise<void>, warmup: number, runs: number): Promise<RunTimes> {
+  for (let i = 0; i < warmup; i++) await fn();
   const wall: number[] = [];
   const cpu: number[] = [];
   for (let i = 0; i < runs; i++) {
     const c0 = process.cpuUsage();
     const t0 = performance.now();
-    fn();
+    await fn();
     wall.push(performance.now() - t0);
     const c = process.cpuUsage(c0);
     cpu.push((c.user + c.system) / 1000);

@@ -26,8 +26,3 @@ export function watchInterrupt(onRequest?: () => void): InterruptFlag {
     },
   };
 }
-
-/** Lets pending signals and timers run between synchronous compute steps. */
-export function breathe(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}

@@ -3,9 +3,10 @@
  * and pipes stay clean. Machine-readable output never goes here.
  */
 import ora, { type Ora } from 'ora';
+import type { Progress as ProgressReport } from '../app/hooks.js';
 
 export interface Progress {
-  update(done: number, total: number, label: string): void;
+  update(p: ProgressReport): void;
   succeed(text: string): void;
   fail(text: string): void;
   warn(text: string): void;
@@ -27,10 +28,9 @@ export function createProgress(quiet = false): Progress {
   const start = Date.now();
   let started = false;
   return {
-    update(done, total, label) {
-      const elapsed = Date.now() - start;
-      const eta = done > 0 ? ((total - done) * elapsed) / done : NaN;
-      spinner.text = `${label} ${done}/${total} · ${seconds(elapsed)} elapsed${Number.isFinite(eta) ? ` · ETA ${seconds(eta)}` : ''}`;
+    update(p) {
+      const eta = p.etaMs !== undefined ? ` · ETA ${seconds(p.etaMs)}` : '';
+      spinner.text = `${p.label} ${p.done}/${p.total} · ${seconds(p.elapsedMs)} elapsed${eta}`;
       if (!started && enabled) {
         spinner.start();
         started = true;

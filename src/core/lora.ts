@@ -19,6 +19,15 @@ import type { StableDiffusion } from './model.js';
 import type { Params } from './params.js';
 
 export type LoraComponent = 'unet' | 'text_encoder';
+
+/**
+ * The weights painter's LoRA training adapts, as diffusers' train_dreambooth_lora.py: the UNet's
+ * attention projections attn1/attn2 to_q, to_k, to_v, to_out.0 and CLIP's self_attn q/k/v/out_proj.
+ */
+export const LORA_TARGETS: Record<LoraComponent, RegExp> = {
+  unet: /(^|\.)attn[12]\.(to_q|to_k|to_v|to_out\.0)\.weight$/,
+  text_encoder: /(^|\.)self_attn\.(q_proj|k_proj|v_proj|out_proj)\.weight$/,
+};
 export type LoraFormat = 'diffusers' | 'peft' | 'kohya';
 
 export interface LoraAdapter {

@@ -106,3 +106,33 @@ export function cropToTensorData(img: SourceImage, resolution: number, left: num
   }
   return out;
 }
+
+export interface ReadFolderOptions {
+  /** Skip unreadable images with a warning instead of stopping (--skip-bad-images). */
+  skipBad: boolean;
+  warn: (message: string) => void;
+  /** What the folder holds, for messages ("training images", "class images"). */
+  what?: string;
+  /** Read at most this many usable images (the first by name). */
+  limit?: number;
+}
+
+/**
+ * Reads a folder's images at `resolution`: files that are not images are noted, an unreadable
+ * image is an error naming it, or a warning with `skipBad`.
+ */
+export async function readImageFolder(dir: string, resolution: number, o: ReadFolderOptions): Promise<SourceImage[]> {
+  const scan = scanImageFolder(dir, o.what);
+  for (const f of scan.ignored) o.warn(`skipping ${f}: not an image (painter reads .jpg, .jpeg, .png, .webp)`);
+  const images: SourceImage[] = [];
+  for (const file of scan.images) {
+    if (images.length >= (o.limit ?? Infinity)) break;
+    try {
+      images.push(await readSourceImage(file, resolution));
+    } catch (e) {
+      if (!o.skipBad || !(e instanceof PainterError)) throw e;
+      o.warn(`skipping ${e.message.replace(/; remove or replace it.*$/, '')}`);
+    }
+  }
+  return images;
+}

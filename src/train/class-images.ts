@@ -12,11 +12,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { formatInfotext } from '../core/infotext.js';
 import type { StableDiffusion } from '../core/model.js';
-import { generate } from '../core/pipeline/generate.js';
+import { sampleImages } from '../core/pipeline/generate.js';
 import { A1111_SAMPLER_NAMES, type SchedulerKind } from '../core/schedulers/index.js';
 import { InterruptedError, PainterError } from '../errors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
-import { readSourceImage, scanImageFolder, type SourceImage } from '../io/dataset.js';
+import { readImageFolder, readSourceImage, type SourceImage } from '../io/dataset.js';
 import { encodePng } from '../io/png-out.js';
 
 export interface ClassImageSettings {
@@ -77,7 +77,7 @@ export interface ClassImages {
 async function sampleClassImage(model: StableDiffusion, s: ClassImageSettings, seed: number, modelHash: string, onStep: (step: number) => void, hooks: ClassImageHooks): Promise<Buffer> {
   let pixels: Uint8Array | undefined;
   const request = { prompt: s.prompt, negativePrompt: s.negativePrompt, steps: s.steps, guidance: s.guidance, scheduler: s.scheduler, seed, count: 1, batch: 1, width: s.size, height: s.size, clipSkip: 0 };
-  for (const event of generate(model, request)) {
+  for await (const event of sampleImages(model, request)) {
     if (event.kind === 'image') pixels = event.image.pixels;
     else onStep(event.step);
     await hooks.breathe?.();
@@ -111,18 +111,7 @@ export async function ensureClassImages(
   hooks: ClassImageHooks = {},
 ): Promise<ClassImages> {
   if (!fs.existsSync(dir)) fs.mkdirSync(dir, { recursive: true });
-  const scan = scanImageFolder(dir, 'class images');
-  for (const f of scan.ignored) hooks.warn?.(`skipping ${f}: not an image (painter reads .jpg, .jpeg, .png, .webp)`);
-  const images: SourceImage[] = [];
-  for (const file of scan.images) {
-    if (images.length >= count) break;
-    try {
-      images.push(await readSourceImage(file, s.size));
-    } catch (e) {
-      if (!opts.skipBadImages || !(e instanceof PainterError)) throw e;
-      hooks.warn?.(`skipping ${e.message.replace(/; remove or replace it.*$/, '')}`);
-    }
-  }
+  const images = await readImageFolder(dir, s.size, { skipBad: opts.skipBadImages, warn: (m) => hooks.warn?.(m), what: 'class images', limit: count });
   const existing = images.length;
   const need = count - existing;
   if (need > 0) {

@@ -15,17 +15,16 @@ import type { LoraComponent } from '../core/lora.js';
 import type { StableDiffusion } from '../core/model.js';
 import { clipTextForward } from '../core/models/clip-text.js';
 import type { Params } from '../core/params.js';
-import { promptIds } from '../core/pipeline/text-to-image.js';
+import { promptIdRows } from '../core/pipeline/text-to-image.js';
 import { Rng } from '../core/random.js';
 import { noiseSchedule, type PredictionType } from '../core/schedulers/index.js';
-import { addOffsetNoise } from '../core/training/noise.js';
 import { diffusionLoss } from '../core/training/loss.js';
 import type { SourceImage } from '../io/dataset.js';
 import { writeLoraFile } from '../io/lora-files.js';
 import { saveModel } from '../io/save-model.js';
 import type { MethodSettings, TrainingTask } from './engine.js';
 import { createTrainableLora, loraVariables, paramsWithLora, toLoraAdapters, type TrainableLora } from './lora-training.js';
-import { encodeViews, withCaption } from './textual-inversion.js';
+import { disposeViews, drawNoise, encodeViews, EpochSampler, pickView, sampleLatents, withCaption, type NoiseDraw, type SamplerState, type View } from './steps.js';
 import { renderValidationGrid } from './validation.js';
 
 export type DreamBoothMode = 'full' | 'lora';
@@ -54,21 +53,11 @@ export function fillPrompt(template: string, identifier: string, className: stri
 export const LORA_FILE = 'dreambooth-lora.safetensors';
 export const MODEL_DIR = 'model';
 
-interface View {
-  image: number;
-  mean: tf.Tensor4D;
-  std: tf.Tensor4D;
-}
-
-/** One step's random draws (made outside the gradient tape). */
-export interface DrawnBatch {
+/** One step's random draws (made outside the gradient tape); timesteps and noise: instance rows first, then class rows. */
+export interface DrawnBatch extends NoiseDraw {
   instance: View[];
   /** Empty without prior preservation. */
   prior: View[];
-  /** One per row: instance rows first, then class rows. */
-  timesteps: number[];
-  posterior: Float32Array;
-  noise: Float32Array;
 }
 
 /** Which loss: the training objective, or one of its two terms alone (for checks). */
@@ -83,27 +72,6 @@ export interface DreamBoothSetup {
   /** The model as trained so far (LoRA merged into copies); dispose() frees what it made. */
   trainedModel(): { model: StableDiffusion; dispose(): void };
   dispose(): void;
-}
-
-/** Epoch-style sampling: every image once per epoch, in a fresh shuffled order. */
-class EpochSampler {
-  order: number[] = [];
-  pos = 0;
-  constructor(private readonly n: number) {}
-  next(rng: Rng): number {
-    if (this.pos >= this.order.length) {
-      this.order = rng.shuffle(Array.from({ length: this.n }, (_, i) => i));
-      this.pos = 0;
-    }
-    return this.order[this.pos++]!;
-  }
-  state() {
-    return { order: this.order, pos: this.pos };
-  }
-  restore(s: { order: number[]; pos: number }) {
-    this.order = s.order;
-    this.pos = s.pos;
-  }
 }
 
 let created = 0;
@@ -159,7 +127,6 @@ export function createDreamBooth(model: StableDiffusion, instanceImages: SourceI
   const T = model.scheduler.num_train_timesteps;
   const sf = model.vae.config.scaling_factor;
   const [, lh, lw, lc] = instanceViews[0]!.mean.shape;
-  const perLatent = lh * lw * lc;
   const rows = s.priorPreservation ? 2 * s.batch : s.batch;
 
   // The prompts are fixed: one per instance image (the instance prompt, then its caption file if
@@ -168,37 +135,27 @@ export function createDreamBooth(model: StableDiffusion, instanceImages: SourceI
   const prompts = [...new Set([...instanceImages.map((img) => withCaption(s.instancePrompt, img.caption)), s.classPrompt])];
   const promptOfImage = instanceImages.map((img) => prompts.indexOf(withCaption(s.instancePrompt, img.caption)));
   const classRow = prompts.indexOf(s.classPrompt);
-  const ids = promptIds(model, prompts);
+  const ids = promptIdRows(model, prompts);
   const frozenContext = s.trainTextEncoder ? undefined : tf.tidy(() => clipTextForward(model.textEncoder.params, model.textEncoder.config, ids).lastHiddenState);
 
   const instanceSampler = new EpochSampler(instanceImages.length);
   const classSampler = new EpochSampler(classImages.length);
-  const pick = (views: View[], image: number, rng: Rng) => {
-    const candidates = views.filter((v) => v.image === image);
-    return candidates[rng.int(candidates.length)]!;
-  };
-
   const draw = (rng: Rng): DrawnBatch => {
-    const instance = Array.from({ length: s.batch }, () => pick(instanceViews, instanceSampler.next(rng), rng));
-    const prior = s.priorPreservation ? Array.from({ length: s.batch }, () => pick(classViews, classSampler.next(rng), rng)) : [];
-    const timesteps = Array.from({ length: rows }, () => rng.int(T));
-    const posterior = rng.normals(rows * perLatent);
-    const noise = rng.normals(rows * perLatent);
-    addOffsetNoise(noise, rows, lh * lw, lc, s.noiseOffset, rng);
-    return { instance, prior, timesteps, posterior, noise };
+    const instance = Array.from({ length: s.batch }, () => pickView(instanceViews, instanceSampler.next(rng), rng));
+    const prior = s.priorPreservation ? Array.from({ length: s.batch }, () => pickView(classViews, classSampler.next(rng), rng)) : [];
+    return { instance, prior, ...drawNoise(rng, rows, [lh, lw, lc], T, s.noiseOffset) };
   };
 
   const loss = (b: DrawnBatch, term: LossTerm): tf.Scalar =>
     tf.tidy(() => {
       if (term === 'prior' && b.prior.length === 0) throw new RangeError('no prior term without prior preservation');
       const views = [...b.instance, ...b.prior];
-      const mean = tf.concat(views.map((v) => v.mean), 0) as tf.Tensor4D;
-      const std = tf.concat(views.map((v) => v.std), 0) as tf.Tensor4D;
-      // z₀ = (μ + σ·n)·scaling_factor: a fresh posterior sample each step, as diffusers does.
-      const latents = tf.mul(tf.add(mean, tf.mul(std, tf.tensor4d(b.posterior, mean.shape))), sf) as tf.Tensor4D;
+      const latents = sampleLatents(views, b.posterior, sf);
       const noise = tf.tensor4d(b.noise, latents.shape);
-      const rowPrompts = tf.tensor1d([...b.instance.map((v) => promptOfImage[v.image]!), ...b.prior.map(() => classRow)], 'int32');
-      const context = frozenContext ? tf.gather(frozenContext, rowPrompts) : clipTextForward(textParams(), model.textEncoder.config, tf.gather(ids, rowPrompts) as tf.Tensor2D).lastHiddenState;
+      const rowPrompts = [...b.instance.map((v) => promptOfImage[v.image]!), ...b.prior.map(() => classRow)];
+      const context = frozenContext
+        ? tf.gather(frozenContext, tf.tensor1d(rowPrompts, 'int32'))
+        : clipTextForward(textParams(), model.textEncoder.config, rowPrompts.map((r) => ids[r]!)).lastHiddenState;
       const n = b.instance.length;
       const [start, count] = term === 'instance' ? [0, n] : term === 'prior' ? [n, b.prior.length] : [0, views.length];
       const part = <T extends tf.Tensor>(t: T) => (count === views.length ? t : (t.slice(start, count) as T));
@@ -237,7 +194,7 @@ export function createDreamBooth(model: StableDiffusion, instanceImages: SourceI
     },
     saveState: () => ({ instance: instanceSampler.state(), prior: classSampler.state() }),
     restoreState(state) {
-      const st = state as { instance: { order: number[]; pos: number }; prior: { order: number[]; pos: number } };
+      const st = state as { instance: SamplerState; prior: SamplerState };
       instanceSampler.restore(st.instance);
       classSampler.restore(st.prior);
     },
@@ -286,8 +243,8 @@ export function createDreamBooth(model: StableDiffusion, instanceImages: SourceI
     loss,
     trainedModel,
     dispose() {
-      for (const v of [...instanceViews, ...classViews]) tf.dispose([v.mean, v.std]);
-      tf.dispose([ids, ...(frozenContext ? [frozenContext] : [])]);
+      disposeViews([...instanceViews, ...classViews]);
+      frozenContext?.dispose();
       if (lora) lora.dispose();
       else for (const v of vars.values()) v.dispose();
     },

@@ -87,6 +87,8 @@ export interface EngineHooks {
   /** Lets the event loop run between steps (signals, spinner). */
   breathe?(): Promise<void>;
   info?(message: string): void;
+  /** A sample grid or checkpoint was written (complete). */
+  file?(kind: 'sample' | 'checkpoint', path: string, step: number): void;
   /** How the user continues an interrupted run (the caller knows its own command line). */
   resumeHint?: string;
 }
@@ -136,8 +138,8 @@ export function readCheckpointMeta(dir: string): CheckpointMeta {
   return meta;
 }
 
-function hostOf(t: tf.Tensor): TensorToWrite {
-  return { dtype: 'F32', shape: t.shape, data: t.dataSync() as Float32Array };
+async function hostOf(t: tf.Tensor): Promise<TensorToWrite> {
+  return { dtype: 'F32', shape: t.shape, data: (await t.data()) as Float32Array };
 }
 
 async function saveCheckpoint(runDir: string, step: number, task: TrainingTask, adam: AdamWState, rng: Rng, config: unknown, losses: number[]): Promise<string> {
@@ -147,9 +149,9 @@ async function saveCheckpoint(runDir: string, step: number, task: TrainingTask, 
   fs.mkdirSync(tmp, { recursive: true });
   const tensors = new Map<string, TensorToWrite>();
   for (const [k, v] of task.vars) {
-    tensors.set(`param/${k}`, hostOf(v));
-    tensors.set(`adam.m/${k}`, hostOf(adam.m.get(k)!));
-    tensors.set(`adam.v/${k}`, hostOf(adam.v.get(k)!));
+    tensors.set(`param/${k}`, await hostOf(v));
+    tensors.set(`adam.m/${k}`, await hostOf(adam.m.get(k)!));
+    tensors.set(`adam.v/${k}`, await hostOf(adam.v.get(k)!));
   }
   await writeSafetensors(path.join(tmp, 'state.safetensors'), tensors, { format: 'painter-checkpoint' });
   const meta: CheckpointMeta = { format: 'painter-checkpoint', version: 1, step, rng: rng.state(), adamStep: adam.step, task: task.saveState(), config, losses };
@@ -223,6 +225,19 @@ export async function train(task: TrainingTask, cfg: EngineConfig, runDir: strin
       losses = meta.losses;
       hooks.info?.(`resumed from ${resumeFrom} at step ${step}`);
     }
+    const writeSample = async (at: number): Promise<void> => {
+      const png = await task.validate?.(at);
+      if (!png) return;
+      const file = path.join(runDir, 'samples', `step-${String(at).padStart(6, '0')}.png`);
+      await writeBytesAtomic(file, png);
+      hooks.file?.('sample', file, at);
+    };
+    const checkpoint = async (): Promise<string> => {
+      const dir = await saveCheckpoint(runDir, step, task, adam, rng, fullConfig, losses);
+      await writeBytesAtomic(path.join(runDir, 'loss.svg'), lossCurveSvg(losses));
+      hooks.file?.('checkpoint', dir, step);
+      return dir;
+    };
     const log = fs.openSync(path.join(runDir, 'train.log'), 'a');
     let lastCheckpoint: string | undefined = resumeFrom;
     const adamCfg = { ...ADAMW_DEFAULTS, lr: cfg.lr, weightDecay: cfg.weightDecay };
@@ -236,8 +251,11 @@ export async function train(task: TrainingTask, cfg: EngineConfig, runDir: strin
         for (let micro = 0; micro < cfg.gradAccum; micro++) {
           const lossFn = task.prepareBatch(rng);
           const { value, grads: g } = tf.variableGrads(lossFn, [...task.vars.values()]);
-          lossSum += value.dataSync()[0]!;
-          value.dispose();
+          try {
+            lossSum += (await value.data())[0]!;
+          } finally {
+            value.dispose();
+          }
           for (const [k, v] of task.vars) {
             const gk = g[v.name];
             if (!gk) continue;
@@ -257,7 +275,7 @@ export async function train(task: TrainingTask, cfg: EngineConfig, runDir: strin
           const keep = lastCheckpoint ? `the last good checkpoint is ${lastCheckpoint}` : 'no checkpoint was written yet';
           throw new PainterError(`the loss became ${loss} at step ${step + 1}; training stopped without applying that update (${keep}). Try a lower --lr or --max-grad-norm 1`);
         }
-        const gradNorm = clipGradNorm(grads, cfg.maxGradNorm);
+        const gradNorm = await clipGradNorm(grads, cfg.maxGradNorm);
         adamWStep(task.vars, grads, adam, adamCfg, lr);
         for (const g of grads.values()) g.dispose();
         step += 1;
@@ -268,14 +286,8 @@ export async function train(task: TrainingTask, cfg: EngineConfig, runDir: strin
         // Let signals and timers run, then see whether the user asked to stop (Ctrl-C).
         await hooks.breathe?.();
         const stopping = hooks.shouldStop?.() === true;
-        if (cfg.validationEvery > 0 && step % cfg.validationEvery === 0 && task.validate && !stopping) {
-          const png = await task.validate(step);
-          if (png) await writeBytesAtomic(path.join(runDir, 'samples', `step-${String(step).padStart(6, '0')}.png`), png);
-        }
-        if ((step % cfg.checkpointEvery === 0 && step < cfg.steps) || stopping) {
-          lastCheckpoint = await saveCheckpoint(runDir, step, task, adam, rng, fullConfig, losses);
-          await writeBytesAtomic(path.join(runDir, 'loss.svg'), lossCurveSvg(losses));
-        }
+        if (cfg.validationEvery > 0 && step % cfg.validationEvery === 0 && !stopping) await writeSample(step);
+        if ((step % cfg.checkpointEvery === 0 && step < cfg.steps) || stopping) lastCheckpoint = await checkpoint();
         if (stopping) {
           const hint = hooks.resumeHint ?? `resume from ${lastCheckpoint}`;
           throw new InterruptedError(`interrupted at step ${step}/${cfg.steps}; checkpoint saved in ${lastCheckpoint}; to continue, ${hint}`);
@@ -285,12 +297,8 @@ export async function train(task: TrainingTask, cfg: EngineConfig, runDir: strin
       fs.closeSync(log);
     }
     // The final state is a checkpoint too, so a finished run can be extended with more --steps.
-    const finalCheckpoint = await saveCheckpoint(runDir, step, task, adam, rng, fullConfig, losses);
-    await writeBytesAtomic(path.join(runDir, 'loss.svg'), lossCurveSvg(losses));
-    if (task.validate && cfg.validationEvery > 0 && step % cfg.validationEvery !== 0) {
-      const png = await task.validate(step);
-      if (png) await writeBytesAtomic(path.join(runDir, 'samples', `step-${String(step).padStart(6, '0')}.png`), png);
-    }
+    const finalCheckpoint = await checkpoint();
+    if (cfg.validationEvery > 0 && step % cfg.validationEvery !== 0) await writeSample(step);
     const output = await task.saveResult(runDir, step);
     return { step, output, losses, checkpoint: finalCheckpoint };
   } finally {

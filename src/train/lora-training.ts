@@ -9,14 +9,9 @@
  * gradients reach only down and up; the base weights stay plain tensors (no optimizer state).
  */
 import * as tf from '@tensorflow/tfjs';
-import { loraDelta, type LoraAdapter, type LoraComponent } from '../core/lora.js';
+import { LORA_TARGETS, loraDelta, type LoraAdapter, type LoraComponent } from '../core/lora.js';
 import type { Params } from '../core/params.js';
 import type { Rng } from '../core/random.js';
-
-export const LORA_TARGETS: Record<LoraComponent, RegExp> = {
-  unet: /(^|\.)attn[12]\.(to_q|to_k|to_v|to_out\.0)\.weight$/,
-  text_encoder: /(^|\.)self_attn\.(q_proj|k_proj|v_proj|out_proj)\.weight$/,
-};
 
 export interface TrainableAdapter {
   component: LoraComponent;

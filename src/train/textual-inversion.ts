@@ -7,18 +7,17 @@
 import * as tf from '@tensorflow/tfjs';
 import type { StableDiffusion } from '../core/model.js';
 import { clipTextForward } from '../core/models/clip-text.js';
-import { vaeEncode } from '../core/models/vae.js';
-import { promptIds } from '../core/pipeline/text-to-image.js';
-import { Rng } from '../core/random.js';
+import { promptIdRows } from '../core/pipeline/text-to-image.js';
+import type { Rng } from '../core/random.js';
 import { noiseSchedule, type NoiseSchedule, type PredictionType } from '../core/schedulers/index.js';
 import { addTokens, tokenId, tokenize, vocabSize } from '../core/tokenizer/clip-tokenizer.js';
-import { addOffsetNoise } from '../core/training/noise.js';
 import { diffusionLoss } from '../core/training/loss.js';
 import { PainterError } from '../errors.js';
 import { writeEmbeddingFile } from '../io/embeddings.js';
 import { multiVectorTokens } from '../core/embeddings.js';
-import { cropToTensorData, centreCrop, type SourceImage } from '../io/dataset.js';
+import type { SourceImage } from '../io/dataset.js';
 import type { MethodSettings, TrainingTask } from './engine.js';
+import { disposeViews, drawNoise, encodeViews, EpochSampler, pickView, sampleLatents, withCaption, type SamplerState, type View } from './steps.js';
 import { renderValidationGrid } from './validation.js';
 import * as path from 'node:path';
 
@@ -47,40 +46,6 @@ export interface InvertSettings extends MethodSettings {
   vectors: number;
   mode: 'object' | 'style';
   format: 'diffusers' | 'a1111';
-}
-
-/** A cached training view: the VAE posterior of one crop (and mirror) of one image. */
-interface View {
-  image: number;
-  mean: tf.Tensor4D;
-  std: tf.Tensor4D;
-}
-
-const RANDOM_CROPS_PER_IMAGE = 4;
-
-/**
- * Encodes every view of every image once (centre crop, or a few seeded random crops; each also
- * mirrored when flipping is on) and keeps the posterior mean and std.
- */
-export function encodeViews(model: StableDiffusion, images: SourceImage[], resolution: number, centerCrop: boolean, flip: boolean, seed: number): View[] {
-  const rng = new Rng(seed + 0x5eed);
-  const views: View[] = [];
-  images.forEach((img, index) => {
-    const crops = centerCrop
-      ? [centreCrop(img, resolution)]
-      : Array.from({ length: RANDOM_CROPS_PER_IMAGE }, () => ({ left: rng.int(img.width - resolution + 1), top: rng.int(img.height - resolution + 1) }));
-    for (const c of crops) {
-      for (const mirrored of flip ? [false, true] : [false]) {
-        const data = cropToTensorData(img, resolution, c.left, c.top, mirrored);
-        const post = tf.tidy(() => {
-          const p = vaeEncode(model.vae.params, model.vae.config, tf.tensor4d(data, [1, resolution, resolution, 3]));
-          return { mean: p.mean, std: p.std };
-        });
-        views.push({ image: index, mean: tf.keep(post.mean), std: tf.keep(post.std) });
-      }
-    }
-  });
-  return views;
 }
 
 export interface InversionSetup {
@@ -129,11 +94,6 @@ export function inversionPrompt(template: string, token: string, caption?: strin
   return withCaption(template.replace(TEMPLATE_SLOT, token), caption);
 }
 
-/** A training prompt followed by the image's caption file, if any: "a photo of sks dog, on a beach". */
-export function withCaption(prompt: string, caption?: string): string {
-  return caption ? `${prompt}, ${caption}` : prompt;
-}
-
 export function createInversion(model: StableDiffusion, images: SourceImage[], s: InvertSettings): InversionSetup {
   const tokens = checkPlaceholder(model, s.token, s.vectors);
   const table = model.textEncoder.params.get('text_model.embeddings.token_embedding.weight')!;
@@ -151,10 +111,8 @@ export function createInversion(model: StableDiffusion, images: SourceImage[], s
   const T = model.scheduler.num_train_timesteps;
   const sf = model.vae.config.scaling_factor;
   const [, lh, lw, lc] = views[0]!.mean.shape;
-  const perLatent = lh * lw * lc;
   // Epoch-style order over images, saved in checkpoints so a resumed run continues it.
-  let order: number[] = [];
-  let pos = 0;
+  const sampler = new EpochSampler(images.length);
 
   const task: TrainingTask = {
     vars: new Map([['embeddings', rows]]),
@@ -162,37 +120,21 @@ export function createInversion(model: StableDiffusion, images: SourceImage[], s
       const picks: View[] = [];
       const prompts: string[] = [];
       for (let b = 0; b < s.batch; b++) {
-        if (pos >= order.length) {
-          order = rng.shuffle(images.map((_, i) => i));
-          pos = 0;
-        }
-        const image = order[pos++]!;
-        const candidates = views.filter((v) => v.image === image);
-        picks.push(candidates[rng.int(candidates.length)]!);
+        const image = sampler.next(rng);
+        picks.push(pickView(views, image, rng));
         const template = templates[rng.int(templates.length)]!;
         // Multi-vector tokens are expanded by promptIds, as diffusers' maybe_convert_prompt does.
         prompts.push(inversionPrompt(template, s.token, images[image]!.caption));
       }
-      const timesteps = picks.map(() => rng.int(T));
-      const posterior = rng.normals(s.batch * perLatent);
-      const noise = rng.normals(s.batch * perLatent);
-      addOffsetNoise(noise, s.batch, lh * lw, lc, s.noiseOffset, rng);
+      const draw = drawNoise(rng, s.batch, [lh, lw, lc], T, s.noiseOffset);
       return () => {
-        const mean = tf.concat(picks.map((v) => v.mean), 0) as tf.Tensor4D;
-        const std = tf.concat(picks.map((v) => v.std), 0) as tf.Tensor4D;
-        // z₀ = (μ + σ·n)·scaling_factor: a fresh posterior sample each step, as diffusers does.
-        const latents = tf.mul(tf.add(mean, tf.mul(std, tf.tensor4d(posterior, mean.shape))), sf) as tf.Tensor4D;
-        const ids = promptIds(model, prompts);
-        const ehs = clipTextForward(model.textEncoder.params, model.textEncoder.config, ids, { extraTokens }).lastHiddenState;
-        return diffusionLoss(model.unet, schedule, { latents, noise: tf.tensor4d(noise, latents.shape), timesteps, encoderHiddenStates: ehs }, { predictionType, minSnrGamma: s.minSnrGamma });
+        const latents = sampleLatents(picks, draw.posterior, sf);
+        const ehs = clipTextForward(model.textEncoder.params, model.textEncoder.config, promptIdRows(model, prompts), { extraTokens }).lastHiddenState;
+        return diffusionLoss(model.unet, schedule, { latents, noise: tf.tensor4d(draw.noise, latents.shape), timesteps: draw.timesteps, encoderHiddenStates: ehs }, { predictionType, minSnrGamma: s.minSnrGamma });
       };
     },
-    saveState: () => ({ order, pos }),
-    restoreState(state) {
-      const st = state as { order: number[]; pos: number };
-      order = st.order;
-      pos = st.pos;
-    },
+    saveState: () => sampler.state(),
+    restoreState: (state) => sampler.restore(state as SamplerState),
     validate: (step) => renderValidationGrid(model, s.validationPrompt, s.seed, { extraTokens }, step),
     async saveResult(runDir, step) {
       const file = path.join(runDir, embeddingFileName(s.token));
@@ -215,7 +157,7 @@ export function createInversion(model: StableDiffusion, images: SourceImage[], s
     rows,
     offset,
     dispose() {
-      for (const v of views) tf.dispose([v.mean, v.std]);
+      disposeViews(views);
       rows.dispose();
     },
   };

@@ -4,11 +4,10 @@
  */
 import type * as tf from '@tensorflow/tfjs';
 import type { StableDiffusion } from '../core/model.js';
-import { defaultImageSize, generate } from '../core/pipeline/generate.js';
+import { sampleImages } from '../core/pipeline/generate.js';
+import { modelImageSize } from '../core/sizes.js';
+import { VALIDATION_BATCH, VALIDATION_IMAGES, VALIDATION_STEPS } from '../core/training/constants.js';
 import { imageGrid } from '../io/image-grid.js';
-
-export const VALIDATION_IMAGES = 4;
-export const VALIDATION_STEPS = 20;
 
 export async function renderValidationGrid(
   model: StableDiffusion,
@@ -17,9 +16,9 @@ export async function renderValidationGrid(
   text: { extraTokens?: { offset: number; rows: tf.Tensor }; tokenEmbedding?: tf.Tensor },
   _step: number,
 ): Promise<Buffer> {
-  const size = defaultImageSize(model);
+  const size = modelImageSize(model);
   const tiles: Uint8Array[] = [];
-  for (const event of generate(model, {
+  for await (const event of sampleImages(model, {
     prompt,
     negativePrompt: '',
     steps: VALIDATION_STEPS,
@@ -27,7 +26,7 @@ export async function renderValidationGrid(
     scheduler: 'dpm++2m',
     seed,
     count: VALIDATION_IMAGES,
-    batch: 2,
+    batch: VALIDATION_BATCH,
     width: size,
     height: size,
     clipSkip: 0,

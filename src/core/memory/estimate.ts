@@ -12,14 +12,26 @@
  */
 import { clipTextParamShapes, type ClipTextConfig } from '../models/clip-text.js';
 import { unetParamShapes, type UNetConfig } from '../models/unet.js';
-import { vaeLatentFactor, vaeParamShapes, type VaeConfig } from '../models/vae.js';
+import { vaeParamShapes, type VaeConfig } from '../models/vae.js';
+import { LORA_TARGETS } from '../lora.js';
+import { defaultImageSize, latentGrid, promptLength } from '../sizes.js';
+import { RANDOM_CROPS_PER_IMAGE, VALIDATION_BATCH } from '../training/constants.js';
 import type { ParamShapes } from '../params.js';
 import { frozenWeights, traceClipText, traceUNet, traceVaeDecode, traceVaeEncode, type WeightSource } from './model-traces.js';
 import { concat, ew, split } from './sym-ops.js';
 import { MemoryTrace, numel, type Sym } from './trace.js';
 
-/** The backend as far as memory is concerned (tensorflow with or without GPU allocates alike). */
-export type MemoryBackend = 'wasm' | 'cpu' | 'tensorflow';
+/**
+ * The backend as far as memory is concerned: its entry in the backend table (backend/table.ts)
+ * has these fields.
+ */
+export interface MemoryBackend {
+  name: string;
+  /** XNNPACK keeps packed copies of the weights it multiplies with (2× conv filters, 1× matmul weights). */
+  packsWeights: boolean;
+  /** painter's fused norm kernels run (one output instead of seven). */
+  fusedKernels: boolean;
+}
 
 /** In-memory bytes of a component's weights (float32 whatever the file stores). */
 export interface WeightStats {
@@ -109,23 +121,8 @@ export interface MemoryEstimate {
   trainableBytes: number;
 }
 
-// Views per training image when not centre-cropping (textual-inversion.ts RANDOM_CROPS_PER_IMAGE).
-const RANDOM_CROPS_PER_IMAGE = 4;
-// Validation grids (train/validation.ts): 2 images at a time with guidance, 4 in all.
-const VALIDATION_BATCH = 2;
-// LoRA targets of train/lora-training.ts.
-const LORA_UNET = /(^|\.)attn[12]\.(to_q|to_k|to_v|to_out\.0)\.weight$/;
-const LORA_TEXT = /(^|\.)self_attn\.(q_proj|k_proj|v_proj|out_proj)\.weight$/;
-
-/** The model's native image size: UNet sample_size × the VAE's latent factor. */
-export function defaultResolution(unet: UNetConfig, vae: VaeConfig): number {
-  return (unet.sample_size ?? 64) * vaeLatentFactor(vae);
-}
-
-/** Tokens per prompt the pipeline feeds the text encoder. */
-function promptLength(te: ClipTextConfig): number {
-  return Math.min(77, te.max_position_embeddings);
-}
+const LORA_UNET = LORA_TARGETS.unet;
+const LORA_TEXT = LORA_TARGETS.text_encoder;
 
 function sum(...xs: number[]): number {
   return xs.reduce((a, b) => a + b, 0);
@@ -145,9 +142,8 @@ function shapesOf(m: ModelDescription): Shapes {
   return { unet: unetParamShapes(m.unet), vae: vaeParamShapes(m.vae), text: clipTextParamShapes(m.textEncoder) };
 }
 
-function latentGrid(m: ModelDescription, width: number, height: number): { h: number; w: number; c: number } {
-  const f = vaeLatentFactor(m.vae);
-  return { h: Math.floor(height / f), w: Math.floor(width / f), c: m.unet.in_channels };
+function latentGridOf(m: ModelDescription, width: number, height: number): { h: number; w: number; c: number } {
+  return latentGrid(m.unet, m.vae, width, height);
 }
 
 /** A tensor that lives across a phase (cached latents, embeddings): its bytes. */
@@ -168,7 +164,7 @@ function textPhasePeak(m: ModelDescription, s: Shapes, fused: boolean): number {
 
 /** One denoising step of `n` images (2n UNet rows with guidance), with what the loop keeps. */
 function denoisePhasePeak(m: ModelDescription, s: Shapes, n: number, width: number, height: number, guided: boolean, fused: boolean): number {
-  const { h, w, c } = latentGrid(m, width, height);
+  const { h, w, c } = latentGridOf(m, width, height);
   const t = new MemoryTrace({ fused });
   const d = m.textEncoder.hidden_size;
   const L = promptLength(m.textEncoder);
@@ -193,7 +189,7 @@ function denoisePhasePeak(m: ModelDescription, s: Shapes, n: number, width: numb
 
 /** decodeLatents of `n` images and the conversion to pixels. */
 function decodePhasePeak(m: ModelDescription, s: Shapes, n: number, width: number, height: number, fused: boolean): number {
-  const { h, w } = latentGrid(m, width, height);
+  const { h, w } = latentGridOf(m, width, height);
   const t = new MemoryTrace({ fused });
   const latents = t.input([n, h, w, m.vae.latent_channels]);
   t.tidy(() => {
@@ -226,7 +222,7 @@ function generationActivations(m: ModelDescription, s: Shapes, n: number, width:
 // ---------------------------------------------------------------------------------------------
 
 function packedOf(backend: MemoryBackend, ...stats: WeightStats[]): number {
-  return backend === 'wasm' ? sum(...stats.map((s) => s.packedBytes)) : 0;
+  return backend.packsWeights ? sum(...stats.map((s) => s.packedBytes)) : 0;
 }
 
 function vaeBytes(w: ModelWeights): number {
@@ -239,7 +235,7 @@ function allWeights(w: ModelWeights): number {
 
 function estimateGenerate(m: ModelDescription, s: Shapes, g: GenerateSettings, backend: MemoryBackend, phased: boolean): PhaseEstimate[] {
   const w = m.weights;
-  const a = generationActivations(m, s, g.batch, g.width, g.height, g.guidance > 1, backend !== 'tensorflow');
+  const a = generationActivations(m, s, g.batch, g.width, g.height, g.guidance > 1, backend.fusedKernels);
   if (phased) {
     // Text encoder → UNet → VAE, each loaded for its phase and freed after it.
     return [
@@ -259,7 +255,7 @@ function estimateGenerate(m: ModelDescription, s: Shapes, g: GenerateSettings, b
 
 /** Cached posteriors (mean and std) of the training views. */
 function viewBytes(m: ModelDescription, t: TrainingCommon, images: number, centerCrop: boolean): number {
-  const { h, w } = latentGrid(m, t.resolution, t.resolution);
+  const { h, w } = latentGridOf(m, t.resolution, t.resolution);
   const views = images * (centerCrop ? 1 : RANDOM_CROPS_PER_IMAGE) * (t.flip ? 2 : 1);
   return views * 2 * bytesOf([1, h, w, m.vae.latent_channels]);
 }
@@ -273,8 +269,8 @@ function trainingStepPeak(
   resolution: number,
   opts: { textRows?: number[]; unetWeights: (t: MemoryTrace) => WeightSource; textWeights: (t: MemoryTrace) => WeightSource; frozenContext: boolean; largestWeight: number },
 ): number {
-  const t = new MemoryTrace({ taped: true, fused: backend !== 'tensorflow' });
-  const { h, w, c } = latentGrid(m, resolution, resolution);
+  const t = new MemoryTrace({ taped: true, fused: backend.fusedKernels });
+  const { h, w, c } = latentGridOf(m, resolution, resolution);
   const L = promptLength(m.textEncoder);
   const lat = [rows, h, w, c];
   const mean = t.input(lat);
@@ -312,7 +308,7 @@ function loraWeights(t: MemoryTrace, shapes: ParamShapes, target: RegExp, rank: 
     const [inF, outF] = shapes.get(key)! as [number, number];
     const delta = ew(t, t.op([inF, outF], [t.weight([inF, rank], true), t.weight([rank, outF], true)]));
     const w = ew(t, frozen(key), delta);
-    if (backend === 'wasm') t.op([inF, outF], [], 'float32', 'output');
+    if (backend.packsWeights) t.op([inF, outF], [], 'float32', 'output');
     merged.set(key, w);
     return w;
   };
@@ -339,15 +335,15 @@ function trainableWeights(shapes: ParamShapes): (t: MemoryTrace) => WeightSource
 }
 
 function validationPhases(m: ModelDescription, s: Shapes, backend: MemoryBackend, base: { weights: number; packed: number; state: number }): PhaseEstimate[] {
-  const size = defaultResolution(m.unet, m.vae);
-  const a = generationActivations(m, s, VALIDATION_BATCH, size, size, true, backend !== 'tensorflow');
+  const size = defaultImageSize(m.unet, m.vae);
+  const a = generationActivations(m, s, VALIDATION_BATCH, size, size, true, backend.fusedKernels);
   return [phase('validation grids', base.weights, base.packed, base.state, Math.max(a.text, a.denoise, a.decode))];
 }
 
 function estimateInvert(m: ModelDescription, s: Shapes, v: InvertSettings, backend: MemoryBackend): PhaseEstimate[] {
   const w = m.weights;
   const all = allWeights(w);
-  const fused = backend !== 'tensorflow';
+  const fused = backend.fusedKernels;
   const views = viewBytes(m, v, v.images, v.centerCrop);
   const d = m.textEncoder.hidden_size;
   const rowsBytes = bytesOf([v.vectors, d]);
@@ -372,7 +368,7 @@ function estimateInvert(m: ModelDescription, s: Shapes, v: InvertSettings, backe
 function estimateDreamBooth(m: ModelDescription, s: Shapes, d: DreamBoothSettings, backend: MemoryBackend): { phases: PhaseEstimate[]; trainable: number } {
   const w = m.weights;
   const all = allWeights(w);
-  const fused = backend !== 'tensorflow';
+  const fused = backend.fusedKernels;
   const rows = d.priorPreservation ? 2 * d.batch : d.batch;
   const views = viewBytes(m, d, d.images, d.centerCrop) + (d.priorPreservation ? viewBytes(m, d, d.classImages, true) : 0);
   const L = promptLength(m.textEncoder);
@@ -386,7 +382,7 @@ function estimateDreamBooth(m: ModelDescription, s: Shapes, d: DreamBoothSetting
     const u = loraParamBytes(s.unet, LORA_UNET, d.rank);
     const te = d.trainTextEncoder ? loraParamBytes(s.text, LORA_TEXT, d.rank) : { adapters: 0, adapted: 0 };
     trainable = u.adapters + te.adapters;
-    mergedForValidation = (u.adapted + te.adapted) * (backend === 'wasm' ? 2 : 1);
+    mergedForValidation = (u.adapted + te.adapted) * (backend.packsWeights ? 2 : 1);
     unetWeights = (t) => loraWeights(t, s.unet, LORA_UNET, d.rank, backend);
     if (d.trainTextEncoder) textWeights = (t) => loraWeights(t, s.text, LORA_TEXT, d.rank, backend);
   } else {

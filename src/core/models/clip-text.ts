@@ -11,6 +11,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { PainterError } from '../../errors.js';
+import { configObject, FieldReader } from '../config-fields.js';
 import { attention, embeddingLookup, gelu, layerNorm, linear, quickGelu } from '../ops.js';
 import { param, type ParamShapes, type Params } from '../params.js';
 
@@ -55,45 +56,30 @@ const DEFAULTS = {
  * A full CLIPConfig (model_type 'clip') is accepted through its `text_config`, as transformers does.
  */
 export function parseClipTextConfig(json: unknown, source: string): ClipTextConfig {
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) {
-    throw new PainterError(`${source}: expected a JSON object with the CLIP text encoder config`);
-  }
-  let o = json as Record<string, unknown>;
+  let o = configObject(json, source, "the CLIP text encoder's config.json");
   if (o['model_type'] === 'clip' && typeof o['text_config'] === 'object' && o['text_config'] !== null) {
     o = o['text_config'] as Record<string, unknown>;
   }
-  const problems: string[] = [];
-  const int = (key: string, fallback?: number, min = 1): number => {
-    const v = o[key] ?? fallback;
-    if (v === undefined) problems.push(`"${key}" is missing`);
-    else if (typeof v !== 'number' || !Number.isInteger(v) || v < min) problems.push(`"${key}" must be an integer ≥ ${min} (got ${JSON.stringify(v)})`);
-    else return v;
-    return 0;
-  };
+  // A field written as null takes its default.
+  const r = new FieldReader(o, { nullIsDefault: true });
   const cfg: ClipTextConfig = {
-    vocab_size: int('vocab_size'),
-    hidden_size: int('hidden_size'),
-    intermediate_size: int('intermediate_size'),
-    num_hidden_layers: int('num_hidden_layers'),
-    num_attention_heads: int('num_attention_heads'),
-    max_position_embeddings: int('max_position_embeddings', DEFAULTS.max_position_embeddings),
-    hidden_act: DEFAULTS.hidden_act,
-    layer_norm_eps: DEFAULTS.layer_norm_eps,
-    bos_token_id: int('bos_token_id', DEFAULTS.bos_token_id, 0),
-    eos_token_id: int('eos_token_id', DEFAULTS.eos_token_id, 0),
-    pad_token_id: int('pad_token_id', DEFAULTS.pad_token_id, 0),
-    projection_dim: int('projection_dim', DEFAULTS.projection_dim),
+    vocab_size: r.int('vocab_size'),
+    hidden_size: r.int('hidden_size'),
+    intermediate_size: r.int('intermediate_size'),
+    num_hidden_layers: r.int('num_hidden_layers'),
+    num_attention_heads: r.int('num_attention_heads'),
+    max_position_embeddings: r.int('max_position_embeddings', DEFAULTS.max_position_embeddings),
+    hidden_act: r.choice('hidden_act', HIDDEN_ACTS, DEFAULTS.hidden_act),
+    layer_norm_eps: r.number('layer_norm_eps', DEFAULTS.layer_norm_eps, { above: 0 }),
+    bos_token_id: r.int('bos_token_id', DEFAULTS.bos_token_id, 0),
+    eos_token_id: r.int('eos_token_id', DEFAULTS.eos_token_id, 0),
+    pad_token_id: r.int('pad_token_id', DEFAULTS.pad_token_id, 0),
+    projection_dim: r.int('projection_dim', DEFAULTS.projection_dim),
   };
-  const act = o['hidden_act'] ?? DEFAULTS.hidden_act;
-  if (HIDDEN_ACTS.includes(act as ClipHiddenAct)) cfg.hidden_act = act as ClipHiddenAct;
-  else problems.push(`"hidden_act" must be one of ${HIDDEN_ACTS.join(', ')} (got ${JSON.stringify(act)})`);
-  const eps = o['layer_norm_eps'] ?? DEFAULTS.layer_norm_eps;
-  if (typeof eps === 'number' && eps > 0) cfg.layer_norm_eps = eps;
-  else problems.push(`"layer_norm_eps" must be a positive number (got ${JSON.stringify(eps)})`);
-  if (problems.length === 0 && cfg.hidden_size % cfg.num_attention_heads !== 0) {
-    problems.push(`"hidden_size" (${cfg.hidden_size}) must be divisible by "num_attention_heads" (${cfg.num_attention_heads})`);
+  if (r.problems.length === 0 && cfg.hidden_size % cfg.num_attention_heads !== 0) {
+    r.problem(`"hidden_size" (${cfg.hidden_size}) must be divisible by "num_attention_heads" (${cfg.num_attention_heads})`);
   }
-  if (problems.length > 0) throw new PainterError(`${source}: invalid CLIP text encoder config: ${problems.join('; ')}`);
+  r.throwIfProblems(`${source}: invalid CLIP text encoder config`);
   return cfg;
 }
 
@@ -219,8 +205,12 @@ function lookupWithExtra(table: tf.Tensor, extra: { offset: number; rows: tf.Ten
  * embedding table (the gather's gradient is a segment sum: only rows of used ids get gradient).
  * When skipLastLayers > 0, pooled is taken from the clip-skipped lastHiddenState.
  */
-export function clipTextForward(params: Params, config: ClipTextConfig, inputIds: tf.Tensor2D, opts: ClipTextOptions = {}): ClipTextOutput {
-  const [batch, length] = inputIds.shape;
+export function clipTextForward(params: Params, config: ClipTextConfig, inputIds: tf.Tensor2D | readonly (readonly number[])[], opts: ClipTextOptions = {}): ClipTextOutput {
+  // Host rows (as the pipeline makes them) need no read-back from the device; a tensor does.
+  const hostRows = !(inputIds instanceof tf.Tensor);
+  const batch = hostRows ? inputIds.length : inputIds.shape[0];
+  const length = hostRows ? (inputIds[0]?.length ?? 0) : inputIds.shape[1];
+  if (hostRows && inputIds.some((r) => r.length !== length)) throw new RangeError('clipTextForward: token id rows differ in length');
   const skip = opts.skipLastLayers ?? 0;
   if (!Number.isInteger(skip) || skip < 0 || skip >= config.num_hidden_layers) {
     throw new PainterError(`clip skip must be an integer in [0, ${config.num_hidden_layers - 1}] for this text encoder (got ${skip})`);
@@ -232,14 +222,15 @@ export function clipTextForward(params: Params, config: ClipTextConfig, inputIds
   const extra = opts.extraTokens;
   if (extra && extra.offset > table.shape[0]!) throw new Error(`extraTokens offset ${extra.offset} is beyond the table's ${table.shape[0]} rows`);
   const vocab = extra ? extra.offset + extra.rows.shape[0]! : table.shape[0]!;
-  const ids = inputIds.dataSync() as Int32Array;
+  const ids = hostRows ? Int32Array.from(inputIds.flat()) : (inputIds.dataSync() as Int32Array);
   const bad = ids.findIndex((id) => id < 0 || id >= vocab);
   if (bad >= 0) throw new PainterError(`token id ${ids[bad]} is outside the text encoder's vocabulary of ${vocab}; do tokenizer and text encoder match?`);
   const pos = eosPositions(ids, batch, length, config.eos_token_id);
 
   return tf.tidy(() => {
+    const idTensor = hostRows ? tf.tensor2d(ids, [batch, length], 'int32') : inputIds;
     const positions = param(params, 'text_model.embeddings.position_embedding.weight').slice([0, 0], [length, config.hidden_size]);
-    let h = tf.add(extra ? lookupWithExtra(table, extra, inputIds) : embeddingLookup(table, inputIds), positions);
+    let h = tf.add(extra ? lookupWithExtra(table, extra, idTensor) : embeddingLookup(table, idTensor), positions);
     const hiddenStates: tf.Tensor3D[] = [h as tf.Tensor3D];
     const mask = causalMask(length);
     for (let i = 0; i < config.num_hidden_layers - skip; i++) {

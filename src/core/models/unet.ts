@@ -11,6 +11,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { PainterError } from '../../errors.js';
+import { configObject, FieldReader } from '../config-fields.js';
 import { conv2d, groupNormSilu, linear, silu } from '../ops.js';
 import { param, type ParamShapes, type Params } from '../params.js';
 import { timestepEmbedding } from './timestep-embedding.js';
@@ -76,99 +77,6 @@ export interface UNetConfig {
 // Config parsing
 // ---------------------------------------------------------------------------------------------
 
-type Json = Record<string, unknown>;
-
-function isInt(v: unknown): v is number {
-  return typeof v === 'number' && Number.isInteger(v);
-}
-
-/** Reads fields of one config object, collecting every problem so the user sees all at once. */
-class FieldReader {
-  readonly problems: string[] = [];
-  constructor(private readonly json: Json) {}
-
-  private value(key: string): unknown {
-    return this.json[key];
-  }
-
-  private has(key: string): boolean {
-    return this.json[key] !== undefined;
-  }
-
-  int(key: string, dflt?: number, min = 0): number {
-    if (!this.has(key)) return dflt ?? this.missing(key, 0);
-    const v = this.value(key);
-    if (!isInt(v) || v < min) return this.bad(key, `an integer ≥ ${min}`, 0);
-    return v;
-  }
-
-  number(key: string, dflt: number): number {
-    if (!this.has(key)) return dflt;
-    const v = this.value(key);
-    if (typeof v !== 'number' || !Number.isFinite(v)) return this.bad(key, 'a number', dflt);
-    return v;
-  }
-
-  bool(key: string, dflt: boolean): boolean {
-    if (!this.has(key) || this.value(key) === null) return dflt;
-    const v = this.value(key);
-    if (typeof v !== 'boolean') return this.bad(key, 'true or false', dflt);
-    return v;
-  }
-
-  intList(key: string, dflt?: number[], min = 1): number[] {
-    if (!this.has(key)) return dflt ?? this.missing(key, []);
-    const v = this.value(key);
-    if (!Array.isArray(v) || v.length === 0 || !v.every((x) => isInt(x) && x >= min)) {
-      return this.bad(key, `a non-empty list of integers ≥ ${min}`, []);
-    }
-    return v as number[];
-  }
-
-  intOrList(key: string, dflt: number, min = 1): number | number[] {
-    if (!this.has(key)) return dflt;
-    const v = this.value(key);
-    if (isInt(v) && v >= min) return v;
-    if (Array.isArray(v) && v.length > 0 && v.every((x) => isInt(x) && x >= min)) return v as number[];
-    return this.bad(key, `an integer ≥ ${min} or a list of them`, dflt);
-  }
-
-  choice<T extends string>(key: string, allowed: readonly T[], dflt?: T): T {
-    if (!this.has(key)) return dflt ?? this.missing(key, allowed[0]!);
-    const v = this.value(key);
-    if (typeof v !== 'string' || !(allowed as readonly string[]).includes(v)) {
-      return this.bad(key, `one of ${allowed.map((a) => JSON.stringify(a)).join(', ')}`, allowed[0]!);
-    }
-    return v as T;
-  }
-
-  choiceList<T extends string>(key: string, allowed: readonly T[]): T[] {
-    if (!this.has(key)) return this.missing(key, []);
-    const v = this.value(key);
-    if (!Array.isArray(v) || v.length === 0 || !v.every((x) => typeof x === 'string' && (allowed as readonly string[]).includes(x))) {
-      return this.bad(key, `a non-empty list of ${allowed.map((a) => JSON.stringify(a)).join(' / ')}`, []);
-    }
-    return v as T[];
-  }
-
-  /** A field painter does not implement: accepted only at a value `ok` approves (absent is ok). */
-  unsupported(key: string, ok: (v: unknown) => boolean, why: string): void {
-    if (this.has(key) && !ok(this.value(key))) {
-      this.problems.push(`"${key}": ${JSON.stringify(this.value(key))} is not supported (${why})`);
-    }
-  }
-
-  private missing<T>(key: string, placeholder: T): T {
-    this.problems.push(`"${key}" is missing`);
-    return placeholder;
-  }
-
-  private bad<T>(key: string, expected: string, placeholder: T): T {
-    this.problems.push(`"${key}" must be ${expected}, got ${JSON.stringify(this.value(key))}`);
-    return placeholder;
-  }
-}
-
 const isNull = (v: unknown): boolean => v === null;
 const isFalse = (v: unknown): boolean => v === false || v === null;
 
@@ -177,54 +85,52 @@ const isFalse = (v: unknown): boolean => v === false || v === null;
  * PainterError naming `source` and every offending field.
  */
 export function parseUNetConfig(json: unknown, source: string): UNetConfig {
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) {
-    throw new PainterError(`${source}: expected a JSON object (a diffusers UNet2DConditionModel config.json)`);
-  }
-  const j = json as Json;
-  const r = new FieldReader(j);
-  if (j['_class_name'] !== undefined && j['_class_name'] !== 'UNet2DConditionModel') {
-    r.problems.push(`"_class_name" is ${JSON.stringify(j['_class_name'])}, expected "UNet2DConditionModel"`);
+  const j = configObject(json, source, 'a diffusers UNet2DConditionModel config.json');
+  // A true/false field written as null takes its default.
+  const r = new FieldReader(j, { nullIsDefault: ['boolean'] });
+  if (r.has('_class_name') && j['_class_name'] !== 'UNet2DConditionModel') {
+    r.problem(`"_class_name" is ${JSON.stringify(j['_class_name'])}, expected "UNet2DConditionModel"`);
   }
   const onlyCross = j['only_cross_attention'];
-  if (onlyCross !== undefined && onlyCross !== false && !(Array.isArray(onlyCross) && onlyCross.every((v) => v === false))) {
-    r.problems.push(`"only_cross_attention": ${JSON.stringify(onlyCross)} is not supported (painter implements self- plus cross-attention blocks only; set it to false)`);
-  }
-  if (j['num_attention_heads'] !== undefined && j['num_attention_heads'] !== null) {
-    r.problems.push(
-      '"num_attention_heads" must be null: diffusers 0.30 refuses it and reads the head count from "attention_head_dim"; move the value there',
-    );
+  r.unsupported(
+    'only_cross_attention',
+    (v) => v === false || (Array.isArray(v) && v.every((x) => x === false)),
+    'painter implements self- plus cross-attention blocks only; set it to false',
+  );
+  if (j['num_attention_heads'] != null) {
+    r.problem('"num_attention_heads" must be null: diffusers 0.30 refuses it and reads the head count from "attention_head_dim"; move the value there');
   }
   const config: UNetConfig = {
-    sample_size: j['sample_size'] == null ? null : r.int('sample_size', undefined, 1),
-    in_channels: r.int('in_channels', 4, 1),
-    out_channels: r.int('out_channels', 4, 1),
+    sample_size: r.read('sample_size', { type: 'integer', min: 1, nullable: true }, null),
+    in_channels: r.int('in_channels', 4),
+    out_channels: r.int('out_channels', 4),
     center_input_sample: r.bool('center_input_sample', false),
     flip_sin_to_cos: r.bool('flip_sin_to_cos', true),
     freq_shift: r.number('freq_shift', 0),
-    down_block_types: r.choiceList('down_block_types', ['DownBlock2D', 'CrossAttnDownBlock2D'] as const),
-    mid_block_type: j['mid_block_type'] === null ? null : r.choice('mid_block_type', ['UNetMidBlock2DCrossAttn'] as const, 'UNetMidBlock2DCrossAttn'),
-    up_block_types: r.choiceList('up_block_types', ['UpBlock2D', 'CrossAttnUpBlock2D'] as const),
+    down_block_types: r.list('down_block_types', { type: 'string', choices: ['DownBlock2D', 'CrossAttnDownBlock2D'] }),
+    mid_block_type: r.read('mid_block_type', { type: 'string', choices: ['UNetMidBlock2DCrossAttn'], nullable: true }, 'UNetMidBlock2DCrossAttn'),
+    up_block_types: r.list('up_block_types', { type: 'string', choices: ['UpBlock2D', 'CrossAttnUpBlock2D'] }),
     only_cross_attention: Array.isArray(onlyCross) ? (onlyCross as boolean[]) : false,
-    block_out_channels: r.intList('block_out_channels'),
+    block_out_channels: r.list('block_out_channels', { type: 'integer', min: 1 }),
     layers_per_block: r.intOrList('layers_per_block', 2),
     downsample_padding: r.int('downsample_padding', 1, 0),
     mid_block_scale_factor: r.number('mid_block_scale_factor', 1),
-    act_fn: r.choice('act_fn', ['silu', 'swish'] as const, 'silu'),
-    norm_num_groups: r.int('norm_num_groups', 32, 1),
+    act_fn: r.choice('act_fn', ['silu', 'swish'], 'silu'),
+    norm_num_groups: r.int('norm_num_groups', 32),
     norm_eps: r.number('norm_eps', 1e-5),
-    cross_attention_dim: r.int('cross_attention_dim', undefined, 1),
+    cross_attention_dim: r.int('cross_attention_dim'),
     transformer_layers_per_block: r.intOrList('transformer_layers_per_block', 1),
     attention_head_dim: r.intOrList('attention_head_dim', 8),
     num_attention_heads: null,
     dual_cross_attention: false,
     use_linear_projection: r.bool('use_linear_projection', false),
     upcast_attention: r.bool('upcast_attention', false),
-    resnet_time_scale_shift: r.choice('resnet_time_scale_shift', ['default'] as const, 'default'),
-    time_embedding_type: r.choice('time_embedding_type', ['positional'] as const, 'positional'),
-    time_embedding_dim: j['time_embedding_dim'] == null ? null : r.int('time_embedding_dim', undefined, 1),
+    resnet_time_scale_shift: r.choice('resnet_time_scale_shift', ['default'], 'default'),
+    time_embedding_type: r.choice('time_embedding_type', ['positional'], 'positional'),
+    time_embedding_dim: r.read('time_embedding_dim', { type: 'integer', min: 1, nullable: true }, null),
     class_embed_type: null,
-    conv_in_kernel: r.int('conv_in_kernel', 3, 1),
-    conv_out_kernel: r.int('conv_out_kernel', 3, 1),
+    conv_in_kernel: r.int('conv_in_kernel', 3),
+    conv_out_kernel: r.int('conv_out_kernel', 3),
   };
   r.unsupported('dual_cross_attention', isFalse, 'SD 1.x/2.x UNets use a single cross-attention');
   r.unsupported('class_embed_type', isNull, 'class-conditioned UNets are not supported; SD 1.x/2.x use null');
@@ -243,13 +149,13 @@ export function parseUNetConfig(json: unknown, source: string): UNetConfig {
   r.unsupported('mid_block_only_cross_attention', isFalse, 'painter implements self- plus cross-attention blocks only');
   r.unsupported('reverse_transformer_layers_per_block', isNull, 'asymmetric transformer depths are not supported');
   r.unsupported('dropout', (v) => v === 0, 'dropout is not implemented; use 0.0');
-  if (r.problems.length === 0) checkStructure(config, r.problems);
-  if (r.problems.length > 0) throw new PainterError(`${source}: ${r.problems.join('; ')}`);
+  if (r.problems.length === 0) checkStructure(config, r);
+  r.throwIfProblems(`${source}: invalid UNet config`);
   return config;
 }
 
 /** Cross-field checks, run only on a config whose fields individually parsed. */
-function checkStructure(c: UNetConfig, problems: string[]): void {
+function checkStructure(c: UNetConfig, r: FieldReader): void {
   const n = c.down_block_types.length;
   const perBlock: [string, unknown][] = [
     ['up_block_types', c.up_block_types],
@@ -261,23 +167,23 @@ function checkStructure(c: UNetConfig, problems: string[]): void {
   ];
   for (const [key, v] of perBlock) {
     if (Array.isArray(v) && v.length !== n) {
-      problems.push(`"${key}" has ${v.length} entries but "down_block_types" has ${n}; give one per block`);
+      r.problem(`"${key}" has ${v.length} entries but "down_block_types" has ${n}; give one per block`);
     }
   }
-  if (c.conv_in_kernel % 2 === 0) problems.push('"conv_in_kernel" must be odd');
-  if (c.conv_out_kernel % 2 === 0) problems.push('"conv_out_kernel" must be odd');
-  if (problems.length > 0) return;
+  if (c.conv_in_kernel % 2 === 0) r.problem('"conv_in_kernel" must be odd');
+  if (c.conv_out_kernel % 2 === 0) r.problem('"conv_out_kernel" must be odd');
+  if (r.problems.length > 0) return;
   const plan = unetPlan(c);
   const g = c.norm_num_groups;
   const channelCounts = new Set<number>([c.block_out_channels[0]!]);
   for (const blk of [...plan.down, ...(plan.mid ? [plan.mid] : []), ...plan.up]) {
     for (const rs of blk.resnets) channelCounts.add(rs.inChannels).add(rs.outChannels);
     for (const t of blk.attentions) {
-      if (t.headDim < 1) problems.push(`"attention_head_dim" asks for ${t.heads} heads on ${t.channels} channels (${t.prefix}); use at most ${t.channels}`);
+      if (t.headDim < 1) r.problem(`"attention_head_dim" asks for ${t.heads} heads on ${t.channels} channels (${t.prefix}); use at most ${t.channels}`);
     }
   }
   for (const ch of channelCounts) {
-    if (ch % g !== 0) problems.push(`"norm_num_groups" ${g} does not divide ${ch} channels of a block; use a divisor of every block width`);
+    if (ch % g !== 0) r.problem(`"norm_num_groups" ${g} does not divide ${ch} channels of a block; use a divisor of every block width`);
   }
 }
 

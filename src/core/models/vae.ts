@@ -8,6 +8,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { PainterError } from '../../errors.js';
+import { configObject, FieldReader } from '../config-fields.js';
 import { attention, conv2d, gelu, groupNorm, groupNormSilu, linear, silu } from '../ops.js';
 import { param, type ParamShapes, type Params } from '../params.js';
 import { downsample, upsample } from './unet-blocks.js';
@@ -43,69 +44,35 @@ const NORM_EPS = 1e-6;
 
 /** Validates vae/config.json; missing fields take AutoencoderKL's defaults. All problems are reported at once. */
 export function parseVaeConfig(json: unknown, source: string): VaeConfig {
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) {
-    throw new PainterError(`${source}: expected a JSON object with the VAE (AutoencoderKL) config`);
-  }
-  const o = json as Record<string, unknown>;
-  const problems: string[] = [];
-  const get = (key: string, fallback: unknown): unknown => (o[key] === undefined ? fallback : o[key]);
-  const int = (key: string, fallback: number): number => {
-    const v = get(key, fallback);
-    if (typeof v === 'number' && Number.isInteger(v) && v >= 1) return v;
-    problems.push(`"${key}" must be a positive integer (got ${JSON.stringify(v)})`);
-    return fallback;
-  };
-  const num = (key: string, fallback: number): number => {
-    const v = get(key, fallback);
-    if (typeof v === 'number' && Number.isFinite(v)) return v;
-    problems.push(`"${key}" must be a number (got ${JSON.stringify(v)})`);
-    return fallback;
-  };
-  const bool = (key: string, fallback: boolean): boolean => {
-    const v = get(key, fallback);
-    if (typeof v === 'boolean') return v;
-    problems.push(`"${key}" must be true or false (got ${JSON.stringify(v)})`);
-    return fallback;
-  };
-  const list = <T>(key: string, fallback: T[], ok: (v: unknown) => v is T, what: string): T[] => {
-    const v = get(key, fallback);
-    if (Array.isArray(v) && v.length > 0 && v.every(ok)) return v;
-    problems.push(`"${key}" must be a non-empty list of ${what} (got ${JSON.stringify(v)})`);
-    return fallback;
-  };
-  const isPosInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 1;
+  const r = new FieldReader(configObject(json, source, "the VAE's (AutoencoderKL) config.json"));
   const cfg: VaeConfig = {
-    in_channels: int('in_channels', 3),
-    out_channels: int('out_channels', 3),
-    down_block_types: list('down_block_types', ['DownEncoderBlock2D'], (v): v is VaeDownBlockType => v === 'DownEncoderBlock2D', '"DownEncoderBlock2D"'),
-    up_block_types: list('up_block_types', ['UpDecoderBlock2D'], (v): v is VaeUpBlockType => v === 'UpDecoderBlock2D', '"UpDecoderBlock2D"'),
-    block_out_channels: list('block_out_channels', [64], isPosInt, 'positive integers'),
-    layers_per_block: int('layers_per_block', 1),
+    in_channels: r.int('in_channels', 3),
+    out_channels: r.int('out_channels', 3),
+    down_block_types: r.list('down_block_types', { type: 'string', choices: ['DownEncoderBlock2D'] }, ['DownEncoderBlock2D']),
+    up_block_types: r.list('up_block_types', { type: 'string', choices: ['UpDecoderBlock2D'] }, ['UpDecoderBlock2D']),
+    block_out_channels: r.list('block_out_channels', { type: 'integer', min: 1 }, [64]),
+    layers_per_block: r.int('layers_per_block', 1),
     act_fn: 'silu',
-    latent_channels: int('latent_channels', 4),
-    norm_num_groups: int('norm_num_groups', 32),
-    sample_size: int('sample_size', 32),
-    scaling_factor: num('scaling_factor', 0.18215),
+    latent_channels: r.int('latent_channels', 4),
+    norm_num_groups: r.int('norm_num_groups', 32),
+    sample_size: r.int('sample_size', 32),
+    scaling_factor: r.number('scaling_factor', 0.18215),
     shift_factor: null,
-    use_quant_conv: bool('use_quant_conv', true),
-    use_post_quant_conv: bool('use_post_quant_conv', true),
-    mid_block_add_attention: bool('mid_block_add_attention', true),
-    force_upcast: bool('force_upcast', true),
+    use_quant_conv: r.bool('use_quant_conv', true),
+    use_post_quant_conv: r.bool('use_post_quant_conv', true),
+    mid_block_add_attention: r.bool('mid_block_add_attention', true),
+    force_upcast: r.bool('force_upcast', true),
   };
-  const act = get('act_fn', 'silu');
-  if (ACT_FNS.includes(act as VaeActFn)) cfg.act_fn = act as VaeActFn;
-  else problems.push(`"act_fn" must be one of ${ACT_FNS.join(', ')} (got ${JSON.stringify(act)})`);
-  const shift = get('shift_factor', null);
-  if (shift === null || (typeof shift === 'number' && Number.isFinite(shift))) cfg.shift_factor = shift;
-  else problems.push(`"shift_factor" must be a number or null (got ${JSON.stringify(shift)})`);
+  cfg.act_fn = r.choice('act_fn', ACT_FNS, 'silu');
+  cfg.shift_factor = r.read('shift_factor', { type: 'number', nullable: true }, null);
   const n = cfg.block_out_channels.length;
   if (cfg.down_block_types.length !== n || cfg.up_block_types.length !== n) {
-    problems.push(`"down_block_types" and "up_block_types" must have one entry per "block_out_channels" entry (${n})`);
+    r.problem(`"down_block_types" and "up_block_types" must have one entry per "block_out_channels" entry (${n})`);
   }
   for (const c of cfg.block_out_channels) {
-    if (c % cfg.norm_num_groups !== 0) problems.push(`"block_out_channels" entry ${c} is not divisible by "norm_num_groups" (${cfg.norm_num_groups})`);
+    if (c % cfg.norm_num_groups !== 0) r.problem(`"block_out_channels" entry ${c} is not divisible by "norm_num_groups" (${cfg.norm_num_groups})`);
   }
-  if (problems.length > 0) throw new PainterError(`${source}: invalid VAE config: ${problems.join('; ')}`);
+  r.throwIfProblems(`${source}: invalid VAE config`);
   return cfg;
 }
 

@@ -1,13 +1,14 @@
 /**
- * Image generation as users ask for it: a prompt, seeds, a count and a batch size. Each image
- * has its own seeded generator (initial latents, then ancestral noise), so an image depends only
- * on its seed and settings, not on which batch it was computed in. Pure compute: the caller
- * writes files and reports progress.
+ * Image sampling as users ask for it: a prompt, seeds, a count and a batch size. Each image has
+ * its own seeded generator (initial latents, then ancestral noise), so an image depends only on
+ * its seed and settings, not on which batch it was computed in. Pure compute: the caller writes
+ * files and reports progress. The generators are asynchronous because the decoded pixels are
+ * read back with `await data()`, which never blocks a GPU backend's queue.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { StableDiffusion } from '../model.js';
-import { vaeLatentFactor } from '../models/vae.js';
 import { Rng } from '../random.js';
+import { modelLatentGrid, modelPromptLength } from '../sizes.js';
 import { createScheduler, type SchedulerKind } from '../schedulers/index.js';
 import { expandPrompt } from '../embeddings.js';
 import { encode } from '../tokenizer/clip-tokenizer.js';
@@ -46,24 +47,9 @@ export type GenerateEvent =
   | { kind: 'step'; step: number; steps: number; images: number[] }
   | { kind: 'image'; image: GeneratedImage };
 
-/** Latent grid for a size; throws a message for sizes the model cannot take. */
-export function latentSize(model: StableDiffusion, width: number, height: number): { h: number; w: number; factor: number } {
-  const factor = vaeLatentFactor(model.vae.config);
-  if (width % factor !== 0 || height % factor !== 0 || width <= 0 || height <= 0) {
-    throw new RangeError(`size ${width}x${height} is not a multiple of the model's latent factor ${factor}`);
-  }
-  return { h: height / factor, w: width / factor, factor };
-}
-
-/** Default image size: the UNet's sample_size times the latent factor. */
-export function defaultImageSize(model: StableDiffusion): number {
-  return (model.unet.config.sample_size ?? 64) * vaeLatentFactor(model.vae.config);
-}
-
 /** What the tokenizer will cut from a prompt (undefined when it fits). */
 export function truncatedText(model: StableDiffusion, prompt: string): string | undefined {
-  const maxLength = Math.min(model.tokenizer.modelMaxLength, model.textEncoder.config.max_position_embeddings);
-  const e = encode(model.tokenizer, expandPrompt(prompt, model.tokenizer), { maxLength, padding: 'none', truncation: true });
+  const e = encode(model.tokenizer, expandPrompt(prompt, model.tokenizer), { maxLength: modelPromptLength(model), padding: 'none', truncation: true });
   return e.truncated ? e.truncatedText : undefined;
 }
 
@@ -89,8 +75,7 @@ function batches(req: GenerateRequest): number[][] {
 }
 
 function checkInitLatents(model: StableDiffusion, req: GenerateRequest): void {
-  const { h, w } = latentSize(model, req.width, req.height);
-  const c = model.unet.config.in_channels;
+  const { h, w, c } = modelLatentGrid(model, req.width, req.height);
   if (req.initLatents && req.initLatents.length !== req.count * c * h * w) {
     throw new RangeError(`initial latents hold ${req.initLatents.length} values; ${req.count} image(s) of [${c}, ${h}, ${w}] need ${req.count * c * h * w}`);
   }
@@ -98,8 +83,7 @@ function checkInitLatents(model: StableDiffusion, req: GenerateRequest): void {
 
 /** Phase 2 for one batch: denoise from seeded (or given) initial latents; returns the final latents. */
 function* denoiseBatch(model: StableDiffusion, req: GenerateRequest, cond: Conditioning, indices: number[]): Generator<GenerateEvent, tf.Tensor4D, void> {
-  const { h, w } = latentSize(model, req.width, req.height);
-  const c = model.unet.config.in_channels;
+  const { h, w, c } = modelLatentGrid(model, req.width, req.height);
   const perImage = c * h * w;
   const n = indices.length;
   const rngs = indices.map((i) => new Rng(req.seed + i));
@@ -136,11 +120,15 @@ function* denoiseBatch(model: StableDiffusion, req: GenerateRequest, cond: Condi
 }
 
 /** Phase 3 for one batch: VAE decode to 8-bit RGB images (disposes the latents). */
-function* decodeBatch(model: StableDiffusion, req: GenerateRequest, indices: number[], final: tf.Tensor4D): Generator<GenerateEvent, void, void> {
+async function* decodeBatch(model: StableDiffusion, req: GenerateRequest, indices: number[], final: tf.Tensor4D): AsyncGenerator<GenerateEvent, void, void> {
   const pixels = tf.tidy(() => tf.round(tf.mul(decodeLatents(model, final), 255)).toInt());
   final.dispose();
-  const data = pixels.dataSync() as Int32Array;
-  pixels.dispose();
+  let data: Int32Array;
+  try {
+    data = (await pixels.data()) as Int32Array;
+  } finally {
+    pixels.dispose();
+  }
   const size = req.width * req.height * 3;
   for (let i = 0; i < indices.length; i++) {
     yield {
@@ -150,8 +138,8 @@ function* decodeBatch(model: StableDiffusion, req: GenerateRequest, indices: num
   }
 }
 
-/** Generation with the whole model resident: encode, then denoise and decode batch by batch. */
-export function* generate(model: StableDiffusion, req: GenerateRequest): Generator<GenerateEvent, void, void> {
+/** Sampling with the whole model resident: encode, then denoise and decode batch by batch. */
+export async function* sampleImages(model: StableDiffusion, req: GenerateRequest): AsyncGenerator<GenerateEvent, void, void> {
   checkInitLatents(model, req);
   const cond = encodeRequest(model, req);
   try {
@@ -173,10 +161,10 @@ export interface PartLoader {
 }
 
 /**
- * Generation holding one component at a time (text encoder → UNet → VAE), for models that do
- * not fit in memory whole: the same images as `generate`, with only latents kept between phases.
+ * Sampling holding one component at a time (text encoder → UNet → VAE), for models that do not
+ * fit in memory whole: the same images as `sampleImages`, with only latents kept between phases.
  */
-export function* generatePhased(loader: PartLoader, req: GenerateRequest): Generator<GenerateEvent, void, void> {
+export async function* sampleImagesPhased(loader: PartLoader, req: GenerateRequest): AsyncGenerator<GenerateEvent, void, void> {
   const text = loader.load(['text_encoder']);
   let cond: Conditioning;
   try {

@@ -8,7 +8,8 @@ import * as tf from '@tensorflow/tfjs';
 import type { StableDiffusion } from '../model.js';
 import { clipTextForward } from '../models/clip-text.js';
 import { unetForward } from '../models/unet.js';
-import { vaeDecode, vaeLatentFactor } from '../models/vae.js';
+import { vaeDecode } from '../models/vae.js';
+import { modelLatentGrid, modelPromptLength } from '../sizes.js';
 import type { Scheduler } from '../schedulers/index.js';
 import { expandPrompt } from '../embeddings.js';
 import { encode } from '../tokenizer/clip-tokenizer.js';
@@ -23,19 +24,25 @@ export interface PromptEncodingOptions {
 }
 
 /**
- * Token ids as the pipeline feeds the text encoder: multi-vector embedding tokens expanded
- * (maybe_convert_prompt), then padded and truncated to model_max_length.
+ * Token ids as the pipeline feeds the text encoder, one row per prompt: multi-vector embedding
+ * tokens expanded (maybe_convert_prompt), then padded and truncated to model_max_length. Kept on
+ * the host, so the text encoder never reads them back from a device.
  */
-export function promptIds(model: StableDiffusion, prompts: string[]): tf.Tensor2D {
-  const maxLength = Math.min(model.tokenizer.modelMaxLength, model.textEncoder.config.max_position_embeddings);
-  const rows = prompts.map((p) => encode(model.tokenizer, expandPrompt(p, model.tokenizer), { maxLength, padding: 'max_length', truncation: true }).ids);
-  return tf.tensor2d(rows, [rows.length, maxLength], 'int32');
+export function promptIdRows(model: StableDiffusion, prompts: readonly string[]): number[][] {
+  const maxLength = modelPromptLength(model);
+  return prompts.map((p) => encode(model.tokenizer, expandPrompt(p, model.tokenizer), { maxLength, padding: 'max_length', truncation: true }).ids);
+}
+
+/** promptIdRows as an int32 tensor [B, L]. */
+export function promptIds(model: StableDiffusion, prompts: readonly string[]): tf.Tensor2D {
+  const rows = promptIdRows(model, prompts);
+  return tf.tensor2d(rows, [rows.length, modelPromptLength(model)], 'int32');
 }
 
 /** prompt_embeds [B, L, C] (encode_prompt: last hidden state, or final-norm'd earlier layer). */
 export function encodePrompts(model: StableDiffusion, prompts: string[], opts: PromptEncodingOptions = {}): tf.Tensor3D {
   return tf.tidy(() => {
-    const ids = promptIds(model, prompts);
+    const ids = promptIdRows(model, prompts);
     return clipTextForward(model.textEncoder.params, model.textEncoder.config, ids, {
       skipLastLayers: opts.clipSkip ?? 0,
       tokenEmbedding: opts.tokenEmbedding,
@@ -140,6 +147,6 @@ export function decodeLatents(model: StableDiffusion, latents: tf.Tensor4D): tf.
 
 /** Latent shape [B, h, w, C] for an image size; sizes must be multiples of the latent factor. */
 export function latentShape(model: StableDiffusion, batch: number, width: number, height: number): [number, number, number, number] {
-  const f = vaeLatentFactor(model.vae.config);
-  return [batch, Math.floor(height / f), Math.floor(width / f), model.unet.config.in_channels];
+  const { h, w, c } = modelLatentGrid(model, width, height);
+  return [batch, h, w, c];
 }

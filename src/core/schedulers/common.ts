@@ -7,6 +7,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { PainterError } from '../../errors.js';
+import { configObject, FieldReader, type NumberRule, type Rule } from '../config-fields.js';
 import { cumprodF32, f32, npArange, npLinspace, roundHalfEven, sqrt32, torchLinspaceF32 } from './numerics.js';
 
 export type SchedulerKind = 'ddpm' | 'ddim' | 'pndm' | 'euler-a' | 'dpm++2m';
@@ -124,53 +125,42 @@ export function kindOfClassName(className: string | null): SchedulerKind | undef
   return (Object.keys(SCHEDULER_CLASS_NAMES) as SchedulerKind[]).find((k) => SCHEDULER_CLASS_NAMES[k] === className);
 }
 
-type Check = (v: unknown) => string | undefined;
-const isBool: Check = (v) => (typeof v === 'boolean' ? undefined : 'must be true or false');
-const isFiniteNumber: Check = (v) => (typeof v === 'number' && Number.isFinite(v) ? undefined : 'must be a finite number');
-const isPositive: Check = (v) => (typeof v === 'number' && v > 0 && Number.isFinite(v) ? undefined : 'must be a positive number');
-const isBeta: Check = (v) => (typeof v === 'number' && v >= 0 && v < 1 ? undefined : 'must be a number in [0, 1)');
-const isInt =
-  (min: number, max: number): Check =>
-  (v) =>
-    typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max ? undefined : `must be an integer in [${min}, ${max}]`;
-const oneOf =
-  (...allowed: (string | null)[]): Check =>
-  (v) =>
-    allowed.includes(v as string | null) ? undefined : `must be one of ${allowed.map((a) => JSON.stringify(a)).join(', ')}`;
-const isNumberOrInf: Check = (v) => (typeof v === 'number' && !Number.isNaN(v) ? undefined : 'must be a number');
-const isBetaList: Check = (v) =>
-  v === null || (Array.isArray(v) && v.length > 0 && v.every((b) => typeof b === 'number' && b >= 0 && b < 1))
-    ? undefined
-    : 'must be null or a list of numbers in [0, 1)';
+const BOOL: Rule = { type: 'boolean' };
+const BETA: NumberRule = { type: 'number', min: 0, below: 1 };
 
-const CHECKS: Readonly<Record<SchedulerConfigKey, Check>> = {
-  num_train_timesteps: isInt(1, 100_000),
-  beta_start: isBeta,
-  beta_end: isBeta,
-  beta_schedule: oneOf('linear', 'scaled_linear', 'squaredcos_cap_v2'),
-  trained_betas: isBetaList,
-  prediction_type: oneOf('epsilon', 'v_prediction', 'sample'),
-  timestep_spacing: oneOf('leading', 'linspace', 'trailing'),
-  steps_offset: isInt(0, 100_000),
-  rescale_betas_zero_snr: isBool,
-  clip_sample: isBool,
-  clip_sample_range: isPositive,
-  thresholding: isBool,
-  dynamic_thresholding_ratio: isFiniteNumber,
-  sample_max_value: isFiniteNumber,
-  variance_type: oneOf(null, 'fixed_small', 'fixed_small_log', 'fixed_large', 'fixed_large_log', 'learned', 'learned_range'),
-  set_alpha_to_one: isBool,
-  skip_prk_steps: isBool,
-  solver_order: isInt(1, 3),
+/** What each field accepts (the values diffusers' five classes accept, or rewrite). */
+const RULES: Readonly<Record<SchedulerConfigKey, Rule>> = {
+  num_train_timesteps: { type: 'integer', min: 1, max: 100_000 },
+  beta_start: BETA,
+  beta_end: BETA,
+  beta_schedule: { type: 'string', choices: ['linear', 'scaled_linear', 'squaredcos_cap_v2'] },
+  trained_betas: { type: 'list', items: BETA, nonEmpty: true, nullable: true },
+  prediction_type: { type: 'string', choices: ['epsilon', 'v_prediction', 'sample'] },
+  timestep_spacing: { type: 'string', choices: ['leading', 'linspace', 'trailing'] },
+  steps_offset: { type: 'integer', min: 0, max: 100_000 },
+  rescale_betas_zero_snr: BOOL,
+  clip_sample: BOOL,
+  clip_sample_range: { type: 'number', above: 0 },
+  thresholding: BOOL,
+  dynamic_thresholding_ratio: { type: 'number' },
+  sample_max_value: { type: 'number' },
+  variance_type: {
+    type: 'string',
+    choices: ['fixed_small', 'fixed_small_log', 'fixed_large', 'fixed_large_log', 'learned', 'learned_range'],
+    nullable: true,
+  },
+  set_alpha_to_one: BOOL,
+  skip_prk_steps: BOOL,
+  solver_order: { type: 'integer', min: 1, max: 3 },
   // 'deis' and the UniPC solver types are what diffusers itself rewrites (see below).
-  algorithm_type: oneOf('dpmsolver++', 'dpmsolver', 'sde-dpmsolver++', 'sde-dpmsolver', 'deis'),
-  solver_type: oneOf('midpoint', 'heun', 'logrho', 'bh1', 'bh2'),
-  lower_order_final: isBool,
-  euler_at_final: isBool,
-  use_karras_sigmas: isBool,
-  use_lu_lambdas: isBool,
-  final_sigmas_type: oneOf('zero', 'sigma_min'),
-  lambda_min_clipped: isNumberOrInf,
+  algorithm_type: { type: 'string', choices: ['dpmsolver++', 'dpmsolver', 'sde-dpmsolver++', 'sde-dpmsolver', 'deis'] },
+  solver_type: { type: 'string', choices: ['midpoint', 'heun', 'logrho', 'bh1', 'bh2'] },
+  lower_order_final: BOOL,
+  euler_at_final: BOOL,
+  use_karras_sigmas: BOOL,
+  use_lu_lambdas: BOOL,
+  final_sigmas_type: { type: 'string', choices: ['zero', 'sigma_min'] },
+  lambda_min_clipped: { type: 'number', infinite: true },
 };
 
 /**
@@ -181,38 +171,22 @@ const CHECKS: Readonly<Record<SchedulerConfigKey, Check>> = {
  * ignored, as diffusers ignores them. Every problem is reported at once, naming `source`.
  */
 export function parseSchedulerConfig(json: unknown, source: string, kind?: SchedulerKind): SchedulerConfig {
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) {
-    throw new PainterError(`${source}: a scheduler config must be a JSON object`);
-  }
-  const obj = json as Record<string, unknown>;
-  const errors: string[] = [];
-  const className = obj['_class_name'];
-  if (className !== undefined && typeof className !== 'string') errors.push('"_class_name" must be a string');
-  const listed = obj['_use_default_values'];
-  if (listed !== undefined && !(Array.isArray(listed) && listed.every((k) => typeof k === 'string'))) {
-    errors.push('"_use_default_values" must be a list of field names');
-  }
-  const useDefault = new Set<string>(Array.isArray(listed) ? (listed as string[]) : []);
+  const r = new FieldReader(configObject(json, source, 'a diffusers scheduler_config.json'));
+  const name = r.read('_class_name', { type: 'string' }, null);
+  const useDefault = new Set<string>(r.read('_use_default_values', { type: 'list', items: { type: 'string' } }, []));
   const given: Partial<Record<SchedulerConfigKey, unknown>> = {};
   const defaulted: SchedulerConfigKey[] = [];
   for (const key of CONFIG_KEYS) {
-    const v = obj[key];
-    if (v === undefined || useDefault.has(key)) {
-      defaulted.push(key);
-      continue;
-    }
-    const problem = CHECKS[key](v);
-    if (problem) errors.push(`"${key}" ${problem} (got ${JSON.stringify(v)})`);
-    else given[key] = v;
+    if (!r.has(key) || useDefault.has(key)) defaulted.push(key);
+    else if (r.check(key, RULES[key])) given[key] = r.raw(key);
   }
   const nTrain = (given.num_train_timesteps as number | undefined) ?? BASE_DEFAULTS.num_train_timesteps;
   const trained = given.trained_betas as number[] | null | undefined;
   if (trained && trained.length !== nTrain) {
-    errors.push(`"trained_betas" has ${trained.length} values but num_train_timesteps is ${nTrain}`);
+    r.problem(`"trained_betas" has ${trained.length} values but num_train_timesteps is ${nTrain}`);
   }
-  if (errors.length > 0) throw new PainterError(`${source}: invalid scheduler config: ${errors.join('; ')}`);
+  r.throwIfProblems(`${source}: invalid scheduler config`);
 
-  const name = typeof className === 'string' ? className : null;
   const config = { ...BASE_DEFAULTS, ...given, _class_name: name, _use_default_values: defaulted } as SchedulerConfig;
   // diffusers' own rewrites of legacy values (DPMSolverMultistepScheduler.__init__).
   if ((config.algorithm_type as string) === 'deis') config.algorithm_type = 'dpmsolver++';
@@ -235,11 +209,12 @@ export function schedulerConfigFor(config: SchedulerConfig, kind: SchedulerKind)
  */
 export function overrideSchedulerConfig(config: SchedulerConfig, overrides: Partial<SchedulerValues>): SchedulerConfig {
   const keys = Object.keys(overrides) as SchedulerConfigKey[];
-  const errors = keys.flatMap((k) => {
-    const problem = k in CHECKS ? CHECKS[k](overrides[k]) : 'is not a scheduler setting';
-    return problem ? [`"${k}" ${problem} (got ${JSON.stringify(overrides[k])})`] : [];
-  });
-  if (errors.length > 0) throw new PainterError(`scheduler settings: ${errors.join('; ')}`);
+  const r = new FieldReader(overrides);
+  for (const k of keys) {
+    if (Object.hasOwn(RULES, k)) r.check(k, RULES[k]);
+    else r.problem(`"${k}" is not a scheduler setting`);
+  }
+  r.throwIfProblems('scheduler settings');
   return {
     ...config,
     ...overrides,

@@ -67,20 +67,23 @@ export function adamWStep(vars: Map<string, tf.Variable>, grads: Map<string, tf.
   }
 }
 
-/** Global L2 norm of all gradients. */
-export function globalNorm(grads: Map<string, tf.Tensor>): number {
-  return tf.tidy(() => {
-    const sq = [...grads.values()].map((g) => tf.sum(tf.square(g)));
-    return Math.sqrt(sq.length === 0 ? 0 : tf.addN(sq).dataSync()[0]!);
-  });
+/** Global L2 norm of all gradients (read back asynchronously: a GPU backend's queue never blocks). */
+export async function globalNorm(grads: Map<string, tf.Tensor>): Promise<number> {
+  if (grads.size === 0) return 0;
+  const total = tf.tidy(() => tf.addN([...grads.values()].map((g) => tf.sum(tf.square(g)))));
+  try {
+    return Math.sqrt((await total.data())[0]!);
+  } finally {
+    total.dispose();
+  }
 }
 
 /**
  * Clips gradients in place to a global norm of at most `maxNorm` (torch.nn.utils.clip_grad_norm_:
  * scale by maxNorm/(norm + 1e-6) when norm exceeds it). Returns the norm before clipping.
  */
-export function clipGradNorm(grads: Map<string, tf.Tensor>, maxNorm: number): number {
-  const norm = globalNorm(grads);
+export async function clipGradNorm(grads: Map<string, tf.Tensor>, maxNorm: number): Promise<number> {
+  const norm = await globalNorm(grads);
   if (maxNorm > 0 && norm > maxNorm) {
     const scale = maxNorm / (norm + 1e-6);
     for (const [k, g] of grads) {

@@ -1,0 +1,158 @@
+/**
+ * painter-mini's attribute classifier: a small CNN that reads object, colour, pattern, background
+ * kind and background colour from an image of the world, used by `bench:concepts` to score
+ * generated images. Plain functions over a `Params` map (NHWC, conv HWIO, linear [in, out]):
+ *
+ *   conv_in (3×3) → per level: GroupNorm+SiLU → conv1 (3×3) → GroupNorm+SiLU → downsample (3×3, stride 2)
+ *   → norm_out + SiLU → global mean ‖ max pool → one linear head per attribute.
+ *
+ * The downsample conv of a level goes straight to that level's width, so the spatial side halves
+ * once per level (32 → 4 with three levels).
+ */
+import * as tf from '@tensorflow/tfjs';
+import { LABEL_CLASSES, LABEL_NAMES, type LabelName } from './world.js';
+import { PainterError, conv2d, groupNormSilu, linear, param, type ParamShapes, type Params } from '../../src/index.js';
+
+export interface ClassifierConfig {
+  /** Side of the square RGB input, pixels (divisible by 2^levels). */
+  imageSize: number;
+  /** Channels of each level; the first is also conv_in's width. */
+  widths: number[];
+  normGroups: number;
+  normEps: number;
+}
+
+export const CLASSIFIER_DEFAULTS: ClassifierConfig = { imageSize: 32, widths: [16, 32, 64], normGroups: 8, normEps: 1e-5 };
+
+export type ClassifierLogits = Record<LabelName, tf.Tensor2D>;
+export type ClassifierLabels = Record<LabelName, Int32Array | number[]>;
+
+export function numClasses(name: LabelName): number {
+  return LABEL_CLASSES[name].length;
+}
+
+function positiveInt(v: unknown): v is number {
+  return typeof v === 'number' && Number.isInteger(v) && v > 0;
+}
+
+/** Validates a classifier config.json; missing optional fields take the defaults. */
+export function parseClassifierConfig(json: unknown, source: string): ClassifierConfig {
+  if (typeof json !== 'object' || json === null) throw new PainterError(`${source}: expected a JSON object with the classifier config`);
+  const o = json as Record<string, unknown>;
+  const imageSize = o['image_size'] ?? CLASSIFIER_DEFAULTS.imageSize;
+  const widths = o['widths'] ?? CLASSIFIER_DEFAULTS.widths;
+  const normGroups = o['norm_groups'] ?? CLASSIFIER_DEFAULTS.normGroups;
+  const normEps = o['norm_eps'] ?? CLASSIFIER_DEFAULTS.normEps;
+  if (!positiveInt(imageSize)) throw new PainterError(`${source}: "image_size" must be a positive integer`);
+  if (!Array.isArray(widths) || widths.length === 0 || !widths.every(positiveInt)) throw new PainterError(`${source}: "widths" must be a non-empty list of positive integers`);
+  if (!positiveInt(normGroups)) throw new PainterError(`${source}: "norm_groups" must be a positive integer`);
+  if (typeof normEps !== 'number' || !(normEps > 0)) throw new PainterError(`${source}: "norm_eps" must be a positive number`);
+  // The class lists are stored with the weights: heads trained on other lists would mislabel silently.
+  if (o['labels'] !== undefined && JSON.stringify(o['labels']) !== JSON.stringify(LABEL_CLASSES)) {
+    throw new PainterError(`${source}: "labels" differ from this version's world (${LABEL_NAMES.join(', ')}); retrain the classifier`);
+  }
+  const cfg: ClassifierConfig = { imageSize, widths: widths as number[], normGroups, normEps };
+  checkConfig(cfg, source);
+  return cfg;
+}
+
+function checkConfig(cfg: ClassifierConfig, source: string): void {
+  if (cfg.widths.some((w) => w % cfg.normGroups !== 0)) throw new PainterError(`${source}: every width must be divisible by "norm_groups" (${cfg.normGroups})`);
+  if (cfg.imageSize % 2 ** cfg.widths.length !== 0) throw new PainterError(`${source}: "image_size" ${cfg.imageSize} must be divisible by 2^${cfg.widths.length}`);
+}
+
+/** The config as written to config.json (snake_case, as the other components). */
+export function classifierConfigJson(cfg: ClassifierConfig): Record<string, unknown> {
+  return { _class_name: 'PainterMiniClassifier', image_size: cfg.imageSize, widths: cfg.widths, norm_groups: cfg.normGroups, norm_eps: cfg.normEps, labels: LABEL_CLASSES };
+}
+
+export function classifierParamShapes(cfg: ClassifierConfig): ParamShapes {
+  checkConfig(cfg, 'classifier config');
+  const s: ParamShapes = new Map();
+  const w = cfg.widths;
+  s.set('conv_in.weight', [3, 3, 3, w[0]!]);
+  s.set('conv_in.bias', [w[0]!]);
+  let c = w[0]!;
+  w.forEach((out, i) => {
+    const b = `blocks.${i}`;
+    s.set(`${b}.norm1.weight`, [c]);
+    s.set(`${b}.norm1.bias`, [c]);
+    s.set(`${b}.conv1.weight`, [3, 3, c, c]);
+    s.set(`${b}.conv1.bias`, [c]);
+    s.set(`${b}.norm2.weight`, [c]);
+    s.set(`${b}.norm2.bias`, [c]);
+    s.set(`${b}.downsample.weight`, [3, 3, c, out]);
+    s.set(`${b}.downsample.bias`, [out]);
+    c = out;
+  });
+  s.set('norm_out.weight', [c]);
+  s.set('norm_out.bias', [c]);
+  for (const name of LABEL_NAMES) {
+    s.set(`heads.${name}.weight`, [2 * c, numClasses(name)]);
+    s.set(`heads.${name}.bias`, [numClasses(name)]);
+  }
+  return s;
+}
+
+/** Logits [N, classes] per attribute for images [N, S, S, 3] in [-1, 1]. */
+export function classifierForward(p: Params, cfg: ClassifierConfig, images: tf.Tensor4D): ClassifierLogits {
+  const [, h, w, ch] = images.shape;
+  if (h !== cfg.imageSize || w !== cfg.imageSize || ch !== 3) {
+    throw new Error(`classifierForward: expected [N, ${cfg.imageSize}, ${cfg.imageSize}, 3] images, got [${images.shape.join(', ')}]`);
+  }
+  const g = cfg.normGroups;
+  const eps = cfg.normEps;
+  let x = conv2d(images, param(p, 'conv_in.weight'), param(p, 'conv_in.bias'), 1, 1);
+  cfg.widths.forEach((_, i) => {
+    const b = `blocks.${i}`;
+    // Residual 3×3 conv at this resolution, then a stride-2 conv (PyTorch padding 1) to halve it.
+    const hdn = conv2d(groupNormSilu(x, g, param(p, `${b}.norm1.weight`), param(p, `${b}.norm1.bias`), eps), param(p, `${b}.conv1.weight`), param(p, `${b}.conv1.bias`), 1, 1);
+    x = tf.add(x, hdn);
+    x = conv2d(groupNormSilu(x, g, param(p, `${b}.norm2.weight`), param(p, `${b}.norm2.bias`), eps), param(p, `${b}.downsample.weight`), param(p, `${b}.downsample.bias`), 2, 1);
+  });
+  // Mean and max pooling side by side: the mean reads what fills the image (the background), the
+  // max whether a feature occurs anywhere (an object's colour or stripes, however small it is).
+  const feat = groupNormSilu(x, g, param(p, 'norm_out.weight'), param(p, 'norm_out.bias'), eps);
+  const pooled = tf.concat([tf.mean(feat, [1, 2]), tf.max(feat, [1, 2])], 1);
+  const out = {} as ClassifierLogits;
+  for (const name of LABEL_NAMES) out[name] = linear(pooled, param(p, `heads.${name}.weight`), param(p, `heads.${name}.bias`)) as tf.Tensor2D;
+  return out;
+}
+
+/**
+ * Sum over attributes of the mean softmax cross-entropy, −log softmax(z)_y. `heads` limits the
+ * sum (e.g. to skip backgroundColour); by default every attribute counts.
+ */
+export function classifierLoss(logits: ClassifierLogits, labels: ClassifierLabels, heads: readonly LabelName[] = LABEL_NAMES): tf.Scalar {
+  const terms = heads.map((name) => {
+    const z = logits[name];
+    const y = tf.oneHot(tf.tensor1d(Array.from(labels[name]), 'int32'), numClasses(name));
+    return tf.mean(tf.neg(tf.sum(tf.mul(y, tf.logSoftmax(z, -1)), -1)));
+  });
+  return tf.addN(terms) as tf.Scalar;
+}
+
+/** Predicted class index per image and attribute. */
+export function predict(p: Params, cfg: ClassifierConfig, images: tf.Tensor4D): Record<LabelName, Int32Array> {
+  const idx = tf.tidy(() => {
+    const logits = classifierForward(p, cfg, images);
+    return LABEL_NAMES.map((name) => tf.argMax(logits[name], -1));
+  });
+  const out = {} as Record<LabelName, Int32Array>;
+  LABEL_NAMES.forEach((name, i) => {
+    out[name] = Int32Array.from(idx[i]!.dataSync());
+    idx[i]!.dispose();
+  });
+  return out;
+}
+
+/** Pixels (uint8 RGB, HWC, one buffer per image) as a [-1, 1] batch. */
+export function imagesToTensor(images: readonly Uint8Array[], size: number): tf.Tensor4D {
+  const data = new Float32Array(images.length * size * size * 3);
+  images.forEach((img, i) => {
+    if (img.length !== size * size * 3) throw new Error(`imagesToTensor: image ${i} has ${img.length} bytes, expected ${size * size * 3}`);
+    const off = i * size * size * 3;
+    for (let j = 0; j < img.length; j++) data[off + j] = img[j]! / 127.5 - 1;
+  });
+  return tf.tensor4d(data, [images.length, size, size, 3]);
+}

@@ -1,0 +1,107 @@
+/**
+ * Learned concepts a generation uses: Textual Inversion embeddings (given files, and those of the
+ * embeddings folder whose trigger word a prompt uses, as AUTOMATIC1111) and LoRA adapters
+ * (FILE[:SCALE]), applied to a loaded model as diffusers applies them.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { applyEmbeddings, multiVectorTokens } from '../core/embeddings.js';
+import { applyLora, disposeLora } from '../core/lora.js';
+import type { StableDiffusion } from '../core/model.js';
+import type { PipelinePart } from '../core/pipeline/generate.js';
+import { tokenId } from '../core/tokenizer/clip-tokenizer.js';
+import { PainterError } from '../errors.js';
+import { findEmbeddings } from '../io/embedding-library.js';
+import { readEmbeddingFile } from '../io/embeddings.js';
+import { shortHash } from '../io/file-hash.js';
+import { readLoraFile } from '../io/lora-files.js';
+
+export interface ConceptRequest {
+  embeddings: string[];
+  token?: string;
+  /** Embeddings found in the embeddings folder (each file's own token). */
+  library?: string[];
+  loras: string[];
+}
+
+export interface LoadedConcepts {
+  /** The model with concepts applied (shares unchanged weights with the base). */
+  model: StableDiffusion;
+  tiHashes: Record<string, string>;
+  loraHashes: Record<string, string>;
+  /** Frees tensors created for the concepts (not the base model's). */
+  dispose(): void;
+}
+
+/** "file.safetensors:0.7" → file and scale; a Windows drive letter or a plain path keeps scale 1. */
+export function parseLoraArg(arg: string): { file: string; scale: number } {
+  const m = /^(.*):(-?\d+(?:\.\d+)?)$/.exec(arg);
+  if (m && !fs.existsSync(arg)) return { file: m[1]!, scale: Number(m[2]) };
+  return { file: arg, scale: 1 };
+}
+
+function stem(file: string): string {
+  return path.basename(file).replace(/\.(safetensors|pt|bin)$/i, '');
+}
+
+/**
+ * Embeddings of the folder `dir` that `texts` use by trigger word and that fit `model` (as
+ * AUTOMATIC1111: one made for another base model, or clashing with a word, is skipped with a
+ * warning); tokens of `given` files are left to them.
+ */
+export function libraryEmbeddings(model: StableDiffusion, dir: string, texts: readonly string[], given: ReadonlySet<string>, warn: (m: string) => void): { file: string; token: string }[] {
+  const hidden = model.textEncoder.config.hidden_size;
+  return findEmbeddings(dir, texts, given, warn).filter((l) => {
+    const why =
+      l.width !== hidden
+        ? `its vectors are ${l.width} wide, this model's text encoder ${hidden}`
+        : multiVectorTokens(l.token, l.vectors).some((t) => tokenId(model.tokenizer, t) !== undefined)
+          ? `"${l.token}" is already a word of this model's vocabulary`
+          : undefined;
+    if (why) warn(`not using ${l.file} from the embeddings folder: ${why}`);
+    return why === undefined;
+  });
+}
+
+/**
+ * Applies embeddings and LoRAs to `base`. With `parts` (phased generation), only what those
+ * components need: embeddings with the text encoder, LoRA merged into the loaded components.
+ */
+export function applyConcepts(base: StableDiffusion, req: ConceptRequest, parts?: readonly PipelinePart[]): LoadedConcepts {
+  const has = (p: PipelinePart) => !parts || parts.includes(p);
+  if (req.token !== undefined && req.embeddings.length !== 1) throw new PainterError('--token names the token of one --embedding; give exactly one --embedding with it');
+  const cleanups: (() => void)[] = [];
+  const tiHashes: Record<string, string> = {};
+  const loraHashes: Record<string, string> = {};
+  let model = base;
+  try {
+    if (req.embeddings.length + (req.library?.length ?? 0) > 0 && has('text_encoder')) {
+      const files = [...req.embeddings.map((f) => readEmbeddingFile(f, { token: req.token })), ...(req.library ?? []).map((f) => readEmbeddingFile(f))];
+      const applied = applyEmbeddings(model, files);
+      cleanups.push(applied.dispose);
+      model = applied.model;
+      for (const f of files) tiHashes[f.token.replace(/[<>]/g, '')] = shortHash(f.file);
+    }
+    for (const arg of req.loras) {
+      const { file, scale } = parseLoraArg(arg);
+      const lora = readLoraFile(file);
+      const components = (['unet', 'text_encoder'] as const).filter(has);
+      const merged = applyLora(model, lora, scale, { components });
+      disposeLora(lora);
+      cleanups.push(merged.dispose);
+      model = merged.model;
+      loraHashes[stem(file)] = shortHash(file);
+    }
+  } catch (e) {
+    for (const c of cleanups.reverse()) c();
+    throw e;
+  }
+  return {
+    model,
+    tiHashes,
+    loraHashes,
+    dispose: () => {
+      for (const c of cleanups.reverse()) c();
+    },
+  };
+}

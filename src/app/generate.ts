@@ -1,0 +1,179 @@
+/**
+ * `generate`: text-to-image into PNG files that carry AUTOMATIC1111's parameters text, with
+ * learned embeddings (given, or from the embeddings folder) and LoRA; when the whole model does
+ * not fit in memory but one component at a time does, it loads them in turn.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { describeBackend, useBackend, type BackendChoice, type BackendReport } from '../backend/select.js';
+import { formatInfotext } from '../core/infotext.js';
+import { disposeModel, type StableDiffusion } from '../core/model.js';
+import { sampleImages, sampleImagesPhased, truncatedText, type GenerateRequest, type PartLoader, type PipelinePart } from '../core/pipeline/generate.js';
+import { A1111_SAMPLER_NAMES } from '../core/schedulers/index.js';
+import { modelImageSize, modelLatentGrid } from '../core/sizes.js';
+import { tokenId } from '../core/tokenizer/clip-tokenizer.js';
+import { InterruptedError, PainterError } from '../errors.js';
+import { embeddingsDir } from '../io/embedding-library.js';
+import { readEmbeddingFile } from '../io/embeddings.js';
+import { modelHash } from '../io/file-hash.js';
+import { readLatentsFile } from '../io/latents-file.js';
+import { loadModel } from '../io/load-model.js';
+import { encodePng, writeNewPng } from '../io/png-out.js';
+import { resolveConfig } from '../options/resolve.js';
+import type { OptionInput } from '../options/types.js';
+import { applyConcepts, libraryEmbeddings, type ConceptRequest, type LoadedConcepts } from './concepts.js';
+import { breathe, phaseClock, type Hooks } from './hooks.js';
+import { checkMemoryBudget } from './memory-check.js';
+import { resolveModelPath } from './paths.js';
+
+export type GenerateInput = OptionInput<'generate'> & {
+  prompt: string;
+  /** Compute backend (default: the one already selected, else the auto order). */
+  backend?: BackendChoice;
+};
+
+export interface GenerateResult {
+  /** The PNG files written, in image order, with their seeds. */
+  files: { file: string; seed: number }[];
+  outDir: string;
+  timings: { loadMs: number; generateMs: number; perImageMs: number };
+  backend: BackendReport;
+}
+
+/** `<…>` words that no loaded embedding defines (a common typo or forgotten file). */
+function unknownPlaceholders(model: StableDiffusion, prompt: string): string[] {
+  return [...new Set(prompt.match(/<[^<>\s]+>/g) ?? [])].filter((t) => tokenId(model.tokenizer, t) === undefined && !t.startsWith('<|'));
+}
+
+export async function generate(input: GenerateInput, hooks: Hooks = {}): Promise<GenerateResult> {
+  const { prompt, backend: choice, ...passed } = input;
+  const o = resolveConfig('generate', passed);
+  const backend = await useBackend(choice);
+  const modelPath = resolveModelPath(o.model);
+  const isFolder = fs.existsSync(modelPath) && fs.statSync(modelPath).isDirectory();
+  // When the whole pipeline does not fit but one component at a time does, generate in phases.
+  const memory = checkMemoryBudget({ command: 'generate', options: o }, modelPath, backend, { configDir: o.config, phasedGeneration: isFolder });
+  const phased = memory?.plan === 'phased';
+  const t0 = Date.now();
+  const loadOpts = { config: o.config, arch: o.arch };
+  const conceptRequest: ConceptRequest = { embeddings: o.embedding ?? [], token: o.token, loras: o.lora ?? [] };
+  const firstParts: PipelinePart[] | undefined = phased ? ['text_encoder'] : undefined;
+  const base = loadModel(modelPath, { ...loadOpts, parts: firstParts });
+  let concepts: LoadedConcepts | undefined;
+  try {
+    const warn = (m: string) => hooks.warn?.(m);
+    const given = new Set(conceptRequest.embeddings.map((f) => readEmbeddingFile(f, { token: conceptRequest.token }).token));
+    const library = libraryEmbeddings(base, embeddingsDir(o.embeddingsDir), [prompt, o.negative], given, warn);
+    conceptRequest.library = library.map((l) => l.file);
+    for (const l of library) hooks.info?.(`${l.token} from ${l.file}`);
+    concepts = applyConcepts(base, conceptRequest, firstParts);
+    const model = concepts.model;
+    const loadMs = Date.now() - t0;
+    const width = o.width ?? modelImageSize(model);
+    const height = o.height ?? modelImageSize(model);
+    let grid: { h: number; w: number; c: number };
+    try {
+      grid = modelLatentGrid(model, width, height);
+    } catch (e) {
+      throw new PainterError(`--width/--height: ${(e as Error).message}; choose multiples of it`);
+    }
+    for (const t of unknownPlaceholders(model, prompt)) warn(`the prompt uses ${t}, but no loaded embedding defines it; pass --embedding FILE`);
+    for (const [label, p] of [['prompt', prompt], ['negative prompt', o.negative]] as const) {
+      const cut = truncatedText(model, p);
+      if (cut) warn(`the ${label} is longer than the text encoder reads; this part was cut: "${cut}"`);
+    }
+    let count = o.count;
+    let initLatents: Float32Array | undefined;
+    if (o.latents !== undefined) {
+      const l = readLatentsFile(o.latents, [grid.c, grid.h, grid.w]);
+      if (passed.count !== undefined && count !== l.count) throw new PainterError(`--latents ${o.latents} holds ${l.count} latent(s) but --count is ${count}`);
+      count = l.count;
+      initLatents = l.data;
+    }
+    const request: GenerateRequest = {
+      prompt,
+      negativePrompt: o.negative,
+      steps: o.steps,
+      guidance: o.guidance,
+      scheduler: o.scheduler,
+      seed: o.seed,
+      count,
+      batch: Math.min(o.batch, count),
+      width,
+      height,
+      clipSkip: o.clipSkip,
+      initLatents,
+    };
+    const outDir = path.resolve(o.out);
+    const hash = modelHash(modelPath);
+    hooks.info?.(`backend ${describeBackend(backend)}`);
+    const files: { file: string; seed: number }[] = [];
+    const t1 = Date.now();
+    if (phased) warn('the whole model does not fit in memory; generating with one component loaded at a time');
+    const loader: PartLoader = phasedLoader(modelPath, loadOpts, conceptRequest, model, () => {
+      concepts?.dispose();
+      concepts = undefined;
+      disposeModel(base);
+    });
+    const progress = phaseClock(hooks, 'generate');
+    const applied = concepts;
+    for await (const event of phased ? sampleImagesPhased(loader, request) : sampleImages(model, request)) {
+      if (event.kind === 'step') {
+        progress(event.step, event.steps, `images ${event.images[0]! + 1}–${event.images.at(-1)! + 1}/${count} · step`);
+      } else {
+        const img = event.image;
+        const text = formatInfotext({
+          prompt,
+          negativePrompt: o.negative,
+          steps: request.steps,
+          sampler: A1111_SAMPLER_NAMES[request.scheduler],
+          cfgScale: request.guidance,
+          seed: img.seed,
+          width,
+          height,
+          modelHash: hash,
+          model: path.basename(modelPath).replace(/\.safetensors$/, ''),
+          clipSkip: request.clipSkip > 0 ? request.clipSkip + 1 : undefined,
+          tiHashes: applied.tiHashes,
+          loraHashes: applied.loraHashes,
+          extra: { Version: 'painter' },
+        });
+        const png = await encodePng(img.pixels, img.width, img.height, { parameters: text });
+        const file = writeNewPng(outDir, String(img.seed), png);
+        files.push({ file, seed: img.seed });
+        hooks.file?.({ kind: 'image', path: file, seed: img.seed });
+      }
+      await breathe();
+      if (hooks.shouldStop?.()) throw new InterruptedError(`interrupted; ${files.length} complete image(s) kept in ${outDir}, no partial file written`);
+    }
+    const generateMs = Date.now() - t1;
+    return { files, outDir, timings: { loadMs, generateMs, perImageMs: generateMs / count }, backend };
+  } finally {
+    concepts?.dispose();
+    disposeModel(base);
+  }
+}
+
+/**
+ * Loads the components of one phase with the same concepts applied; the text encoder's phase
+ * reuses the model already loaded for it, and releasing it frees that model (`releaseFirst`).
+ */
+function phasedLoader(modelPath: string, loadOpts: { config?: string; arch: 'auto' | 'sd1' | 'sd2' }, concepts: ConceptRequest, first: StableDiffusion, releaseFirst: () => void): PartLoader {
+  const inUse = new Map<StableDiffusion, () => void>();
+  return {
+    load: (parts) => {
+      if (parts.length === 1 && parts[0] === 'text_encoder') return first;
+      const m = loadModel(modelPath, { ...loadOpts, parts });
+      const c = applyConcepts(m, concepts, parts);
+      inUse.set(c.model, () => {
+        c.dispose();
+        disposeModel(m);
+      });
+      return c.model;
+    },
+    release: (m) => {
+      if (m === first) releaseFirst();
+      else inUse.get(m)?.();
+    },
+  };
+}

@@ -1,0 +1,79 @@
+/**
+ * `invert`: Textual Inversion of a folder of images, resumable, the learned embedding installed in
+ * the embeddings folder where `generate` finds it by its token.
+ */
+import * as path from 'node:path';
+import { describeBackend, useBackend, type BackendChoice, type BackendReport } from '../backend/select.js';
+import { disposeModel } from '../core/model.js';
+import { PainterError } from '../errors.js';
+import { embeddingsDir, installEmbedding } from '../io/embedding-library.js';
+import { modelHash } from '../io/file-hash.js';
+import type { OptionInput } from '../options/types.js';
+import { train } from '../train/engine.js';
+import { createInversion } from '../train/textual-inversion.js';
+import type { Hooks } from './hooks.js';
+import { engineConfig, engineHooks, openTrainingInputs, resolveRun, writeRunConfig } from './training-run.js';
+
+export type InvertInput = OptionInput<'invert'> & {
+  /** Folder of training images. */
+  dir: string;
+  backend?: BackendChoice;
+};
+
+export interface InvertResult {
+  /** The embedding file in the run folder. */
+  output: string;
+  /** Its copy in the embeddings folder. */
+  installed: string;
+  runDir: string;
+  steps: number;
+  finalLoss: number | undefined;
+  /** The placeholder learned, and the tokens it expands to (several for multi-vector embeddings). */
+  token: string;
+  tokens: string[];
+  backend: BackendReport;
+}
+
+export async function invert(input: InvertInput, hooks: Hooks = {}): Promise<InvertResult> {
+  const { dir, backend: choice, ...passed } = input;
+  const run = resolveRun('invert', passed, (o) => `invert-${(o.token ?? 'token').replace(/[^\w-]+/g, '')}`);
+  const { options: o, runDir } = run;
+  const token = o.token;
+  if (token === undefined || token === '') throw new PainterError('--token is required: the new placeholder word to learn, e.g. --token "<cat>"');
+  const backend = await useBackend(choice);
+  const { modelPath, model, resolution, images } = await openTrainingInputs({ command: 'invert', options: o }, dir, backend, hooks);
+  try {
+    const setup = createInversion(model, images, {
+      token,
+      initToken: o.initToken,
+      vectors: o.vectors,
+      mode: o.mode,
+      resolution,
+      centerCrop: o.centerCrop,
+      flip: o.flip,
+      batch: o.batch,
+      minSnrGamma: o.minSnrGamma,
+      noiseOffset: o.noiseOffset,
+      seed: o.seed,
+      validationPrompt: (o.validationPrompt ?? 'a photo of {token}').replaceAll('{token}', token),
+      format: o.format,
+      baseModelHash: modelHash(modelPath),
+    });
+    try {
+      await writeRunConfig(runDir, o, { command: 'invert', images: images.map((i) => path.resolve(i.file)), resolution, backend: backend.name });
+      hooks.info?.(`backend ${describeBackend(backend)}`);
+      const captioned = images.filter((i) => i.caption !== undefined).length;
+      const captions = captioned > 0 ? `, ${captioned} with a caption file (their prompts: "<template>, <caption>", e.g. "a photo of a ${token}, <caption>")` : '';
+      hooks.info?.(`learning ${setup.tokens.join(' ')} from ${images.length} image(s) at ${resolution}px${captions}; run folder ${runDir}`);
+      const result = await train(setup.task, engineConfig(o, o.lr), runDir, o, engineHooks(hooks, runDir), run.resumeFrom);
+      // Installed where generate finds it by its token, as AUTOMATIC1111's embeddings folder.
+      const installed = await installEmbedding(result.output, embeddingsDir(o.embeddingsDir));
+      hooks.file?.({ kind: 'result', path: result.output, step: result.step });
+      return { output: result.output, installed, runDir, steps: result.step, finalLoss: result.losses.at(-1), token, tokens: setup.tokens, backend };
+    } finally {
+      setup.dispose();
+    }
+  } finally {
+    disposeModel(model);
+  }
+}

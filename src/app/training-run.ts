@@ -1,0 +1,150 @@
+/**
+ * What `invert` and `dreambooth` share around their methods: the run folder and what a resume
+ * takes from its checkpoint, the memory check, the base model, the training resolution and
+ * images, the engine's settings, the run config, and progress reports from the engine.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { BackendReport } from '../backend/select.js';
+import { disposeModel, type StableDiffusion } from '../core/model.js';
+import { modelImageSize, modelLatentGrid } from '../core/sizes.js';
+import { PainterError } from '../errors.js';
+import { writeBytesAtomic } from '../io/atomic.js';
+import { readImageFolder, scanImageFolder, type SourceImage } from '../io/dataset.js';
+import { loadModel } from '../io/load-model.js';
+import { resolveConfig } from '../options/resolve.js';
+import type { CommandOptions, OptionInput } from '../options/types.js';
+import { latestCheckpoint, readCheckpointMeta, type EngineConfig, type EngineHooks } from '../train/engine.js';
+import { breathe, phaseClock, type Hooks } from './hooks.js';
+import { checkMemoryBudget } from './memory-check.js';
+import { resolveModelPath } from './paths.js';
+
+export type TrainCommand = 'invert' | 'dreambooth';
+
+/** Options that may differ on resume (how long and how often); all others come from the checkpoint. */
+const RESUME_OVERRIDABLE = ['steps', 'checkpointEvery', 'validationEvery', 'out', 'resume'];
+
+export interface TrainingRun<C extends TrainCommand> {
+  options: CommandOptions[C];
+  runDir: string;
+  resumeFrom?: string;
+}
+
+function timestamp(): string {
+  return new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '').replace('T', '-');
+}
+
+/** Resolves options, run folder and checkpoint to resume; on resume the checkpoint's options win. */
+export function resolveRun<C extends TrainCommand>(command: C, passed: OptionInput<C>, defaultName: (o: CommandOptions[C]) => string): TrainingRun<C> {
+  let options = resolveConfig(command, passed);
+  const resume = options.resume;
+  let runDir = options.out !== undefined ? path.resolve(options.out) : undefined;
+  let resumeFrom: string | undefined;
+  if (resume !== undefined) {
+    if (resume === 'latest') {
+      if (!runDir) throw new PainterError('--resume latest needs --out RUN_FOLDER (the folder of the run to continue)');
+      const latest = latestCheckpoint(runDir);
+      if (!latest) throw new PainterError(`--resume latest: no checkpoint in ${path.join(runDir, 'checkpoints')}; start without --resume`);
+      resumeFrom = latest.dir;
+    } else {
+      resumeFrom = path.resolve(resume);
+      runDir ??= path.dirname(path.dirname(resumeFrom));
+    }
+    // The checkpoint stores the options this run resolved when it started (written by painter).
+    const saved = readCheckpointMeta(resumeFrom).config as CommandOptions[C];
+    const overrides = Object.fromEntries(Object.entries(passed).filter(([k, v]) => v !== undefined && RESUME_OVERRIDABLE.includes(k)));
+    options = { ...saved, ...overrides };
+  } else {
+    // Paths are stored absolute so a resumed run finds them from any working directory; an absent
+    // --model is recorded as the bundled model's path, so the run config names what trained.
+    options.model = path.resolve(resolveModelPath(options.model));
+    if (options.config !== undefined) options.config = path.resolve(options.config);
+  }
+  runDir ??= path.resolve('runs', `${defaultName(options)}-${timestamp()}`);
+  return { options, runDir, resumeFrom };
+}
+
+/** The training resolution: --resolution or the model's native size, checked against the latent factor. */
+export function trainingResolution(model: StableDiffusion, resolution: number | undefined): number {
+  const res = resolution ?? modelImageSize(model);
+  try {
+    modelLatentGrid(model, res, res);
+  } catch (e) {
+    throw new PainterError(`--resolution ${res}: ${(e as Error).message}`);
+  }
+  return res;
+}
+
+/** Reads every training image of a folder; bad ones are errors, or warnings with --skip-bad-images. */
+export async function readTrainingImages(dir: string, resolution: number, skipBad: boolean, warn: (m: string) => void): Promise<SourceImage[]> {
+  const images = await readImageFolder(dir, resolution, { skipBad, warn });
+  if (images.length === 0) throw new PainterError(`${dir}: no usable image found; put 3–10 .jpg/.png/.webp pictures of the training image in it`);
+  return images;
+}
+
+/** The engine's settings from a training command's options (DreamBooth's lr resolved by then). */
+export function engineConfig(o: CommandOptions[TrainCommand], lr: number): EngineConfig {
+  return {
+    steps: o.steps,
+    gradAccum: o.gradAccum,
+    lr: lr * (o.scaleLr ? o.batch * o.gradAccum : 1),
+    lrSchedule: o.lrSchedule,
+    warmupSteps: o.warmupSteps,
+    weightDecay: o.weightDecay,
+    maxGradNorm: o.maxGradNorm,
+    checkpointEvery: o.checkpointEvery,
+    validationEvery: o.validationEvery,
+    seed: o.seed,
+  };
+}
+
+export async function writeRunConfig(runDir: string, options: object, extra: Record<string, unknown>): Promise<void> {
+  fs.mkdirSync(runDir, { recursive: true });
+  await writeBytesAtomic(path.join(runDir, 'config.json'), JSON.stringify({ ...options, ...extra }, null, 2) + '\n');
+}
+
+/** The engine's hooks: each step reported (with a smoothed loss, speed and ETA), stops, the resume hint. */
+export function engineHooks(hooks: Hooks, runDir: string): EngineHooks {
+  const clock = phaseClock(hooks, 'train');
+  let avg = 0;
+  return {
+    onStep(r) {
+      avg = avg === 0 ? r.loss : 0.9 * avg + 0.1 * r.loss;
+      hooks.step?.(r);
+      clock(r.step, r.steps, `loss ${avg.toFixed(4)} · ${(1000 / r.msPerStep).toFixed(2)} step/s · step`);
+    },
+    shouldStop: () => hooks.shouldStop?.() === true,
+    breathe,
+    resumeHint: `run the same command with --resume latest --out ${runDir}`,
+    info: (m) => hooks.info?.(m),
+    file: (kind, file, step) => hooks.file?.({ kind, path: file, step }),
+  };
+}
+
+export type TrainingRequest = { command: 'invert'; options: CommandOptions['invert'] } | { command: 'dreambooth'; options: CommandOptions['dreambooth'] };
+
+export interface TrainingInputs {
+  modelPath: string;
+  model: StableDiffusion;
+  resolution: number;
+  images: SourceImage[];
+}
+
+/**
+ * The steps every training command takes before its method: the memory check, the base model,
+ * the training resolution and the images of `dir` (the model is freed if a later step fails).
+ */
+export async function openTrainingInputs(request: TrainingRequest, dir: string, backend: BackendReport, hooks: Hooks): Promise<TrainingInputs> {
+  const options = request.options;
+  const modelPath = resolveModelPath(options.model);
+  checkMemoryBudget({ ...request, images: scanImageFolder(dir).images.length }, modelPath, backend, { configDir: options.config });
+  const model = loadModel(modelPath, { config: options.config, arch: options.arch });
+  try {
+    const resolution = trainingResolution(model, options.resolution);
+    const read = await readTrainingImages(dir, resolution, options.skipBadImages, (m) => hooks.warn?.(m));
+    return { modelPath, model, resolution, images: read };
+  } catch (e) {
+    disposeModel(model);
+    throw e;
+  }
+}

@@ -1,0 +1,185 @@
+/**
+ * A command's options resolved: built-in defaults < preset (--preset NAME|PATH) < the options
+ * the caller actually passed. Presets and passed values are checked against the same option
+ * table (table.ts) with one rule per option type; a preset's problems are reported all at once,
+ * with the file and key.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import yaml from 'js-yaml';
+import { presetsDir } from '../app/paths.js';
+import { PainterError, UsageError } from '../errors.js';
+import { camel, optionsFor, type CommandName, type OptionSpec } from './table.js';
+import type { CommandOptions, OptionInput } from './types.js';
+
+/** Option values keyed by camelCase name, before they are known to be of their command's types. */
+type Values = Record<string, unknown>;
+
+export interface PresetResult {
+  config: Values;
+  errors: string[];
+  warnings: string[];
+}
+
+/** Names of the bundled presets (file stems in presets/). */
+export function listPresets(): string[] {
+  const dir = presetsDir();
+  if (!fs.existsSync(dir)) return [];
+  return fs
+    .readdirSync(dir)
+    .filter((f) => /\.ya?ml$/.test(f))
+    .map((f) => f.replace(/\.ya?ml$/, ''))
+    .sort();
+}
+
+function typeName(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'number' && Number.isNaN(v)) return 'something else';
+  return `a ${typeof v}`;
+}
+
+/** Checks one value against its option spec; returns an error text or undefined. */
+export function checkValue(spec: OptionSpec, value: unknown): string | undefined {
+  switch (spec.type) {
+    case 'string':
+      if (typeof value !== 'string') return `must be a string, got ${typeName(value)}`;
+      break;
+    case 'boolean':
+      if (typeof value !== 'boolean') return `must be true or false, got ${typeName(value)}`;
+      return undefined;
+    case 'string[]':
+      if (!Array.isArray(value) || !value.every((v) => typeof v === 'string')) return `must be a list of strings, got ${typeName(value)}`;
+      return undefined;
+    case 'integer':
+    case 'number':
+      if (typeof value !== 'number' || Number.isNaN(value)) return `must be a number, got ${typeName(value)}`;
+      if (!Number.isFinite(value)) return `must be a finite number, got ${value}`;
+      if (spec.type === 'integer' && !Number.isInteger(value)) return `must be a whole number, got ${value}`;
+      if (spec.min !== undefined && value < spec.min) return `must be at least ${spec.min}, got ${value}`;
+      if (spec.max !== undefined && value > spec.max) return `must be at most ${spec.max}, got ${value}`;
+      if (spec.above !== undefined && value <= spec.above) return `must be greater than ${spec.above}, got ${value}`;
+      return undefined;
+  }
+  if (spec.choices && !spec.choices.includes(value as string)) return `must be one of ${spec.choices.join(', ')}, got "${String(value)}"`;
+  return undefined;
+}
+
+/** Options of a command that resolution handles (CLI-only ones, like --json, are the CLI's). */
+function resolvable(command: CommandName): OptionSpec[] {
+  return optionsFor(command).filter((s) => s.scope !== 'cli');
+}
+
+/**
+ * Validates a preset object for a command: unknown keys, keys a preset may not set, wrong types
+ * and out-of-range values are all collected.
+ */
+export function validatePreset(raw: unknown, command: CommandName, source: string): PresetResult {
+  const errors: string[] = [];
+  const warnings: string[] = [];
+  const config: Values = {};
+  if (raw === null || raw === undefined) return { config, errors, warnings };
+  if (typeof raw !== 'object' || Array.isArray(raw)) {
+    return { config, errors: [`${source}: a preset must be a mapping of option names to values`], warnings };
+  }
+  const specs = new Map(resolvable(command).map((s) => [s.name, s]));
+  for (const [key, value] of Object.entries(raw as Record<string, unknown>)) {
+    if (key === 'command') {
+      if (value !== command) errors.push(`${source}: key "command": this preset is for "${String(value)}", not "${command}"`);
+      continue;
+    }
+    if (key === 'description') continue;
+    const spec = specs.get(key);
+    if (!spec) {
+      errors.push(`${source}: key "${key}": unknown option for painter ${command}`);
+      continue;
+    }
+    if (!spec.presettable) {
+      errors.push(`${source}: key "${key}": cannot be set by a preset; pass --${key} on the command line`);
+      continue;
+    }
+    const problem = checkValue(spec, value);
+    if (problem) errors.push(`${source}: key "${key}" ${problem}`);
+    else config[camel(key)] = value;
+  }
+  return { config, errors, warnings };
+}
+
+/** Finds a preset by bundled name or path. */
+export function resolvePresetPath(nameOrPath: string): string {
+  if (/[\\/]|\.ya?ml$/.test(nameOrPath)) {
+    if (!fs.existsSync(nameOrPath)) throw new PainterError(`--preset ${nameOrPath}: file not found`);
+    return nameOrPath;
+  }
+  for (const ext of ['.yaml', '.yml']) {
+    const p = path.join(presetsDir(), nameOrPath + ext);
+    if (fs.existsSync(p)) return p;
+  }
+  throw new PainterError(`--preset ${nameOrPath}: no such preset; bundled presets: ${listPresets().join(', ') || 'none'} (or give a path to a .yaml file)`);
+}
+
+export function loadPreset(nameOrPath: string, command: CommandName): PresetResult {
+  const file = resolvePresetPath(nameOrPath);
+  let raw: unknown;
+  try {
+    raw = yaml.load(fs.readFileSync(file, 'utf8'), { filename: file });
+  } catch (e) {
+    throw new PainterError(`${file}: not valid YAML (${(e as Error).message.split('\n')[0]})`);
+  }
+  return validatePreset(raw, command, file);
+}
+
+/** Built-in defaults of a command's options, keyed by camelCase name. */
+export function defaultsFor<C extends CommandName>(command: C): Partial<CommandOptions[C]> {
+  const out: Values = {};
+  for (const s of resolvable(command)) if (s.default !== undefined) out[camel(s.name)] = s.default;
+  return out as Partial<CommandOptions[C]>;
+}
+
+/**
+ * Checks values a caller passed (flags, or a library call's options): an unknown name or a value
+ * of the wrong type or range is an error naming the flag.
+ */
+export function checkPassed(command: CommandName, passed: Values): Values {
+  const specs = new Map(resolvable(command).map((s) => [camel(s.name), s]));
+  const out: Values = {};
+  for (const [key, v] of Object.entries(passed)) {
+    if (v === undefined) continue;
+    const spec = specs.get(key);
+    if (!spec) throw new UsageError(`unknown option "${key}" for painter ${command}`);
+    const problem = checkValue(spec, v);
+    if (problem) throw new PainterError(`--${spec.name} ${problem}`);
+    out[key] = v;
+  }
+  return out;
+}
+
+/**
+ * defaults < preset < options actually passed (`passed` holds only those; the CLI gives yargs no
+ * defaults so that absence can be told apart from the default value). The one place where checked
+ * values become the command's typed options.
+ */
+export function resolveConfig<C extends CommandName>(command: C, passed: OptionInput<C> & { preset?: string }): CommandOptions[C] {
+  const flags = checkPassed(command, passed as Values);
+  let preset: Values = {};
+  const presetName = flags['preset'];
+  if (typeof presetName === 'string') {
+    const r = loadPreset(presetName, command);
+    if (r.errors.length > 0) throw new PainterError(`invalid preset:\n  ${r.errors.join('\n  ')}`);
+    preset = r.config;
+  }
+  return { ...defaultsFor(command), ...preset, ...flags } as CommandOptions[C];
+}
+
+/**
+ * A command's options from untyped values (parsed flags): each known option that is present is
+ * checked against its spec, so the result is the command's typed input.
+ */
+export function inputFrom<C extends CommandName>(command: C, values: Readonly<Record<string, unknown>>): OptionInput<C> {
+  const present: Values = {};
+  for (const s of resolvable(command)) {
+    const v = values[camel(s.name)];
+    if (v !== undefined) present[camel(s.name)] = v;
+  }
+  return checkPassed(command, present) as OptionInput<C>;
+}

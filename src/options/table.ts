@@ -1,0 +1,267 @@
+/**
+ * The one declarative table of every command's options. From it come the yargs definitions
+ * (cli/), the typed options of each command (options/types.ts, by type-level derivation: no
+ * casts), preset validation and defaults (options/resolve.ts) and the README's option tables
+ * (options/markdown.ts, checked by a test).
+ */
+import { BACKEND_CHOICES, BACKEND_NAMES } from '../backend/table.js';
+import { BENCH_ITEMS } from '../bench/items.js';
+import type { SchedulerKind } from '../core/schedulers/common.js';
+
+export type OptionType = 'string' | 'number' | 'integer' | 'boolean' | 'string[]';
+
+export interface OptionSpec {
+  readonly name: string;
+  readonly type: OptionType;
+  readonly describe: string;
+  readonly default?: string | number | boolean;
+  readonly choices?: readonly string[];
+  /** Inclusive bounds for numbers. */
+  readonly min?: number;
+  readonly max?: number;
+  /** Lower bound that the value must exceed (e.g. a learning rate > 0). */
+  readonly above?: number;
+  /** Whether a preset file may set it (paths to the user's own data may not). */
+  readonly presettable?: boolean;
+  readonly alias?: string;
+  /**
+   * 'cli': how the command line prints (--json), not what the command does: not part of the
+   * command's typed options, its presets or its run config.
+   */
+  readonly scope?: 'cli';
+}
+
+export interface PositionalSpec {
+  readonly name: string;
+  readonly describe: string;
+  /** `<name>` (required) or `[name]` (optional) in the usage line. */
+  readonly required: boolean;
+}
+
+export interface CommandSpec {
+  readonly name: string;
+  readonly describe: string;
+  readonly positional?: PositionalSpec;
+  readonly options: readonly OptionSpec[];
+}
+
+/** The option every command takes, before its own. */
+export const BACKEND_OPTION = {
+  name: 'backend',
+  type: 'string',
+  choices: BACKEND_CHOICES,
+  describe: `Compute backend (auto: the first that loads of ${BACKEND_NAMES.join(' → ')}); also PAINTER_BACKEND`,
+} as const satisfies OptionSpec;
+
+const MODEL = {
+  name: 'model',
+  type: 'string',
+  describe: 'Base model: a diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/) or a single-file .safetensors checkpoint',
+  presettable: true,
+} as const satisfies OptionSpec;
+
+const ARCH = {
+  name: 'arch',
+  type: 'string',
+  choices: ['auto', 'sd1', 'sd2'],
+  default: 'auto',
+  describe: 'Architecture of a single-file checkpoint when it cannot be inferred (sd1: CLIP ViT-L text encoder, sd2: OpenCLIP ViT-H)',
+  presettable: true,
+} as const satisfies OptionSpec;
+
+const CONFIG = {
+  name: 'config',
+  type: 'string',
+  describe: 'For a single-file checkpoint: a diffusers folder of the same architecture whose configs and tokenizer describe it',
+  presettable: true,
+} as const satisfies OptionSpec;
+
+const SEED = { name: 'seed', type: 'integer', min: 0, max: 2 ** 32 - 1, default: 0, describe: 'Random seed: same seed and settings give the same result on the same backend' } as const satisfies OptionSpec;
+
+const JSON_OUTPUT = { name: 'json', type: 'boolean', scope: 'cli', describe: 'Print the result as JSON on stdout' } as const satisfies OptionSpec;
+
+/** The samplers `generate` offers (DDPM, the training scheduler, is too slow to offer). */
+const SAMPLERS = ['ddim', 'pndm', 'euler-a', 'dpm++2m'] as const satisfies readonly SchedulerKind[];
+
+const LR = { name: 'lr', type: 'number', above: 0, default: 5e-4, describe: 'Learning rate (AdamW)', presettable: true } as const satisfies OptionSpec;
+
+/** Options shared by the two training commands (the training engine's): those before the learning rate… */
+const TRAINING = [
+  MODEL,
+  CONFIG,
+  ARCH,
+  { name: 'preset', type: 'string', describe: 'Recipe to start from: a name in presets/ (e.g. ti-object) or a path to a YAML file; flags you pass override it' },
+  { name: 'out', type: 'string', describe: 'Run folder for checkpoints, logs, samples and the result (default: ./runs/<command>-<time>)' },
+  { name: 'resume', type: 'string', describe: 'Resume from a checkpoint folder, or "latest" for the newest checkpoint in --out' },
+  { name: 'steps', type: 'integer', min: 1, default: 1000, describe: 'Number of optimisation steps', presettable: true },
+  { name: 'batch', type: 'integer', min: 1, default: 1, describe: 'Images per step', presettable: true },
+  { name: 'grad-accum', type: 'integer', min: 1, default: 1, describe: 'Gradient accumulation: steps whose gradients are summed before one update', presettable: true },
+  {
+    name: 'resolution',
+    type: 'integer',
+    min: 8,
+    describe: "Training resolution in pixels: images are resized and cropped to it; a multiple of the model's latent factor (default: the model's native size)",
+    presettable: true,
+  },
+  { name: 'center-crop', type: 'boolean', default: true, describe: 'Center-crop after resizing (--no-center-crop takes random crops)', presettable: true },
+  { name: 'flip', type: 'boolean', default: true, describe: 'Random horizontal-flip augmentation', presettable: true },
+] as const satisfies readonly OptionSpec[];
+
+/** …and those after it (the learning rate's default differs between the commands). */
+const TRAINING_AFTER_LR = [
+  { name: 'scale-lr', type: 'boolean', default: false, describe: "Multiply the learning rate by batch × grad-accum, as diffusers' --scale_lr does", presettable: true },
+  { name: 'lr-schedule', type: 'string', choices: ['constant', 'cosine', 'linear'], default: 'constant', describe: 'Learning-rate schedule after warmup', presettable: true },
+  { name: 'warmup-steps', type: 'integer', min: 0, default: 0, describe: 'Linear learning-rate warmup steps', presettable: true },
+  { name: 'weight-decay', type: 'number', min: 0, default: 0.01, describe: 'AdamW decoupled weight decay', presettable: true },
+  { name: 'max-grad-norm', type: 'number', min: 0, default: 1, describe: 'Clip the global gradient norm to this value (0 disables clipping)', presettable: true },
+  { name: 'min-snr-gamma', type: 'number', min: 0, default: 0, describe: "Min-SNR-γ loss weighting (0 disables; 5 is the paper's choice)", presettable: true },
+  { name: 'noise-offset', type: 'number', min: 0, default: 0, describe: 'Offset-noise strength (0 disables; ~0.05 helps very dark/bright images)', presettable: true },
+  { name: 'checkpoint-every', type: 'integer', min: 1, default: 500, describe: 'Write a resumable checkpoint every N steps (also on Ctrl-C)', presettable: true },
+  { name: 'validation-prompt', type: 'string', describe: 'Prompt for validation samples ({token} / {identifier} / {class} are filled in)', presettable: true },
+  { name: 'validation-every', type: 'integer', min: 0, default: 250, describe: 'Render a validation grid every N steps (0 disables)', presettable: true },
+  { name: 'skip-bad-images', type: 'boolean', default: false, describe: 'Skip unreadable images with a warning instead of stopping', presettable: true },
+  SEED,
+  JSON_OUTPUT,
+] as const satisfies readonly OptionSpec[];
+
+const EMBEDDINGS_DIR = {
+  name: 'embeddings-dir',
+  type: 'string',
+  describe: 'Embeddings folder: invert installs what it learns there, generate loads those whose trigger word the prompt uses (default: $PAINTER_EMBEDDINGS, else ./embeddings)',
+} as const satisfies OptionSpec;
+
+export const INVERT_OPTIONS = [
+  { name: 'token', type: 'string', describe: 'The new placeholder word to learn, e.g. "<cat>" (must not exist in the vocabulary)' },
+  { name: 'init-token', type: 'string', describe: 'An existing single token whose embedding initialises the new one (e.g. "cat")', presettable: true },
+  { name: 'vectors', type: 'integer', min: 1, max: 75, default: 1, describe: 'Embedding vectors per placeholder (multi-vector Textual Inversion)', presettable: true },
+  {
+    name: 'mode',
+    type: 'string',
+    choices: ['object', 'style'],
+    default: 'object',
+    describe: 'Prompt templates of the Textual Inversion paper: "a photo of a {}" (object) or "a painting in the style of {}" (style)',
+    presettable: true,
+  },
+  {
+    name: 'format',
+    type: 'string',
+    choices: ['diffusers', 'a1111'],
+    default: 'diffusers',
+    describe: 'Output layout: diffusers learned_embeds (load_textual_inversion) or AUTOMATIC1111/kohya (emb_params)',
+    presettable: true,
+  },
+  EMBEDDINGS_DIR,
+  ...TRAINING,
+  LR,
+  ...TRAINING_AFTER_LR,
+] as const satisfies readonly OptionSpec[];
+
+export const DREAMBOOTH_OPTIONS = [
+  { name: 'class', type: 'string', describe: 'The subject\'s class noun, e.g. "dog" (required)' },
+  { name: 'identifier', type: 'string', describe: 'Rare-token identifier for the subject (default: chosen from rarely used vocabulary tokens and printed)' },
+  { name: 'instance-prompt', type: 'string', default: 'a photo of {identifier} {class}', describe: 'Prompt for the subject images', presettable: true },
+  { name: 'class-prompt', type: 'string', default: 'a photo of a {class}', describe: 'Prompt for prior-preservation class images', presettable: true },
+  {
+    name: 'prior-preservation',
+    type: 'boolean',
+    default: true,
+    describe: 'Prior-preservation loss with class images generated by the frozen model (--no-prior-preservation turns it off)',
+    presettable: true,
+  },
+  { name: 'class-images', type: 'integer', min: 0, default: 200, describe: 'Number of class images (generated once into --class-dir and reused)', presettable: true },
+  { name: 'class-dir', type: 'string', describe: 'Folder of class images (default: a cache keyed by model, class prompt and settings)' },
+  { name: 'prior-weight', type: 'number', min: 0, default: 1, describe: 'λ in L = L_instance + λ·L_prior', presettable: true },
+  { name: 'mode', type: 'string', choices: ['full', 'lora'], default: 'lora', describe: 'Train the full UNet, or LoRA adapters on its attention projections', presettable: true },
+  { name: 'rank', type: 'integer', min: 1, default: 4, describe: 'LoRA rank', presettable: true },
+  { name: 'alpha', type: 'number', above: 0, describe: 'LoRA alpha (scale = alpha / rank; default: rank)', presettable: true },
+  { name: 'train-text-encoder', type: 'boolean', default: false, describe: 'Also train the text encoder (full or LoRA, following --mode)', presettable: true },
+  { name: 'format', type: 'string', choices: ['diffusers', 'kohya'], default: 'diffusers', describe: 'Key naming of the LoRA output file', presettable: true },
+  ...TRAINING,
+  // DreamBooth's learning rate depends on --mode, so it has no single static default.
+  { ...LR, default: undefined, describe: "Learning rate (AdamW; default 1e-4 with --mode lora, 5e-6 with --mode full, as diffusers' DreamBooth examples)" },
+  ...TRAINING_AFTER_LR,
+] as const satisfies readonly OptionSpec[];
+
+export const GENERATE_OPTIONS = [
+  MODEL,
+  CONFIG,
+  ARCH,
+  { name: 'negative', type: 'string', default: '', describe: 'Negative prompt (what the image should not show)' },
+  { name: 'steps', type: 'integer', min: 1, max: 1000, default: 30, describe: 'Denoising steps' },
+  { name: 'guidance', type: 'number', min: 0, default: 7.5, describe: 'Classifier-free guidance scale (1 skips the unconditional pass)' },
+  { name: 'scheduler', type: 'string', choices: SAMPLERS, default: 'dpm++2m', describe: 'Sampler' },
+  SEED,
+  { name: 'count', type: 'integer', min: 1, default: 1, describe: 'Number of images (seeds seed, seed+1, …)' },
+  { name: 'batch', type: 'integer', min: 1, default: 1, describe: 'Images computed together' },
+  { name: 'width', type: 'integer', min: 8, describe: "Image width in pixels (multiple of the latent factor; default: the model's size)" },
+  { name: 'height', type: 'integer', min: 8, describe: "Image height in pixels (multiple of the latent factor; default: the model's size)" },
+  { name: 'out', type: 'string', default: './outputs', describe: 'Output folder for PNG files' },
+  { name: 'embedding', type: 'string[]', describe: 'Textual Inversion file(s): painter, diffusers learned_embeds, AUTOMATIC1111 .pt/.safetensors' },
+  { name: 'token', type: 'string', describe: 'Prompt token for a single --embedding (default: from the file)' },
+  EMBEDDINGS_DIR,
+  { name: 'lora', type: 'string[]', describe: 'LoRA file(s) as FILE[:SCALE] (diffusers or kohya naming)' },
+  { name: 'clip-skip', type: 'integer', min: 0, max: 11, default: 0, describe: "Use the text encoder's output this many layers before the last" },
+  { name: 'latents', type: 'string', describe: 'Initial latents: a safetensors file with one tensor [B, C, h, w] (NCHW), for exact reproduction across tools' },
+  { ...JSON_OUTPUT, describe: 'Print files, seeds and timings as JSON on stdout' },
+] as const satisfies readonly OptionSpec[];
+
+export const BENCH_OPTIONS = [
+  { name: 'model', type: 'string', describe: 'Model to measure (default: the bundled fixtures/tiny-sd-a)' },
+  { name: 'runs', type: 'integer', min: 1, default: 10, describe: 'Timed runs per item' },
+  { name: 'warmup', type: 'integer', min: 0, default: 2, describe: 'Untimed warm-up runs per item' },
+  { name: 'only', type: 'string[]', describe: `Items to run (comma-separated or repeated): ${BENCH_ITEMS.join(', ')}` },
+  { name: 'profile', type: 'boolean', default: false, describe: 'Also print per-kernel time of one training step' },
+  { name: 'compare', type: 'boolean', default: false, describe: "Run the suite with painter's fast CPU kernels off, then on" },
+  { ...JSON_OUTPUT, describe: 'Print the report as JSON on stdout' },
+] as const satisfies readonly OptionSpec[];
+
+export const INFO_OPTIONS = [
+  { name: 'model', type: 'string', describe: 'A diffusers model folder or single-file .safetensors checkpoint to describe' },
+  { ...JSON_OUTPUT, describe: 'Print the report as JSON on stdout' },
+] as const satisfies readonly OptionSpec[];
+
+/** Every command: usage, positional argument and options (in help order). */
+export const COMMANDS = {
+  invert: {
+    name: 'invert',
+    describe: 'Textual Inversion: learn a new word for a subject or style from 3–10 images',
+    positional: { name: 'dir', describe: 'Folder of training images (jpg, png, webp)', required: true },
+    options: INVERT_OPTIONS,
+  },
+  dreambooth: {
+    name: 'dreambooth',
+    describe: 'DreamBooth: fine-tune the model on a subject, with prior preservation (full or LoRA)',
+    positional: { name: 'dir', describe: 'Folder of subject images (jpg, png, webp)', required: true },
+    options: DREAMBOOTH_OPTIONS,
+  },
+  generate: {
+    name: 'generate',
+    describe: 'Text-to-image with classifier-free guidance, learned embeddings and LoRA',
+    positional: { name: 'prompt', describe: 'What to draw', required: true },
+    options: GENERATE_OPTIONS,
+  },
+  bench: {
+    name: 'bench',
+    describe: 'Measure training and generation speed on this machine (median of repeated runs after warm-up)',
+    options: BENCH_OPTIONS,
+  },
+  info: {
+    name: 'info',
+    describe: 'Versions, compute backend, what a model folder holds, or the parameters stored in a PNG',
+    positional: { name: 'file', describe: 'A model folder or checkpoint to describe (same as --model), or a PNG', required: false },
+    options: INFO_OPTIONS,
+  },
+} as const satisfies Record<string, CommandSpec>;
+
+export type CommandName = keyof typeof COMMANDS;
+export const COMMAND_NAMES = Object.keys(COMMANDS) as CommandName[];
+
+/** A command's option list. */
+export function optionsFor(command: CommandName): readonly OptionSpec[] {
+  return COMMANDS[command].options;
+}
+
+/** camelCase key of a kebab-case option name (the key yargs and typed options use). */
+export function camel(name: string): string {
+  return name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+}

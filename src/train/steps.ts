@@ -1,0 +1,117 @@
+/**
+ * The steps every training method takes on its data, shared by Textual Inversion and DreamBooth:
+ * cached training views (the VAE posterior of each crop and mirror of each image), epoch-style
+ * sampling of images, one step's random draws (timesteps, posterior sample, noise with optional
+ * offset noise) and the latents z₀ = (μ + σ·n)·scaling_factor of a drawn batch.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { StableDiffusion } from '../core/model.js';
+import { vaeEncode } from '../core/models/vae.js';
+import { Rng } from '../core/random.js';
+import { RANDOM_CROPS_PER_IMAGE } from '../core/training/constants.js';
+import { addOffsetNoise } from '../core/training/noise.js';
+import { centreCrop, cropToTensorData, type SourceImage } from '../io/dataset.js';
+
+/** A cached training view: the VAE posterior of one crop (and mirror) of one image. */
+export interface View {
+  image: number;
+  mean: tf.Tensor4D;
+  std: tf.Tensor4D;
+}
+
+/**
+ * Encodes every view of every image once (centre crop, or a few seeded random crops; each also
+ * mirrored when flipping is on) and keeps the posterior mean and std.
+ */
+export function encodeViews(model: StableDiffusion, images: SourceImage[], resolution: number, centerCrop: boolean, flip: boolean, seed: number): View[] {
+  const rng = new Rng(seed + 0x5eed);
+  const views: View[] = [];
+  images.forEach((img, index) => {
+    const crops = centerCrop
+      ? [centreCrop(img, resolution)]
+      : Array.from({ length: RANDOM_CROPS_PER_IMAGE }, () => ({ left: rng.int(img.width - resolution + 1), top: rng.int(img.height - resolution + 1) }));
+    for (const c of crops) {
+      for (const mirrored of flip ? [false, true] : [false]) {
+        const data = cropToTensorData(img, resolution, c.left, c.top, mirrored);
+        const post = tf.tidy(() => {
+          const p = vaeEncode(model.vae.params, model.vae.config, tf.tensor4d(data, [1, resolution, resolution, 3]));
+          return { mean: p.mean, std: p.std };
+        });
+        views.push({ image: index, mean: tf.keep(post.mean), std: tf.keep(post.std) });
+      }
+    }
+  });
+  return views;
+}
+
+export function disposeViews(views: readonly View[]): void {
+  for (const v of views) tf.dispose([v.mean, v.std]);
+}
+
+/** One of an image's views, chosen at random. */
+export function pickView(views: readonly View[], image: number, rng: Rng): View {
+  const candidates = views.filter((v) => v.image === image);
+  return candidates[rng.int(candidates.length)]!;
+}
+
+export interface SamplerState {
+  order: number[];
+  pos: number;
+}
+
+/** Epoch-style sampling: every image once per epoch, in a fresh shuffled order; its state survives a resume. */
+export class EpochSampler {
+  private order: number[] = [];
+  private pos = 0;
+  constructor(private readonly n: number) {}
+  next(rng: Rng): number {
+    if (this.pos >= this.order.length) {
+      this.order = rng.shuffle(Array.from({ length: this.n }, (_, i) => i));
+      this.pos = 0;
+    }
+    return this.order[this.pos++]!;
+  }
+  state(): SamplerState {
+    return { order: this.order, pos: this.pos };
+  }
+  restore(s: SamplerState): void {
+    this.order = s.order;
+    this.pos = s.pos;
+  }
+}
+
+/** One step's random draws for `rows` latents (made outside the gradient tape). */
+export interface NoiseDraw {
+  timesteps: number[];
+  /** n of the posterior sample z₀ = μ + σ·n, NHWC row-major. */
+  posterior: Float32Array;
+  /** ε, NHWC row-major, with offset noise added. */
+  noise: Float32Array;
+}
+
+/**
+ * Draws, in this order, a timestep per row, the posterior sample's n, then ε and its offset noise
+ * (the order is part of a run's reproducibility: resumed runs replay it).
+ */
+export function drawNoise(rng: Rng, rows: number, latent: readonly [number, number, number], trainTimesteps: number, noiseOffset: number): NoiseDraw {
+  const [h, w, c] = latent;
+  const timesteps = Array.from({ length: rows }, () => rng.int(trainTimesteps));
+  const posterior = rng.normals(rows * h * w * c);
+  const noise = rng.normals(rows * h * w * c);
+  addOffsetNoise(noise, rows, h * w, c, noiseOffset, rng);
+  return { timesteps, posterior, noise };
+}
+
+/** z₀ = (μ + σ·n)·scaling_factor of the views: a fresh posterior sample each step, as diffusers does. */
+export function sampleLatents(views: readonly View[], posterior: Float32Array, scalingFactor: number): tf.Tensor4D {
+  return tf.tidy(() => {
+    const mean = tf.concat(views.map((v) => v.mean), 0) as tf.Tensor4D;
+    const std = tf.concat(views.map((v) => v.std), 0) as tf.Tensor4D;
+    return tf.mul(tf.add(mean, tf.mul(std, tf.tensor4d(posterior, mean.shape))), scalingFactor) as tf.Tensor4D;
+  });
+}
+
+/** A training prompt followed by the image's caption file, if any: "a photo of sks dog, on a beach". */
+export function withCaption(prompt: string, caption?: string): string {
+  return caption ? `${prompt}, ${caption}` : prompt;
+}
