@@ -14,7 +14,7 @@ export { systemInfo, pngParameters, type InfoReport } from './app/info.js';
 export { breathe, phaseClock, type Hooks, type Progress, type WrittenFile } from './app/hooks.js';
 export { applyConcepts, libraryEmbeddings, parseLoraArg, type ConceptRequest, type LoadedConcepts } from './app/concepts.js';
 export { checkMemoryBudget, memoryReport, memorySettings, type MemoryCheck, type MemoryRequest } from './app/memory-check.js';
-export { bundledModelPath, packageRoot, packageVersion, resolveModelPath, tinyModelPath, BUNDLED_MODEL } from './app/paths.js';
+export { bundledModelPath, packageRoot, packageVersion, resolveModelPath, tinyModelPath, BUNDLED_MODEL } from './io/paths.js';
 export type { InvertOptions, DreamboothOptions, GenerateOptions, BenchOptions, InfoOptions, OptionInput } from './options/types.js';
 export { COMMANDS, type CommandName, type OptionSpec } from './options/table.js';
 export { resolveConfig, listPresets, loadPreset } from './options/resolve.js';

@@ -12,7 +12,8 @@ import sharp from 'sharp';
 import { formatInfotext, parseInfotext, type GenerationParams } from '../src/core/infotext.js';
 import { addPngText, readPngText } from '../src/io/png-text.js';
 import { loadSafetensors, writeSafetensors } from '../src/io/safetensors.js';
-import { REFERENCE, ROOT, TINY_SD_A } from './helpers.js';
+import { generate, type GenerateInput } from '../src/app/generate.js';
+import { REFERENCE, ROOT, TINY_SD_A, useBackend } from './helpers.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'painter-gen-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -30,9 +31,15 @@ async function pixels(file: string): Promise<Buffer> {
   return (await sharp(file).raw().toBuffer({ resolveWithObject: true })).data;
 }
 
+/** The library call `painter generate` makes, in this process (no start-up per run). */
+async function generateHere(input: GenerateInput): Promise<{ file: string; seed: number }[]> {
+  return (await generate({ backend: 'wasm', ...input })).files;
+}
+
 const LATENTS = path.join(tmp, 'init-latents.safetensors');
 
 beforeAll(async () => {
+  await useBackend('wasm');
   const init = loadSafetensors(path.join(REFERENCE, 'pipeline.safetensors')).tensors.get('init_latents')!;
   await writeSafetensors(LATENTS, { latents: { shape: init.shape, data: init.data as Float32Array } });
 });
@@ -61,23 +68,23 @@ describe('painter generate', () => {
 
   it('same seed → identical PNG; a batch uses seed, seed+1 and matches single runs; files are never overwritten', async () => {
     const out = path.join(tmp, 'seeds');
-    const common = ['--model', TINY_SD_A, '--steps', '2', '--scheduler', 'euler-a', '--out', out, '--json'];
-    const a = JSON.parse(painter(['generate', 'a cat', ...common, '--seed', '7', '--count', '2', '--batch', '2']).stdout);
-    const b = JSON.parse(painter(['generate', 'a cat', ...common, '--seed', '8']).stdout);
-    const c = JSON.parse(painter(['generate', 'a cat', ...common, '--seed', '7']).stdout);
-    expect(a.files.map((f: { seed: number }) => f.seed)).toEqual([7, 8]);
+    const common = { prompt: 'a cat', model: TINY_SD_A, steps: 2, scheduler: 'euler-a', out } as const;
+    const a = await generateHere({ ...common, seed: 7, count: 2, batch: 2 });
+    const b = await generateHere({ ...common, seed: 8 });
+    const c = await generateHere({ ...common, seed: 7 });
+    expect(a.map((f) => f.seed)).toEqual([7, 8]);
     expect(fs.readdirSync(out).filter((f) => f.endsWith('.png'))).toHaveLength(4);
-    expect(new Set([a.files[0].file, a.files[1].file, b.files[0].file, c.files[0].file]).size).toBe(4);
-    expect((await pixels(c.files[0].file)).equals(await pixels(a.files[0].file))).toBe(true);
-    expect((await pixels(b.files[0].file)).equals(await pixels(a.files[1].file))).toBe(true);
-    expect((await pixels(a.files[0].file)).equals(await pixels(a.files[1].file))).toBe(false);
+    expect(new Set([a[0]!.file, a[1]!.file, b[0]!.file, c[0]!.file]).size).toBe(4);
+    expect((await pixels(c[0]!.file)).equals(await pixels(a[0]!.file))).toBe(true);
+    expect((await pixels(b[0]!.file)).equals(await pixels(a[1]!.file))).toBe(true);
+    expect((await pixels(a[0]!.file)).equals(await pixels(a[1]!.file))).toBe(false);
   });
 
-  it('runs every scheduler, with and without guidance', () => {
-    for (const s of ['ddim', 'pndm', 'euler-a', 'dpm++2m']) {
-      const r = painter(['generate', 'a dog', '--model', TINY_SD_A, '--scheduler', s, '--steps', '3', '--guidance', s === 'ddim' ? '1' : '5', '--width', '32', '--height', '48', '--out', path.join(tmp, s), '--json']);
-      expect(r.code, `${s}: ${r.stderr}`).toBe(0);
-      expect(JSON.parse(r.stdout).files).toHaveLength(1);
+  it('runs every scheduler, with and without guidance', async () => {
+    for (const s of ['ddim', 'pndm', 'euler-a', 'dpm++2m'] as const) {
+      const files = await generateHere({ prompt: 'a dog', model: TINY_SD_A, scheduler: s, steps: 3, guidance: s === 'ddim' ? 1 : 5, width: 32, height: 48, out: path.join(tmp, s) });
+      expect(files, s).toHaveLength(1);
+      expect((await sharp(files[0]!.file).metadata()).height, s).toBe(48);
     }
   });
 
@@ -145,35 +152,35 @@ describe('infotext', () => {
 describe('painter generate with learned concepts', () => {
   const TI = path.join(ROOT, 'fixtures', 'interop', 'tiny-sd-a', 'textual_inversion');
   const LORA = path.join(ROOT, 'fixtures', 'interop', 'tiny-sd-a', 'lora');
-  const run = async (prompt: string, extra: string[]) => {
-    const r = painter(['generate', prompt, '--model', TINY_SD_A, '--steps', '2', '--scheduler', 'ddim', '--out', path.join(tmp, 'concepts'), '--json', ...extra]);
-    expect(r.code, r.stderr).toBe(0);
-    return pixels(JSON.parse(r.stdout).files[0].file);
+  const run = async (prompt: string, concepts: Partial<GenerateInput>) => {
+    const files = await generateHere({ prompt, model: TINY_SD_A, steps: 2, scheduler: 'ddim', out: path.join(tmp, 'concepts'), ...concepts });
+    return pixels(files[0]!.file);
   };
 
   it('an embedding in each format changes images whose prompt uses its token, and only those', async () => {
-    const plainCat = await run('a photo of a cat', []);
-    const formats: [string[], string][] = [
-      [['--embedding', path.join(TI, 'diffusers', 'kitty', 'learned_embeds.safetensors')], '<kitty>'],
-      [['--embedding', path.join(TI, 'a1111', 'kitty.pt')], 'kitty'],
-      [['--embedding', path.join(TI, 'kohya', 'kitty.safetensors'), '--token', '<kitty>'], '<kitty>'],
+    const plainCat = await run('a photo of a cat', {});
+    const formats: [Partial<GenerateInput>, string][] = [
+      [{ embedding: [path.join(TI, 'diffusers', 'kitty', 'learned_embeds.safetensors')] }, '<kitty>'],
+      [{ embedding: [path.join(TI, 'a1111', 'kitty.pt')] }, 'kitty'],
+      [{ embedding: [path.join(TI, 'kohya', 'kitty.safetensors')], token: '<kitty>' }, '<kitty>'],
     ];
     let first: Buffer | undefined;
-    for (const [args, token] of formats) {
-      const withToken = await run(`a photo of ${token}`, args);
-      const withoutToken = await run('a photo of a cat', args);
-      expect(withoutToken.equals(plainCat), args.join(' ')).toBe(true);
-      expect(withToken.equals(plainCat), args.join(' ')).toBe(false);
+    for (const [concepts, token] of formats) {
+      const what = JSON.stringify(concepts);
+      const withToken = await run(`a photo of ${token}`, concepts);
+      const withoutToken = await run('a photo of a cat', concepts);
+      expect(withoutToken.equals(plainCat), what).toBe(true);
+      expect(withToken.equals(plainCat), what).toBe(false);
       first ??= withToken;
-      expect(withToken.equals(first), `${args.join(' ')}: same vectors, same image`).toBe(true);
+      expect(withToken.equals(first), `${what}: same vectors, same image`).toBe(true);
     }
   });
 
   it('a LoRA changes the image; scale 0 leaves it unchanged; both namings agree', async () => {
-    const plain = await run('a photo of a cat', []);
-    const diffusers = await run('a photo of a cat', ['--lora', `${path.join(LORA, 'diffusers', 'pytorch_lora_weights.safetensors')}:0.5`]);
-    const kohya = await run('a photo of a cat', ['--lora', path.join(LORA, 'kohya', 'lora_kohya.safetensors')]);
-    const zero = await run('a photo of a cat', ['--lora', `${path.join(LORA, 'kohya', 'lora_kohya.safetensors')}:0`]);
+    const plain = await run('a photo of a cat', {});
+    const diffusers = await run('a photo of a cat', { lora: [`${path.join(LORA, 'diffusers', 'pytorch_lora_weights.safetensors')}:0.5`] });
+    const kohya = await run('a photo of a cat', { lora: [path.join(LORA, 'kohya', 'lora_kohya.safetensors')] });
+    const zero = await run('a photo of a cat', { lora: [`${path.join(LORA, 'kohya', 'lora_kohya.safetensors')}:0`] });
     expect(diffusers.equals(plain)).toBe(false);
     // kohya's alpha/rank = 0.5 equals the diffusers file at scale 0.5 (within rounding of the merge).
     let worst = 0;

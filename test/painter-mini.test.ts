@@ -8,7 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { resolveModelPath } from '../src/app/paths.js';
+import { resolveModelPath } from '../src/io/paths.js';
 import { disposeModel } from '../src/core/model.js';
 import { sampleImages } from '../src/core/pipeline/generate.js';
 import { loadModel } from '../src/io/load-model.js';

@@ -11,7 +11,7 @@ import { PainterError } from '../errors.js';
 import { loadModel } from '../io/load-model.js';
 import { resolveConfig } from '../options/resolve.js';
 import type { OptionInput } from '../options/types.js';
-import { tinyModelPath } from './paths.js';
+import { tinyModelPath } from '../io/paths.js';
 
 export type BenchInput = OptionInput<'bench'> & { backend?: BackendChoice };
 

@@ -13,7 +13,7 @@ import { createDreamBooth, fillPrompt, type DreamBoothMode } from '../train/drea
 import { train } from '../train/engine.js';
 import { chooseIdentifier, commonWordProblem } from '../train/identifier.js';
 import { breathe, phaseClock, type Hooks } from './hooks.js';
-import { engineConfig, engineHooks, openTrainingInputs, resolveRun, writeRunConfig } from './training-run.js';
+import { engineConfig, engineHooks, methodSettings, openTrainingInputs, resolveRun, writeRunConfig } from './training-run.js';
 
 export type DreamboothInput = OptionInput<'dreambooth'> & {
   /** Folder of subject images. */
@@ -85,6 +85,7 @@ export async function dreambooth(input: DreamboothInput, hooks: Hooks = {}): Pro
       hooks.info?.(`${classImages.images.length} class images of "${classPrompt}" in ${classDir} (${classImages.existing} already there, ${classImages.generated} sampled)`);
     }
     const setup = createDreamBooth(model, images, classImages?.images ?? [], {
+      ...methodSettings(o, resolution, fillPrompt(o.validationPrompt ?? o.instancePrompt, identifier, className), hash),
       identifier,
       className,
       instancePrompt,
@@ -95,16 +96,7 @@ export async function dreambooth(input: DreamboothInput, hooks: Hooks = {}): Pro
       rank,
       alpha: o.alpha,
       trainTextEncoder: o.trainTextEncoder,
-      resolution,
-      centerCrop: o.centerCrop,
-      flip: o.flip,
-      batch: o.batch,
-      minSnrGamma: o.minSnrGamma,
-      noiseOffset: o.noiseOffset,
-      seed: o.seed,
-      validationPrompt: fillPrompt(o.validationPrompt ?? o.instancePrompt, identifier, className),
       format: o.format,
-      baseModelHash: hash,
     });
     try {
       await writeRunConfig(runDir, o, {

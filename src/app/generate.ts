@@ -24,7 +24,7 @@ import type { OptionInput } from '../options/types.js';
 import { applyConcepts, libraryEmbeddings, type ConceptRequest, type LoadedConcepts } from './concepts.js';
 import { breathe, phaseClock, type Hooks } from './hooks.js';
 import { checkMemoryBudget } from './memory-check.js';
-import { resolveModelPath } from './paths.js';
+import { resolveModelPath } from '../io/paths.js';
 
 export type GenerateInput = OptionInput<'generate'> & {
   prompt: string;

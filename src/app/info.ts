@@ -12,7 +12,7 @@ import { PainterError } from '../errors.js';
 import { describeModel, type ModelInfo } from '../io/model-info.js';
 import { readPngText } from '../io/png-text.js';
 import { memoryReport, type MemoryReport } from './memory-check.js';
-import { bundledModelPath, packageVersion } from './paths.js';
+import { bundledModelPath, packageVersion } from '../io/paths.js';
 
 export interface InfoReport {
   painter: string;

@@ -12,7 +12,7 @@ import type { OptionInput } from '../options/types.js';
 import { train } from '../train/engine.js';
 import { createInversion } from '../train/textual-inversion.js';
 import type { Hooks } from './hooks.js';
-import { engineConfig, engineHooks, openTrainingInputs, resolveRun, writeRunConfig } from './training-run.js';
+import { engineConfig, engineHooks, methodSettings, openTrainingInputs, resolveRun, writeRunConfig } from './training-run.js';
 
 export type InvertInput = OptionInput<'invert'> & {
   /** Folder of training images. */
@@ -44,20 +44,12 @@ export async function invert(input: InvertInput, hooks: Hooks = {}): Promise<Inv
   const { modelPath, model, resolution, images } = await openTrainingInputs({ command: 'invert', options: o }, dir, backend, hooks);
   try {
     const setup = createInversion(model, images, {
+      ...methodSettings(o, resolution, (o.validationPrompt ?? 'a photo of {token}').replaceAll('{token}', token), modelHash(modelPath)),
       token,
       initToken: o.initToken,
       vectors: o.vectors,
       mode: o.mode,
-      resolution,
-      centerCrop: o.centerCrop,
-      flip: o.flip,
-      batch: o.batch,
-      minSnrGamma: o.minSnrGamma,
-      noiseOffset: o.noiseOffset,
-      seed: o.seed,
-      validationPrompt: (o.validationPrompt ?? 'a photo of {token}').replaceAll('{token}', token),
       format: o.format,
-      baseModelHash: modelHash(modelPath),
     });
     try {
       await writeRunConfig(runDir, o, { command: 'invert', images: images.map((i) => path.resolve(i.file)), resolution, backend: backend.name });

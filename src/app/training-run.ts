@@ -14,10 +14,10 @@ import { readImageFolder, scanImageFolder, type SourceImage } from '../io/datase
 import { loadModel } from '../io/load-model.js';
 import { resolveConfig } from '../options/resolve.js';
 import type { CommandOptions, OptionInput } from '../options/types.js';
-import { latestCheckpoint, readCheckpointMeta, type EngineConfig, type EngineHooks } from '../train/engine.js';
+import { latestCheckpoint, readCheckpointMeta, type EngineConfig, type EngineHooks, type MethodSettings } from '../train/engine.js';
 import { breathe, phaseClock, type Hooks } from './hooks.js';
 import { checkMemoryBudget } from './memory-check.js';
-import { resolveModelPath } from './paths.js';
+import { resolveModelPath } from '../io/paths.js';
 
 export type TrainCommand = 'invert' | 'dreambooth';
 
@@ -95,6 +95,21 @@ export function engineConfig(o: CommandOptions[TrainCommand], lr: number): Engin
     checkpointEvery: o.checkpointEvery,
     validationEvery: o.validationEvery,
     seed: o.seed,
+  };
+}
+
+/** The data, loss and validation settings every method takes, from a training command's options. */
+export function methodSettings(o: CommandOptions[TrainCommand], resolution: number, validationPrompt: string, baseModelHash: string): MethodSettings {
+  return {
+    resolution,
+    centerCrop: o.centerCrop,
+    flip: o.flip,
+    batch: o.batch,
+    minSnrGamma: o.minSnrGamma,
+    noiseOffset: o.noiseOffset,
+    seed: o.seed,
+    validationPrompt,
+    baseModelHash,
   };
 }
 

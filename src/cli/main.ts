@@ -4,7 +4,7 @@
  * (0 ok, 1 user error, 2 usage, 130 interrupted).
  */
 import yargs, { type Argv } from 'yargs';
-import { packageVersion } from '../app/paths.js';
+import { packageVersion } from '../io/paths.js';
 import { isPainterError, UsageError } from '../errors.js';
 import { BACKEND_OPTION, COMMAND_NAMES, COMMANDS, type CommandName, type CommandSpec, type OptionSpec } from '../options/table.js';
 import type { Args } from './args.js';

@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import yaml from 'js-yaml';
-import { presetsDir } from '../app/paths.js';
+import { presetsDir } from '../io/paths.js';
 import { PainterError, UsageError } from '../errors.js';
 import { camel, optionsFor, type CommandName, type OptionSpec } from './table.js';
 import type { CommandOptions, OptionInput } from './types.js';
