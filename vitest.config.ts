@@ -6,6 +6,8 @@ export default defineConfig({
   test: {
     include: ['test/**/*.test.ts', 'recipes/*/test/**/*.test.ts'],
     pool: 'forks',
+    // Each test file computes on one thread (wasm), so one file per core: the suite uses every core.
+    maxWorkers: Math.max(1, os.availableParallelism()),
     testTimeout: 120_000,
     hookTimeout: 120_000,
     // `painter invert` installs embeddings into this folder: keep tests out of ./embeddings.

@@ -110,14 +110,15 @@ export async function generate(input: GenerateInput, hooks: Hooks = {}): Promise
     const files: { file: string; seed: number }[] = [];
     const t1 = Date.now();
     if (phased) warn('the whole model does not fit in memory; generating with one component loaded at a time');
-    const loader: PartLoader = phasedLoader(modelPath, loadOpts, conceptRequest, model, () => {
+    const applied = concepts;
+    const releaseFirst = () => {
       concepts?.dispose();
       concepts = undefined;
       disposeModel(base);
-    });
+    };
+    const events = phased ? sampleImagesPhased(phasedLoader(modelPath, loadOpts, conceptRequest, model, releaseFirst), request) : sampleImages(model, request);
     const progress = phaseClock(hooks, 'generate');
-    const applied = concepts;
-    for await (const event of phased ? sampleImagesPhased(loader, request) : sampleImages(model, request)) {
+    for await (const event of events) {
       if (event.kind === 'step') {
         progress(event.step, event.steps, `images ${event.images[0]! + 1}–${event.images.at(-1)! + 1}/${count} · step`);
       } else {

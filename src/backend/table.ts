@@ -62,7 +62,7 @@ export const BACKENDS: { readonly [N in BackendName]: BackendSpec & { name: N } 
     threads: async () => `TensorFlow thread pool (${os.cpus().length} cores)`,
     installHint:
       'install @tensorflow/tfjs-node-gpu (CUDA GPU) or @tensorflow/tfjs-node (CPU); both download libtensorflow when installed, so the machine needs network access to its host',
-    when: 'native TensorFlow: `@tensorflow/tfjs-node-gpu` (optional dependency; Linux with CUDA 11.2/cuDNN 8.1, its install script downloads libtensorflow) or `@tensorflow/tfjs-node` (CPU; install it yourself)',
+    when: 'native TensorFlow: the GPU package is an optional dependency (Linux with CUDA 11.2 and cuDNN 8.1; its install script downloads libtensorflow, so it needs network access to that host at install time); the CPU one you install yourself',
   },
   wasm: {
     name: 'wasm',
@@ -76,7 +76,7 @@ export const BACKENDS: { readonly [N in BackendName]: BackendSpec & { name: N } 
     },
     roomier: { backend: 'tensorflow', needs: 'needs @tensorflow/tfjs-node' },
     installHint: "reinstall painter's dependencies (npm ci) so @tensorflow/tfjs-backend-wasm is present",
-    when: '`@tensorflow/tfjs-backend-wasm`: always available; SIMD, single thread; its heap is capped at 4 GiB, so full-size SD checkpoints need another backend',
+    when: 'always available; SIMD, single thread; the default on machines without the native packages. Its heap is capped at 4 GiB, so full-size SD checkpoints need another backend',
   },
   cpu: {
     name: 'cpu',
@@ -86,7 +86,7 @@ export const BACKENDS: { readonly [N in BackendName]: BackendSpec & { name: N } 
     capacity: () => systemMemoryCapacity(),
     threads: async () => '1 (pure JavaScript)',
     installHint: "reinstall painter's dependencies (npm ci)",
-    when: '`@tensorflow/tfjs`: pure JavaScript fallback; slow',
+    when: 'pure JavaScript fallback; slow',
   },
 };
 

@@ -143,9 +143,36 @@ export function showValue(v: unknown): string {
   return s.length > 60 ? `${s.slice(0, 57)}…` : s;
 }
 
-/** Checks one value against a rule: undefined when it passes, else "must be …, got …". */
+/** For a number of the right type: which bound it breaks, as "at least 1". */
+function brokenBound(r: NumberRule, v: number): string | undefined {
+  if (r.type === 'integer' && !Number.isInteger(v)) return 'a whole number';
+  if (r.min !== undefined && v < r.min) return `at least ${r.min}`;
+  if (r.max !== undefined && v > r.max) return `at most ${r.max}`;
+  if (r.above !== undefined && v <= r.above) return `greater than ${r.above}`;
+  if (r.below !== undefined && v >= r.below) return `less than ${r.below}`;
+  return undefined;
+}
+
+/**
+ * Checks one value against a rule: undefined when it passes, else "must be …, got …" naming the
+ * first thing wrong: its type ("a number"), then the bound or choice it misses ("at least 1",
+ * "one of object, style").
+ */
 export function checkRule(rule: Rule, value: unknown): string | undefined {
-  return matchesRule(rule, value) ? undefined : `must be ${describeRule(rule)}, got ${showValue(value)}`;
+  if (matchesRule(rule, value)) return undefined;
+  const got = `got ${showValue(value)}`;
+  if (value !== null && rule.type !== 'list') {
+    if ((rule.type === 'number' || rule.type === 'integer') && typeof value === 'number' && !Number.isNaN(value)) {
+      if (!rule.infinite && !Number.isFinite(value)) return `must be a finite number, ${got}`;
+      const broken = brokenBound(rule, value);
+      if (broken) return `must be ${broken}, ${got}`;
+    }
+    if (rule.type === 'number' || rule.type === 'integer') {
+      if (typeof value !== 'number' || Number.isNaN(value)) return `must be ${rule.nullable ? 'null or ' : ''}a number, ${got}`;
+    }
+    if (rule.type === 'string' && typeof value === 'string' && rule.choices) return `must be one of ${rule.choices.join(', ')}, ${got}`;
+  }
+  return `must be ${describeRule(rule)}, ${got}`;
 }
 
 /** The config object itself, or a PainterError naming `source` and what was expected. */

@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import yaml from 'js-yaml';
 import { presetsDir } from '../io/paths.js';
+import { checkRule, type Rule } from '../core/config-fields.js';
 import { PainterError, UsageError } from '../errors.js';
 import { camel, optionsFor, type CommandName, type OptionSpec } from './table.js';
 import type { CommandOptions, OptionInput } from './types.js';
@@ -32,37 +33,24 @@ export function listPresets(): string[] {
     .sort();
 }
 
-function typeName(v: unknown): string {
-  if (v === null) return 'null';
-  if (Array.isArray(v)) return 'a list';
-  if (typeof v === 'number' && Number.isNaN(v)) return 'something else';
-  return `a ${typeof v}`;
+/** The rule a value of an option must pass (config-fields' rules: one message style for every check). */
+function optionRule(spec: OptionSpec): Rule {
+  switch (spec.type) {
+    case 'string':
+      return { type: 'string', choices: spec.choices };
+    case 'boolean':
+      return { type: 'boolean' };
+    case 'string[]':
+      return { type: 'list', items: { type: 'string' } };
+    case 'integer':
+    case 'number':
+      return { type: spec.type, min: spec.min, max: spec.max, above: spec.above };
+  }
 }
 
 /** Checks one value against its option spec; returns an error text or undefined. */
 export function checkValue(spec: OptionSpec, value: unknown): string | undefined {
-  switch (spec.type) {
-    case 'string':
-      if (typeof value !== 'string') return `must be a string, got ${typeName(value)}`;
-      break;
-    case 'boolean':
-      if (typeof value !== 'boolean') return `must be true or false, got ${typeName(value)}`;
-      return undefined;
-    case 'string[]':
-      if (!Array.isArray(value) || !value.every((v) => typeof v === 'string')) return `must be a list of strings, got ${typeName(value)}`;
-      return undefined;
-    case 'integer':
-    case 'number':
-      if (typeof value !== 'number' || Number.isNaN(value)) return `must be a number, got ${typeName(value)}`;
-      if (!Number.isFinite(value)) return `must be a finite number, got ${value}`;
-      if (spec.type === 'integer' && !Number.isInteger(value)) return `must be a whole number, got ${value}`;
-      if (spec.min !== undefined && value < spec.min) return `must be at least ${spec.min}, got ${value}`;
-      if (spec.max !== undefined && value > spec.max) return `must be at most ${spec.max}, got ${value}`;
-      if (spec.above !== undefined && value <= spec.above) return `must be greater than ${spec.above}, got ${value}`;
-      return undefined;
-  }
-  if (spec.choices && !spec.choices.includes(value as string)) return `must be one of ${spec.choices.join(', ')}, got "${String(value)}"`;
-  return undefined;
+  return checkRule(optionRule(spec), value);
 }
 
 /** Options of a command that resolution handles (CLI-only ones, like --json, are the CLI's). */
