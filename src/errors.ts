@@ -31,3 +31,28 @@ export class InterruptedError extends PainterError {
 export function isPainterError(e: unknown): e is PainterError {
   return e instanceof PainterError;
 }
+
+/** What a file-system error code means, for the one line the user sees. */
+const FILE_SYSTEM_ERRORS: Record<string, string> = {
+  ENOSPC: 'no space left on the device',
+  EROFS: 'read-only file system',
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted',
+  ENOTDIR: 'a part of the path is a file, not a folder',
+  EISDIR: 'it is a folder',
+  EEXIST: 'it already exists',
+  ENAMETOOLONG: 'the name is too long',
+  EMFILE: 'too many open files',
+  EDQUOT: 'disk quota exceeded',
+};
+
+/**
+ * A file-system error that reached the top level as a PainterError (one line naming the path, exit
+ * 1), or undefined for anything else (a programming error, whose stack is printed).
+ */
+export function fileSystemError(e: unknown): PainterError | undefined {
+  const err = e as NodeJS.ErrnoException | undefined;
+  const why = err?.code !== undefined ? FILE_SYSTEM_ERRORS[err.code] : undefined;
+  if (!why || typeof err?.path !== 'string') return undefined;
+  return new PainterError(`cannot ${err.syscall ?? 'use'} ${err.path}: ${why} (${err.code})`);
+}

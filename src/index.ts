@@ -10,7 +10,8 @@ export { generate, type GenerateInput, type GenerateResult } from './app/generat
 export { invert, type InvertInput, type InvertResult } from './app/invert.js';
 export { dreambooth, type DreamboothInput, type DreamboothResult } from './app/dreambooth.js';
 export { benchmark, type BenchInput, type BenchResult } from './app/bench.js';
-export { systemInfo, pngParameters, type InfoReport } from './app/info.js';
+export { systemInfo, fileInfo, pngParameters, type InfoReport, type FileInfo } from './app/info.js';
+export { describeConceptFile, type ConceptFileInfo } from './io/concept-info.js';
 export { breathe, phaseClock, type Hooks, type Progress, type WrittenFile } from './app/hooks.js';
 export { applyConcepts, libraryEmbeddings, parseLoraArg, type ConceptRequest, type LoadedConcepts } from './app/concepts.js';
 export { checkMemoryBudget, memoryReport, memorySettings, type MemoryCheck, type MemoryRequest } from './app/memory-check.js';

@@ -439,21 +439,21 @@ describe('painter dreambooth (command line)', () => {
     expect(g.code, g.stderr).toBe(0);
   });
 
-  it('bad input: one clear line naming the file or flag, exit 1', () => {
+  it('bad input: one clear line naming the file or flag, exit 1 (2 for usage)', () => {
     const corrupt = path.join(tmp, 'cli-corrupt-class');
     fs.mkdirSync(corrupt);
     fs.copyFileSync(path.join(FIXTURES, 'photos', 'truncated.jpg'), path.join(corrupt, 'broken.jpg'));
-    const cases: [string[], RegExp][] = [
-      [[PHOTOS, '--class', 'cat', '--class-dir', corrupt, ...base], /broken\.jpg: cannot read this image .*--skip-bad-images/],
-      [[PHOTOS, ...base], /--class is required/],
-      [[PHOTOS, '--class', 'cat', '--rank', '0', ...base], /--rank must be at least 1, got 0/],
-      [[PHOTOS, '--class', 'cat', '--rank=-2', ...base], /--rank must be at least 1, got -2/],
-      [[PHOTOS, '--class', 'cat', ...base.slice(0, -2), '--class-images', '0'], /--class-images 0 leaves nothing for prior preservation/],
+    const cases: [string[], RegExp, number][] = [
+      [[PHOTOS, '--class', 'cat', '--class-dir', corrupt, ...base], /broken\.jpg: cannot read this image .*--skip-bad-images/, 1],
+      [[PHOTOS, ...base], /--class is required/, 2],
+      [[PHOTOS, '--class', 'cat', '--rank', '0', ...base], /--rank must be at least 1, got 0/, 2],
+      [[PHOTOS, '--class', 'cat', '--rank=-2', ...base], /--rank must be at least 1, got -2/, 2],
+      [[PHOTOS, '--class', 'cat', ...base.slice(0, -2), '--class-images', '0'], /--class-images 0 leaves nothing for prior preservation/, 2],
     ];
-    for (const [args, message] of cases) {
+    for (const [args, message, exitCode] of cases) {
       const out = path.join(tmp, 'cli-bad');
       const r = painter(['dreambooth', ...args, '--out', out]);
-      expect(r.code, args.join(' ')).toBe(1);
+      expect(r.code, args.join(' ')).toBe(exitCode);
       expect(r.stderr, args.join(' ')).toMatch(message);
       expect(r.stderr).not.toMatch(/\n\s+at /);
       expect(fs.existsSync(path.join(out, LORA_FILE))).toBe(false);

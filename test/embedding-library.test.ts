@@ -40,8 +40,10 @@ describe('embeddings folder', () => {
 
   it('lists the files a prompt triggers, by their own token or (A1111, kohya) by file stem', async () => {
     const dir = path.join(tmp, 'find');
-    await installEmbedding(path.join(TI, 'diffusers', 'kitty-2v', 'learned_embeds.safetensors'), dir);
-    await installEmbedding(path.join(TI, 'a1111', 'kitty.pt'), dir);
+    // Files as users drop them into the folder, under their own names.
+    fs.mkdirSync(dir, { recursive: true });
+    fs.copyFileSync(path.join(TI, 'diffusers', 'kitty-2v', 'learned_embeds.safetensors'), path.join(dir, 'learned_embeds.safetensors'));
+    fs.copyFileSync(path.join(TI, 'a1111', 'kitty.pt'), path.join(dir, 'kitty.pt'));
     fs.writeFileSync(path.join(dir, 'broken.safetensors'), 'not a file');
     fs.writeFileSync(path.join(dir, 'notes.txt'), 'ignored');
     const warnings: string[] = [];
@@ -58,7 +60,7 @@ describe('embeddings folder', () => {
   it('generate uses a folder embedding exactly as --embedding, and skips one for another model', async () => {
     const dir = path.join(tmp, 'gen-lib');
     const file = path.join(TI, 'diffusers', 'kitty', 'learned_embeds.safetensors');
-    await installEmbedding(file, dir);
+    await installEmbedding(file, dir, '<kitty>');
     await writeEmbeddingFile(path.join(dir, 'wide.safetensors'), '<wide>', { data: new Float32Array(16), shape: [1, 16] });
     const common = ['--model', TINY_SD_A, '--steps', '3', '--seed', '5', '--json'];
     const a = painter(['generate', 'a photo of <kitty>', ...common, '--embedding', file, '--embeddings-dir', path.join(tmp, 'empty'), '--out', path.join(tmp, 'a')]);

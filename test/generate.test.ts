@@ -93,8 +93,8 @@ describe('painter generate', () => {
     const cases: [string[], number, RegExp][] = [
       [['--model', path.join(tmp, 'nope')], 1, /--model .*nope: not found/],
       [['--model', TINY_SD_A, '--scheduler', 'warp'], 2, /Invalid values|choices/i],
-      [['--model', TINY_SD_A, '--steps', '0'], 1, /--steps must be at least 1/],
-      [['--model', TINY_SD_A, '--steps', '-3'], 1, /--steps must be at least 1/],
+      [['--model', TINY_SD_A, '--steps', '0'], 2, /--steps must be at least 1/],
+      [['--model', TINY_SD_A, '--steps', '-3'], 2, /--steps must be at least 1/],
       [['--model', TINY_SD_A, '--width', '33'], 1, /--width\/--height: size 33x64 is not a multiple of the model's latent factor 2/],
       [['--model', TINY_SD_A, '--latents', path.join(ROOT, 'package.json')], 1, /--latents .*package\.json/],
       [['--model', TINY_SD_A, '--latents', LATENTS, '--width', '32'], 1, /has shape \[1, 4, 32, 32\]; this model and size need \[B, 4, 32, 16\]/],

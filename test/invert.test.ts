@@ -157,7 +157,7 @@ function painter(args: string[]) {
 }
 
 describe('painter invert (command line)', () => {
-  it('bad input: one clear line naming the file or flag, exit 1, no output', () => {
+  it('bad input: one clear line naming the file or flag, exit 1 (2 for usage), no output', () => {
     const bad = path.join(tmp, 'bad-folder');
     fs.mkdirSync(bad);
     fs.copyFileSync(path.join(FIXTURES, 'photos', 'truncated.jpg'), path.join(bad, 'broken.jpg'));
@@ -166,20 +166,20 @@ describe('painter invert (command line)', () => {
     const empty = path.join(tmp, 'empty');
     fs.mkdirSync(empty);
     const base = ['--model', TINY_SD_A, '--steps', '1', '--validation-every', '0'];
-    const cases: [string[], RegExp][] = [
-      [[PHOTOS, '--token', '!', ...base], /--token "!" already exists in the model's vocabulary/],
-      [[PHOTOS, '--token', '<x>', '--init-token', 'a dog', ...base], /--init-token "a dog" is 2 tokens/],
-      [[bad, '--token', '<x>', ...base], /broken\.jpg: cannot read this image .*--skip-bad-images/],
-      [[empty, '--token', '<x>', ...base], /empty: no usable image found/],
-      [[path.join(tmp, 'missing'), '--token', '<x>', ...base], /missing: folder not found/],
-      [[PHOTOS, ...base], /--token is required/],
-      [[PHOTOS, '--token', '<x>', '--resume', 'latest', '--out', path.join(tmp, 'none'), ...base], /--resume latest: no checkpoint/],
-      [[PHOTOS, '--token', '<x>', '--resolution', '33', ...base], /--resolution 33: size 33x33 is not a multiple/],
+    const cases: [string[], RegExp, number][] = [
+      [[PHOTOS, '--token', '!', ...base], /--token "!" already exists in the model's vocabulary/, 1],
+      [[PHOTOS, '--token', '<x>', '--init-token', 'a dog', ...base], /--init-token "a dog" is 2 tokens/, 1],
+      [[bad, '--token', '<x>', ...base], /broken\.jpg: cannot read this image .*--skip-bad-images/, 1],
+      [[empty, '--token', '<x>', ...base], /empty: no usable image found/, 1],
+      [[path.join(tmp, 'missing'), '--token', '<x>', ...base], /missing: folder not found/, 1],
+      [[PHOTOS, ...base], /--token is required/, 2],
+      [[PHOTOS, '--token', '<x>', '--resume', 'latest', '--out', path.join(tmp, 'none'), ...base], /--resume latest: no checkpoint/, 1],
+      [[PHOTOS, '--token', '<x>', '--resolution', '33', ...base], /--resolution 33: size 33x33 is not a multiple/, 1],
     ];
-    for (const [args, message] of cases) {
+    for (const [args, message, exitCode] of cases) {
       const out = path.join(tmp, 'bad-out');
       const r = painter(['invert', ...args, ...(args.includes('--out') ? [] : ['--out', out])]);
-      expect(r.code, args.join(' ')).toBe(1);
+      expect(r.code, args.join(' ')).toBe(exitCode);
       expect(r.stderr, args.join(' ')).toMatch(message);
       expect(r.stderr).not.toMatch(/\n\s+at /);
       expect(fs.existsSync(path.join(out, 'x.safetensors'))).toBe(false);

@@ -10,7 +10,7 @@ import { applyLora, disposeLora } from '../core/lora.js';
 import type { StableDiffusion } from '../core/model.js';
 import type { PipelinePart } from '../core/pipeline/generate.js';
 import { tokenId } from '../core/tokenizer/clip-tokenizer.js';
-import { PainterError } from '../errors.js';
+import { PainterError, UsageError } from '../errors.js';
 import { findEmbeddings } from '../io/embedding-library.js';
 import { readEmbeddingFile } from '../io/embeddings.js';
 import { shortHash } from '../io/file-hash.js';
@@ -29,15 +29,23 @@ export interface LoadedConcepts {
   model: StableDiffusion;
   tiHashes: Record<string, string>;
   loraHashes: Record<string, string>;
+  /** Each LoRA's scale, by file stem. */
+  loraScales: Record<string, number>;
   /** Frees tensors created for the concepts (not the base model's). */
   dispose(): void;
 }
 
-/** "file.safetensors:0.7" → file and scale; a Windows drive letter or a plain path keeps scale 1. */
+/**
+ * "file.safetensors:0.7" → file and scale; a plain path (a Windows drive letter included) keeps
+ * scale 1. A scale that is not a finite number is a usage error, not a missing file.
+ */
 export function parseLoraArg(arg: string): { file: string; scale: number } {
-  const m = /^(.*):(-?\d+(?:\.\d+)?)$/.exec(arg);
-  if (m && !fs.existsSync(arg)) return { file: m[1]!, scale: Number(m[2]) };
-  return { file: arg, scale: 1 };
+  if (fs.existsSync(arg)) return { file: arg, scale: 1 };
+  const m = /^(.+):([^:\\/]*)$/.exec(arg);
+  if (!m || (m[1]!.length === 1 && /^[A-Za-z]$/.test(m[1]!))) return { file: arg, scale: 1 };
+  const scale = Number(m[2]);
+  if (m[2]!.trim() === '' || !Number.isFinite(scale)) throw new UsageError(`--lora ${arg}: the scale after ":" must be a number, e.g. ${m[1]}:0.7`);
+  return { file: m[1]!, scale };
 }
 
 function stem(file: string): string {
@@ -73,6 +81,7 @@ export function applyConcepts(base: StableDiffusion, req: ConceptRequest, parts?
   const cleanups: (() => void)[] = [];
   const tiHashes: Record<string, string> = {};
   const loraHashes: Record<string, string> = {};
+  const loraScales: Record<string, number> = {};
   let model = base;
   try {
     if (req.embeddings.length + (req.library?.length ?? 0) > 0 && has('text_encoder')) {
@@ -91,6 +100,7 @@ export function applyConcepts(base: StableDiffusion, req: ConceptRequest, parts?
       cleanups.push(merged.dispose);
       model = merged.model;
       loraHashes[stem(file)] = shortHash(file);
+      loraScales[stem(file)] = scale;
     }
   } catch (e) {
     for (const c of cleanups.reverse()) c();
@@ -100,6 +110,7 @@ export function applyConcepts(base: StableDiffusion, req: ConceptRequest, parts?
     model,
     tiHashes,
     loraHashes,
+    loraScales,
     dispose: () => {
       for (const c of cleanups.reverse()) c();
     },

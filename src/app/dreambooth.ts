@@ -2,18 +2,20 @@
  * `dreambooth`: DreamBooth on a folder of subject images, full or LoRA, with prior preservation
  * on class images the frozen model samples once into a cache; resumable.
  */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describeBackend, useBackend, type BackendChoice, type BackendReport } from '../backend/select.js';
 import { disposeModel } from '../core/model.js';
-import { PainterError } from '../errors.js';
+import { PainterError, UsageError } from '../errors.js';
 import { modelHash } from '../io/file-hash.js';
+import { checkOutputDir } from '../io/output-dir.js';
 import type { DreamboothOptions, OptionInput } from '../options/types.js';
 import { CLASS_IMAGE_SAMPLING, defaultClassDir, ensureClassImages, type ClassImages } from '../train/class-images.js';
-import { createDreamBooth, fillPrompt, type DreamBoothMode } from '../train/dreambooth.js';
+import { createDreamBooth, fillPrompt, LORA_FILE, MODEL_DIR, type DreamBoothMode } from '../train/dreambooth.js';
 import { train } from '../train/engine.js';
 import { chooseIdentifier, commonWordProblem } from '../train/identifier.js';
 import { breathe, phaseClock, type Hooks } from './hooks.js';
-import { engineConfig, engineHooks, methodSettings, openTrainingInputs, resolveRun, writeRunConfig } from './training-run.js';
+import { clearRun, engineConfig, engineHooks, methodSettings, openTrainingInputs, resolveRun, writeRunConfig } from './training-run.js';
 
 export type DreamboothInput = OptionInput<'dreambooth'> & {
   /** Folder of subject images. */
@@ -38,7 +40,7 @@ const DEFAULT_LR: Record<DreamBoothMode, number> = { lora: 1e-4, full: 5e-6 };
 
 function requireClass(o: DreamboothOptions): string {
   const c = o.class;
-  if (c === undefined || c.trim() === '') throw new PainterError('--class is required: the subject\'s class noun, e.g. --class dog (used in "a photo of [identifier] dog")');
+  if (c === undefined || c.trim() === '') throw new UsageError('--class is required: the subject\'s class noun, e.g. --class dog (used in "a photo of [identifier] dog")');
   return c.trim();
 }
 
@@ -47,6 +49,9 @@ export async function dreambooth(input: DreamboothInput, hooks: Hooks = {}): Pro
   const run = resolveRun('dreambooth', passed, (o) => `dreambooth-${o.mode}-${(o.class ?? 'subject').replace(/[^\w-]+/g, '')}`);
   const { options: o, runDir } = run;
   const className = requireClass(o);
+  if (o.priorPreservation && o.classImages < 1) {
+    throw new UsageError('--class-images 0 leaves nothing for prior preservation; give --class-images N (e.g. 200) or pass --no-prior-preservation');
+  }
   const rank = o.rank;
   o.alpha ??= rank;
   const lr = (o.lr ??= DEFAULT_LR[o.mode]);
@@ -71,13 +76,29 @@ export async function dreambooth(input: DreamboothInput, hooks: Hooks = {}): Pro
     hooks.info?.(`identifier "${identifier}": the subject is "${instancePrompt}"${captions}`);
     let classImages: ClassImages | undefined;
     if (o.priorPreservation) {
-      if (o.classImages < 1) throw new PainterError('--class-images 0 leaves nothing for prior preservation; give --class-images N (e.g. 200) or pass --no-prior-preservation');
       const sampling = { prompt: classPrompt, ...CLASS_IMAGE_SAMPLING, size: resolution };
       const classDir = path.resolve(o.classDir ?? defaultClassDir(hash, sampling));
       o.classDir = classDir;
+      // A folder that is there may be the user's own, read-only and complete: only a new one must be creatable.
+      if (!fs.existsSync(classDir)) checkOutputDir(classDir, '--class-dir');
       const clock = phaseClock(hooks, 'class images');
+      let sampling0 = 0;
+      let estimated = false;
       classImages = await ensureClassImages(model, classDir, o.classImages, sampling, { modelHash: hash, skipBadImages: o.skipBadImages }, {
-        onStep: (done, total, step, steps) => clock(done, total, `class images (sampling step ${step}/${steps})`),
+        onSampling: (need, existing) => {
+          sampling0 = Date.now();
+          hooks.info?.(
+            `sampling ${need} class image(s) of "${classPrompt}" with the frozen model into ${classDir}${existing > 0 ? ` (${existing} already there)` : ''}, once: later runs reuse them (fewer with --class-images N, or put your own images in --class-dir)`,
+          );
+        },
+        onStep: (done, total, step, steps) => {
+          if (done === 1 && !estimated) {
+            estimated = true;
+            const each = Date.now() - sampling0;
+            hooks.info?.(`class images take ${(each / 1000).toFixed(1)} s each here: about ${Math.ceil((each * (total - 1)) / 60_000)} min for the other ${total - 1}`);
+          }
+          clock(done, total, `class images (sampling step ${step}/${steps})`);
+        },
         warn,
         shouldStop: () => hooks.shouldStop?.() === true,
         breathe,
@@ -99,6 +120,7 @@ export async function dreambooth(input: DreamboothInput, hooks: Hooks = {}): Pro
       format: o.format,
     });
     try {
+      if (o.overwrite && !run.resumeFrom) clearRun(runDir, [LORA_FILE, MODEL_DIR]);
       await writeRunConfig(runDir, o, {
         command: 'dreambooth',
         images: images.map((i) => path.resolve(i.file)),

@@ -12,14 +12,16 @@ import { sampleImages, sampleImagesPhased, truncatedText, type GenerateRequest, 
 import { A1111_SAMPLER_NAMES } from '../core/schedulers/index.js';
 import { modelImageSize, modelLatentGrid } from '../core/sizes.js';
 import { tokenId } from '../core/tokenizer/clip-tokenizer.js';
-import { InterruptedError, PainterError } from '../errors.js';
+import { InterruptedError, PainterError, UsageError } from '../errors.js';
 import { embeddingsDir } from '../io/embedding-library.js';
 import { readEmbeddingFile } from '../io/embeddings.js';
 import { modelHash } from '../io/file-hash.js';
 import { readLatentsFile } from '../io/latents-file.js';
+import { checkOutputDir } from '../io/output-dir.js';
 import { loadModel } from '../io/load-model.js';
 import { encodePng, writeNewPng } from '../io/png-out.js';
 import { resolveConfig } from '../options/resolve.js';
+import { MAX_SEED } from '../options/table.js';
 import type { OptionInput } from '../options/types.js';
 import { applyConcepts, libraryEmbeddings, type ConceptRequest, type LoadedConcepts } from './concepts.js';
 import { breathe, phaseClock, type Hooks } from './hooks.js';
@@ -40,6 +42,11 @@ export interface GenerateResult {
   backend: BackendReport;
 }
 
+/** The start of a long text for a message: "a photo of … (412 more characters)". */
+function quoteStart(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, max).trimEnd()}… (${text.length - max} more characters)`;
+}
+
 /** `<…>` words that no loaded embedding defines (a common typo or forgotten file). */
 function unknownPlaceholders(model: StableDiffusion, prompt: string): string[] {
   return [...new Set(prompt.match(/<[^<>\s]+>/g) ?? [])].filter((t) => tokenId(model.tokenizer, t) === undefined && !t.startsWith('<|'));
@@ -48,6 +55,8 @@ function unknownPlaceholders(model: StableDiffusion, prompt: string): string[] {
 export async function generate(input: GenerateInput, hooks: Hooks = {}): Promise<GenerateResult> {
   const { prompt, backend: choice, ...passed } = input;
   const o = resolveConfig('generate', passed);
+  const outDir = path.resolve(o.out);
+  checkOutputDir(outDir, '--out');
   const backend = await useBackend(choice);
   const modelPath = resolveModelPath(o.model);
   const isFolder = fs.existsSync(modelPath) && fs.statSync(modelPath).isDirectory();
@@ -80,7 +89,7 @@ export async function generate(input: GenerateInput, hooks: Hooks = {}): Promise
     for (const t of unknownPlaceholders(model, prompt)) warn(`the prompt uses ${t}, but no loaded embedding defines it; pass --embedding FILE`);
     for (const [label, p] of [['prompt', prompt], ['negative prompt', o.negative]] as const) {
       const cut = truncatedText(model, p);
-      if (cut) warn(`the ${label} is longer than the text encoder reads; this part was cut: "${cut}"`);
+      if (cut) warn(`the ${label} is longer than the text encoder reads; this part was cut: "${quoteStart(cut, 60)}"`);
     }
     let count = o.count;
     let initLatents: Float32Array | undefined;
@@ -90,6 +99,8 @@ export async function generate(input: GenerateInput, hooks: Hooks = {}): Promise
       count = l.count;
       initLatents = l.data;
     }
+    const lastSeed = o.seed + count - 1;
+    if (lastSeed > MAX_SEED) throw new UsageError(`--seed ${o.seed} with --count ${count} would need seeds up to ${lastSeed}, beyond the largest seed ${MAX_SEED}; choose a smaller --seed`);
     const request: GenerateRequest = {
       prompt,
       negativePrompt: o.negative,
@@ -104,7 +115,6 @@ export async function generate(input: GenerateInput, hooks: Hooks = {}): Promise
       clipSkip: o.clipSkip,
       initLatents,
     };
-    const outDir = path.resolve(o.out);
     const hash = modelHash(modelPath);
     hooks.info?.(`backend ${describeBackend(backend)}`);
     const files: { file: string; seed: number }[] = [];
@@ -124,7 +134,8 @@ export async function generate(input: GenerateInput, hooks: Hooks = {}): Promise
       } else {
         const img = event.image;
         const text = formatInfotext({
-          prompt,
+          // AUTOMATIC1111 writes a LoRA into the prompt as <lora:name:scale>, and loads it from there.
+          prompt: [prompt, ...Object.entries(applied.loraScales).map(([name, scale]) => `<lora:${name}:${scale}>`)].join(' '),
           negativePrompt: o.negative,
           steps: request.steps,
           sampler: A1111_SAMPLER_NAMES[request.scheduler],

@@ -5,14 +5,16 @@
 import * as path from 'node:path';
 import { describeBackend, useBackend, type BackendChoice, type BackendReport } from '../backend/select.js';
 import { disposeModel } from '../core/model.js';
-import { PainterError } from '../errors.js';
-import { embeddingsDir, installEmbedding } from '../io/embedding-library.js';
+import { placeholderProblem } from '../core/embeddings.js';
+import { PainterError, UsageError } from '../errors.js';
+import { embeddingFileName, embeddingsDir, installEmbedding, installProblem } from '../io/embedding-library.js';
+import { checkOutputDir } from '../io/output-dir.js';
 import { modelHash } from '../io/file-hash.js';
 import type { OptionInput } from '../options/types.js';
 import { train } from '../train/engine.js';
 import { createInversion } from '../train/textual-inversion.js';
 import type { Hooks } from './hooks.js';
-import { engineConfig, engineHooks, methodSettings, openTrainingInputs, resolveRun, writeRunConfig } from './training-run.js';
+import { clearRun, engineConfig, engineHooks, methodSettings, openTrainingInputs, resolveRun, writeRunConfig } from './training-run.js';
 
 export type InvertInput = OptionInput<'invert'> & {
   /** Folder of training images. */
@@ -39,7 +41,14 @@ export async function invert(input: InvertInput, hooks: Hooks = {}): Promise<Inv
   const run = resolveRun('invert', passed, (o) => `invert-${(o.token ?? 'token').replace(/[^\w-]+/g, '')}`);
   const { options: o, runDir } = run;
   const token = o.token;
-  if (token === undefined || token === '') throw new PainterError('--token is required: the new placeholder word to learn, e.g. --token "<cat>"');
+  if (token === undefined || token === '') throw new UsageError('--token is required: the new placeholder word to learn, e.g. --token "<cat>"');
+  const tokenProblem = placeholderProblem(token);
+  if (tokenProblem) throw new UsageError(`--token "${token}": ${tokenProblem}`);
+  // Where the result goes is checked before any work: nothing is lost to a late refusal.
+  const library = embeddingsDir(o.embeddingsDir);
+  checkOutputDir(library, '--embeddings-dir');
+  const clash = o.force ? undefined : installProblem(library, token);
+  if (clash) throw new PainterError(`--token "${token}": ${clash}; choose another --token, another --embeddings-dir, or pass --force to replace it`);
   const backend = await useBackend(choice);
   const { modelPath, model, resolution, images } = await openTrainingInputs({ command: 'invert', options: o }, dir, backend, hooks);
   try {
@@ -52,6 +61,7 @@ export async function invert(input: InvertInput, hooks: Hooks = {}): Promise<Inv
       format: o.format,
     });
     try {
+      if (o.overwrite && !run.resumeFrom) clearRun(runDir, [embeddingFileName(token)]);
       await writeRunConfig(runDir, o, { command: 'invert', images: images.map((i) => path.resolve(i.file)), resolution, backend: backend.name });
       hooks.info?.(`backend ${describeBackend(backend)}`);
       const captioned = images.filter((i) => i.caption !== undefined).length;
@@ -59,7 +69,7 @@ export async function invert(input: InvertInput, hooks: Hooks = {}): Promise<Inv
       hooks.info?.(`learning ${setup.tokens.join(' ')} from ${images.length} image(s) at ${resolution}px${captions}; run folder ${runDir}`);
       const result = await train(setup.task, engineConfig(o, o.lr), runDir, o, engineHooks(hooks, runDir), run.resumeFrom);
       // Installed where generate finds it by its token, as AUTOMATIC1111's embeddings folder.
-      const installed = await installEmbedding(result.output, embeddingsDir(o.embeddingsDir));
+      const installed = await installEmbedding(result.output, library, token, o.force);
       hooks.file?.({ kind: 'result', path: result.output, step: result.step });
       return { output: result.output, installed, runDir, steps: result.step, finalLoss: result.losses.at(-1), token, tokens: setup.tokens, backend };
     } finally {

@@ -8,11 +8,12 @@ import * as path from 'node:path';
 import type { BackendReport } from '../backend/select.js';
 import { disposeModel, type StableDiffusion } from '../core/model.js';
 import { modelImageSize, modelLatentGrid } from '../core/sizes.js';
-import { PainterError } from '../errors.js';
+import { PainterError, UsageError } from '../errors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
 import { readImageFolder, scanImageFolder, type SourceImage } from '../io/dataset.js';
 import { loadModel } from '../io/load-model.js';
-import { resolveConfig } from '../options/resolve.js';
+import { checkOutputDir } from '../io/output-dir.js';
+import { chosenOptions, resolveConfig } from '../options/resolve.js';
 import type { CommandOptions, OptionInput } from '../options/types.js';
 import { latestCheckpoint, readCheckpointMeta, type EngineConfig, type EngineHooks, type MethodSettings } from '../train/engine.js';
 import { breathe, phaseClock, type Hooks } from './hooks.js';
@@ -21,28 +22,67 @@ import { resolveModelPath } from '../io/paths.js';
 
 export type TrainCommand = 'invert' | 'dreambooth';
 
-/** Options that may differ on resume (how long and how often); all others come from the checkpoint. */
-const RESUME_OVERRIDABLE = ['steps', 'checkpointEvery', 'validationEvery', 'out', 'resume'];
+/**
+ * Options that may differ on resume: how long, how often, and where outputs go. Every other
+ * option changes the result, so a resumed run keeps the checkpoint's.
+ */
+const RESUME_OVERRIDABLE: ReadonlySet<string> = new Set(['steps', 'checkpointEvery', 'validationEvery', 'keepCheckpoints', 'out', 'resume', 'overwrite', 'preset', 'embeddingsDir', 'force']);
+/** Options that hold paths: compared as absolute paths on resume. */
+const PATH_OPTIONS: ReadonlySet<string> = new Set(['model', 'config', 'classDir']);
 
 export interface TrainingRun<C extends TrainCommand> {
   options: CommandOptions[C];
   runDir: string;
   resumeFrom?: string;
+  /** The step the resumed checkpoint holds. */
+  resumeStep?: number;
+}
+
+/** What painter writes into a run folder; a folder holding any of them holds a run. */
+const RUN_FILES = ['config.json', 'train.log', 'checkpoints', 'samples', 'loss.svg'];
+
+function heldRun(runDir: string): string[] {
+  return fs.existsSync(runDir) ? RUN_FILES.filter((f) => fs.existsSync(path.join(runDir, f))) : [];
+}
+
+/** --overwrite: removes the run painter wrote into `runDir` (its files and results, nothing else). */
+export function clearRun(runDir: string, results: readonly string[]): void {
+  for (const f of [...RUN_FILES, ...results]) fs.rmSync(path.join(runDir, f), { recursive: true, force: true });
+}
+
+/** The options a resume was given that differ from the run's own, as "--lr 0.001 (the run has 0.0005)". */
+function changedOnResume(chosen: Record<string, unknown>, saved: Record<string, unknown>): string[] {
+  const out: string[] = [];
+  for (const [key, value] of Object.entries(chosen)) {
+    if (value === undefined || RESUME_OVERRIDABLE.has(key)) continue;
+    const given = PATH_OPTIONS.has(key) && typeof value === 'string' ? path.resolve(key === 'model' ? resolveModelPath(value) : value) : value;
+    if (JSON.stringify(given) !== JSON.stringify(saved[key])) {
+      const flag = `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+      out.push(`${flag} ${JSON.stringify(value)} (the run has ${saved[key] === undefined ? 'none' : JSON.stringify(saved[key])})`);
+    }
+  }
+  return out;
 }
 
 function timestamp(): string {
   return new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '').replace('T', '-');
 }
 
-/** Resolves options, run folder and checkpoint to resume; on resume the checkpoint's options win. */
+/**
+ * Resolves options, run folder and checkpoint to resume. A new run refuses a folder that holds a
+ * run (unless --overwrite); a resume takes the checkpoint's options and refuses options that would
+ * change its result, or fewer --steps than it has done.
+ */
 export function resolveRun<C extends TrainCommand>(command: C, passed: OptionInput<C>, defaultName: (o: CommandOptions[C]) => string): TrainingRun<C> {
+  const chosen = chosenOptions(command, passed);
   let options = resolveConfig(command, passed);
   const resume = options.resume;
   let runDir = options.out !== undefined ? path.resolve(options.out) : undefined;
   let resumeFrom: string | undefined;
+  let resumeStep: number | undefined;
   if (resume !== undefined) {
     if (resume === 'latest') {
-      if (!runDir) throw new PainterError('--resume latest needs --out RUN_FOLDER (the folder of the run to continue)');
+      if (!runDir) throw new UsageError('--resume latest needs --out RUN_FOLDER (the folder of the run to continue)');
       const latest = latestCheckpoint(runDir);
       if (!latest) throw new PainterError(`--resume latest: no checkpoint in ${path.join(runDir, 'checkpoints')}; start without --resume`);
       resumeFrom = latest.dir;
@@ -51,8 +91,19 @@ export function resolveRun<C extends TrainCommand>(command: C, passed: OptionInp
       runDir ??= path.dirname(path.dirname(resumeFrom));
     }
     // The checkpoint stores the options this run resolved when it started (written by painter).
-    const saved = readCheckpointMeta(resumeFrom).config as CommandOptions[C];
-    const overrides = Object.fromEntries(Object.entries(passed).filter(([k, v]) => v !== undefined && RESUME_OVERRIDABLE.includes(k)));
+    const meta = readCheckpointMeta(resumeFrom);
+    const saved = meta.config as CommandOptions[C];
+    resumeStep = meta.step;
+    const changed = changedOnResume(chosen, saved);
+    if (changed.length > 0) {
+      throw new UsageError(
+        `--resume continues the run in ${runDir} with its own settings, but ${changed.join(', ')} ${changed.length > 1 ? 'differ' : 'differs'}; drop ${changed.length > 1 ? 'them' : 'it'}, or start a new run with another --out`,
+      );
+    }
+    if (chosen.steps !== undefined && chosen.steps < meta.step) {
+      throw new UsageError(`--steps ${chosen.steps} is fewer than the ${meta.step} steps ${resumeFrom} has done; give more --steps to train further`);
+    }
+    const overrides = Object.fromEntries(Object.entries(chosen).filter(([k, v]) => v !== undefined && RESUME_OVERRIDABLE.has(k)));
     options = { ...saved, ...overrides };
   } else {
     // Paths are stored absolute so a resumed run finds them from any working directory; an absent
@@ -61,7 +112,14 @@ export function resolveRun<C extends TrainCommand>(command: C, passed: OptionInp
     if (options.config !== undefined) options.config = path.resolve(options.config);
   }
   runDir ??= path.resolve('runs', `${defaultName(options)}-${timestamp()}`);
-  return { options, runDir, resumeFrom };
+  checkOutputDir(runDir, '--out');
+  const held = resumeFrom ? [] : heldRun(runDir);
+  if (held.length > 0 && !options.overwrite) {
+    throw new PainterError(
+      `--out ${runDir} already holds a run (${held.join(', ')}); continue it with --resume latest --out ${runDir}, choose another --out, or pass --overwrite to replace it`,
+    );
+  }
+  return { options, runDir, resumeFrom, resumeStep };
 }
 
 /** The training resolution: --resolution or the model's native size, checked against the latent factor. */
@@ -93,6 +151,7 @@ export function engineConfig(o: CommandOptions[TrainCommand], lr: number): Engin
     weightDecay: o.weightDecay,
     maxGradNorm: o.maxGradNorm,
     checkpointEvery: o.checkpointEvery,
+    keepCheckpoints: o.keepCheckpoints,
     validationEvery: o.validationEvery,
     seed: o.seed,
   };

@@ -5,7 +5,7 @@
  */
 import yargs, { type Argv } from 'yargs';
 import { packageVersion } from '../io/paths.js';
-import { isPainterError, UsageError } from '../errors.js';
+import { fileSystemError, isPainterError, UsageError } from '../errors.js';
 import { BACKEND_OPTION, COMMAND_NAMES, COMMANDS, type CommandName, type CommandSpec, type OptionSpec } from '../options/table.js';
 import type { Args } from './args.js';
 
@@ -84,16 +84,36 @@ function buildParser(argv: string[]): Argv {
     .exitProcess(false)
     .fail((msg, err) => {
       if (err) throw err;
-      throw new UsageError(`${msg}\nRun "painter --help" for usage.`);
+      // yargs spreads some messages over lines ("Invalid values:\n  Argument: …"): one line for the user.
+      throw new UsageError(`${msg.replace(/:?\s*\n\s*/g, ': ')}; run "painter --help" for usage`);
     });
+}
+
+/** Names of the options that take numbers, with and without their command. */
+const NUMERIC = new Set(Object.values(COMMANDS as Record<string, CommandSpec>).flatMap((c) => c.options.filter((o) => o.type === 'number' || o.type === 'integer').map((o) => o.name)));
+
+/**
+ * A number option given text that is not a number, named with the text as typed (yargs would
+ * turn it into NaN and the message could only say "got NaN").
+ */
+function checkNumberFlags(argv: readonly string[]): void {
+  for (let i = 0; i < argv.length; i++) {
+    const m = /^--([a-z][a-z-]*)(?:=(.*))?$/.exec(argv[i]!);
+    if (!m || !NUMERIC.has(m[1]!)) continue;
+    const text = m[2] ?? argv[i + 1];
+    if (text === undefined || (m[2] === undefined && text.startsWith('--'))) continue; // yargs reports the missing value
+    if (text.trim() === '' || Number.isNaN(Number(text))) throw new UsageError(`--${m[1]} must be a number, got "${text}"`);
+  }
 }
 
 /** Runs the CLI and returns the exit code (never calls process.exit itself). */
 export async function main(argv: string[]): Promise<number> {
   try {
+    checkNumberFlags(argv);
     await buildParser(argv).parseAsync();
     return 0;
-  } catch (e) {
+  } catch (caught) {
+    const e = fileSystemError(caught) ?? caught;
     if (isPainterError(e)) {
       process.stderr.write(`painter: ${e.message}\n`);
       return e.exitCode;

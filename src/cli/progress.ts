@@ -1,6 +1,7 @@
 /**
- * Progress on stderr (ora): a spinner on a TTY, nothing but the final line otherwise, so logs
- * and pipes stay clean. Machine-readable output never goes here.
+ * Progress on stderr (ora): a spinner on a terminal that reports its width; elsewhere (pipes, CI,
+ * terminals that report 0 columns) a plain progress line every few seconds, so a long run is never
+ * silent and nothing redraws. Machine-readable output never goes here.
  */
 import ora, { type Ora } from 'ora';
 import type { Progress as ProgressReport } from '../app/hooks.js';
@@ -13,31 +14,46 @@ export interface Progress {
   stop(): void;
 }
 
-function seconds(ms: number): string {
-  const s = ms / 1000;
-  if (s < 60) return `${s.toFixed(1)}s`;
-  const m = Math.floor(s / 60);
-  return `${m}m${Math.round(s - m * 60)
-    .toString()
-    .padStart(2, '0')}s`;
+/** Seconds between plain progress lines when there is no spinner. */
+const PLAIN_EVERY_MS = 10_000;
+
+/** "42.0s", "1m05s", "2h03m" (whole units rounded together, so never "1m60s"). */
+export function formatDuration(ms: number): string {
+  if (ms < 59_950) return `${(ms / 1000).toFixed(1)}s`;
+  const total = Math.round(ms / 1000);
+  if (total < 3600) return `${Math.floor(total / 60)}m${String(total % 60).padStart(2, '0')}s`;
+  const minutes = Math.round(total / 60);
+  return `${Math.floor(minutes / 60)}h${String(minutes % 60).padStart(2, '0')}m`;
 }
 
-export function createProgress(quiet = false): Progress {
-  const enabled = !quiet && process.stderr.isTTY === true;
+/** Whether stderr is a terminal a spinner can draw on (ora loops on a width of 0). */
+function spinnerTerminal(): boolean {
+  return process.stderr.isTTY === true && (process.stderr.columns ?? 0) > 0;
+}
+
+export function createProgress(quiet = false, plainEveryMs = PLAIN_EVERY_MS): Progress {
+  const enabled = !quiet && spinnerTerminal();
   const spinner: Ora = ora({ stream: process.stderr, isEnabled: enabled, discardStdin: false });
   const start = Date.now();
   let started = false;
+  let lastPlain = start;
   return {
     update(p) {
-      const eta = p.etaMs !== undefined ? ` · ETA ${seconds(p.etaMs)}` : '';
-      spinner.text = `${p.label} ${p.done}/${p.total} · ${seconds(p.elapsedMs)} elapsed${eta}`;
-      if (!started && enabled) {
-        spinner.start();
-        started = true;
+      const eta = p.etaMs !== undefined ? ` · ETA ${formatDuration(p.etaMs)}` : '';
+      const text = `${p.label} ${p.done}/${p.total} · ${formatDuration(p.elapsedMs)} elapsed${eta}`;
+      if (enabled) {
+        spinner.text = text;
+        if (!started) {
+          spinner.start();
+          started = true;
+        }
+      } else if (!quiet && Date.now() - lastPlain >= plainEveryMs) {
+        lastPlain = Date.now();
+        process.stderr.write(`painter: ${text}\n`);
       }
     },
     succeed(text) {
-      const line = `${text} (${seconds(Date.now() - start)})`;
+      const line = `${text} (${formatDuration(Date.now() - start)})`;
       if (enabled) spinner.succeed(line);
       else if (!quiet) process.stderr.write(`painter: ${line}\n`);
     },

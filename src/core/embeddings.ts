@@ -46,6 +46,22 @@ export interface EmbeddedModel {
 }
 
 /** Tokenizer tokens of a k-vector embedding: diffusers names the extra vectors `<t>_1 … <t>_{k−1}`. */
+/**
+ * Why a new placeholder token would misbehave, or undefined when it is fine. The tokenizer splits
+ * added tokens out of the text before BPE, wherever they occur: a token that begins or ends with
+ * a letter, digit or underscore ("cat", "sks", "cat-toy") would also match inside other words
+ * ("catfish", "scattered", "bobcat-toy") and take them over. A token set off by symbols on both
+ * ends ("<cat>", "[cat]", "<猫>") cannot.
+ */
+export function placeholderProblem(token: string): string | undefined {
+  if (token === '' || /\s/u.test(token)) return 'give one word without spaces, e.g. "<cat>"';
+  if (/^[\p{L}\p{N}_]|[\p{L}\p{N}_]$/u.test(token)) {
+    const inner = token.replace(/^[^\p{L}\p{N}]+|[^\p{L}\p{N}]+$/gu, '') || token;
+    return `a new token that begins or ends with a letter, digit or underscore would also take over every word that contains it (as "${inner}" in "${inner}s" or "my${inner}"); use a bracketed placeholder such as "<${inner}>"`;
+  }
+  return undefined;
+}
+
 export function multiVectorTokens(token: string, count: number): string[] {
   return [token, ...Array.from({ length: count - 1 }, (_, i) => `${token}_${i + 1}`)];
 }

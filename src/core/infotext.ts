@@ -65,6 +65,16 @@ export function formatInfotext(p: GenerationParams): string {
 
 const PAIR = /\s*([\w][\w \-/+]*?):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)/g;
 
+/** A quoted value as A1111 writes it (JSON string syntax); a malformed one (another tool's) stays as written. */
+function unquote(raw: string): string {
+  try {
+    const v: unknown = JSON.parse(raw);
+    return typeof v === 'string' ? v : raw;
+  } catch {
+    return raw;
+  }
+}
+
 export function parseInfotext(text: string): GenerationParams {
   const lines = text.replace(/\r\n/g, '\n').split('\n');
   let last = lines.length > 1 || /Steps: \d+/.test(lines[0] ?? '') ? lines.pop()! : '';
@@ -84,7 +94,7 @@ export function parseInfotext(text: string): GenerationParams {
   const fields: Record<string, string> = {};
   for (const m of last.matchAll(PAIR)) {
     const raw = m[2]!.trim();
-    fields[m[1]!.trim()] = raw.startsWith('"') ? (JSON.parse(raw) as string) : raw;
+    fields[m[1]!.trim()] = raw.startsWith('"') ? unquote(raw) : raw;
   }
   const take = (k: string) => {
     const v = fields[k];

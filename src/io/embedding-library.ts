@@ -7,6 +7,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { PainterError } from '../errors.js';
 import { writeBytesAtomic } from './atomic.js';
 import { readEmbeddingFile } from './embeddings.js';
 
@@ -18,10 +19,77 @@ export function embeddingsDir(flag?: unknown, env: NodeJS.ProcessEnv = process.e
   return path.resolve(fromEnv !== undefined && fromEnv !== '' ? fromEnv : 'embeddings');
 }
 
-/** Copies a learned embedding into the folder (atomically, replacing an older one of that name). */
-export async function installEmbedding(file: string, dir: string): Promise<string> {
+/** A `<name>` placeholder whose name reads well as a file stem on every file system. */
+const PLAIN_PLACEHOLDER = /^<([A-Za-z0-9][A-Za-z0-9_-]*)>$/;
+
+/**
+ * The file name of a token's embedding, one per token and reversible (tokenOfFileName): the
+ * common "<cat>" is "cat.safetensors"; any other token is percent-encoded ("[cat]" →
+ * "%5Bcat%5D.safetensors", "<猫>" → "%3C%E7%8C%AB%3E.safetensors", "cat" → "%63at.safetensors"),
+ * which never looks like the plain form.
+ */
+export function embeddingFileName(token: string): string {
+  const plain = PLAIN_PLACEHOLDER.exec(token);
+  if (plain) return `${plain[1]}.safetensors`;
+  // Every other token is percent-encoded, its first byte always, so it never reads as the plain form.
+  const bytes = Array.from(new TextEncoder().encode(token), (b, i) => {
+    const c = String.fromCharCode(b);
+    return i > 0 && /^[A-Za-z0-9_-]$/.test(c) ? c : `%${b.toString(16).toUpperCase().padStart(2, '0')}`;
+  });
+  return `${bytes.join('')}.safetensors`;
+}
+
+/** The token embeddingFileName gave this file name (undefined for names it never gives). */
+export function tokenOfFileName(name: string): string | undefined {
+  const stem = name.replace(/\.safetensors$/, '');
+  if (/^[A-Za-z0-9][A-Za-z0-9_-]*$/.test(stem)) return `<${stem}>`;
+  if (!stem.includes('%')) return undefined;
+  try {
+    return decodeURIComponent(stem);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The trigger word of an embedding file, or undefined when it cannot be read. */
+function tokenOf(file: string): string | undefined {
+  try {
+    return readEmbeddingFile(file).token;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Why `token` cannot be installed in `dir` (undefined when it can): another embedding there
+ * already answers to the same trigger word, or the token's file holds another token. Checked
+ * before training starts, and again when installing; `force` replaces such files.
+ */
+export function installProblem(dir: string, token: string): string | undefined {
+  if (!fs.existsSync(dir)) return undefined;
+  const own = path.join(dir, embeddingFileName(token));
+  if (fs.existsSync(own)) {
+    const held = tokenOf(own);
+    if (held !== token) return `${own} already holds the embedding of ${held === undefined ? 'another token (or is unreadable)' : `"${held}"`}`;
+  }
+  for (const name of fs.readdirSync(dir).sort()) {
+    const file = path.join(dir, name);
+    if (!EXTENSIONS.test(name) || name.startsWith('.') || file === own) continue;
+    if (tokenOf(file) === token) return `${file} in the embeddings folder already answers to "${token}"`;
+  }
+  return undefined;
+}
+
+/**
+ * Copies a learned embedding into the folder under its token's file name (atomically). It
+ * replaces an older embedding of the same token, and refuses to replace one of another token or
+ * to add a second file for a trigger word, unless `force`.
+ */
+export async function installEmbedding(file: string, dir: string, token: string, force = false): Promise<string> {
+  const problem = force ? undefined : installProblem(dir, token);
+  if (problem) throw new PainterError(`cannot install ${token}: ${problem}; choose another --token, another --embeddings-dir, or pass --force to replace it`);
   fs.mkdirSync(dir, { recursive: true });
-  const target = path.join(dir, path.basename(file));
+  const target = path.join(dir, embeddingFileName(token));
   await writeBytesAtomic(target, fs.readFileSync(file));
   return target;
 }

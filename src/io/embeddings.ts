@@ -83,13 +83,13 @@ function fromSafetensors(file: string): Parsed {
   const keys = [...tensors.keys()];
   const pick = (key: string, token: string | undefined, format: EmbeddingFormat): Parsed => {
     const t = tensors.get(key)!;
-    if (t.dtype === 'I32' || t.dtype === 'I64') fail(file, `"${key}" holds integers, not embedding vectors`);
+    if (t.dtype === 'I32' || t.dtype === 'I64') fail(file, `${JSON.stringify(key)} holds integers, not embedding vectors`);
     return { token, format, shape: t.shape, data: t.data, metadata };
   };
   if (tensors.has(A1111_KEY)) return pick(A1111_KEY, undefined, 'a1111-safetensors');
   if (keys.length === 1) return pick(keys[0]!, keys[0], metadata[PAINTER_EMBEDDING_KEY] !== undefined ? 'painter' : 'diffusers');
   if (tensors.has('clip_l') || tensors.has('clip_g')) fail(file, 'this is an SDXL embedding (clip_l/clip_g); SD 1.x/2.x models take a single vector set');
-  fail(file, `ambiguous embedding file: ${keys.length} tensors (${keys.slice(0, 5).join(', ')}${keys.length > 5 ? ', …' : ''}); expected one tensor named after its token, or "${A1111_KEY}"`);
+  fail(file, `ambiguous embedding file: ${keys.length} tensors (${keys.slice(0, 5).map((k) => JSON.stringify(k)).join(', ')}${keys.length > 5 ? ', …' : ''}); expected one tensor named after its token, or "${A1111_KEY}"`);
 }
 
 function scalarMetadata(dict: PyDict): Record<string, string> {
@@ -125,7 +125,7 @@ function fromTorch(file: string): Parsed {
     // diffusers' learned_embeds.bin: {token: tensor}
     const [key, v] = [...value.entries()][0]!;
     if (typeof key !== 'string') fail(file, 'embedding key is not a string');
-    const t = tensorOf(file, `"${key}"`, v);
+    const t = tensorOf(file, JSON.stringify(key), v);
     return { token: key, format: 'diffusers', shape: t.shape, data: t.data, metadata: {} };
   }
   fail(file, 'ambiguous embedding file: a dict without string_to_param (A1111) and with more than one entry');

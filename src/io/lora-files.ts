@@ -103,22 +103,22 @@ const OLD_PROCESSOR = /^(.*?)(?:\.processor)?\.(to_q|to_k|to_v|to_out)_lora\.(do
 function parseKey(file: string, key: string): ParsedKey {
   if (UNSUPPORTED.test(key)) {
     throw new PainterError(
-      `${file}: key "${key}" belongs to a LoRA variant painter does not read (LyCORIS LoHa/LoKr/Tucker, DoRA, full-weight diffs or biases); use a plain LoRA file`,
+      `${file}: key ${JSON.stringify(key)} belongs to a LoRA variant painter does not read (LyCORIS LoHa/LoKr/Tucker, DoRA, full-weight diffs or biases); use a plain LoRA file`,
     );
   }
   const k = KOHYA_KEY.exec(key);
   if (k) {
-    if (k[1] === 'te2') throw new PainterError(`${file}: key "${key}" targets SDXL's second text encoder; this LoRA is for SDXL, not SD 1.x/2.x`);
+    if (k[1] === 'te2') throw new PainterError(`${file}: key ${JSON.stringify(key)} targets SDXL's second text encoder; this LoRA is for SDXL, not SD 1.x/2.x`);
     const part: Part = k[3] === 'alpha' ? 'alpha' : k[3] === 'lora_down.weight' ? 'down' : 'up';
     return { component: k[1] === 'unet' ? 'unet' : 'text_encoder', module: kohyaToModule(k[2]!), part, kohya: true, peft: false };
   }
-  if (key.startsWith('lora_')) throw new PainterError(`${file}: unknown kohya-style LoRA key "${key}"`);
+  if (key.startsWith('lora_')) throw new PainterError(`${file}: unknown kohya-style LoRA key ${JSON.stringify(key)}`);
   let rest = key.replace(/^base_model\.model\./, '');
   let component: LoraComponent;
   if (rest.startsWith('unet.')) [component, rest] = ['unet', rest.slice(5)];
   else if (rest.startsWith('text_encoder.')) [component, rest] = ['text_encoder', rest.slice(13)];
   else if (/^(text_encoder_2|transformer|prior)\./.test(rest)) {
-    throw new PainterError(`${file}: key "${key}" is for another pipeline (SDXL / transformer models), not SD 1.x/2.x`);
+    throw new PainterError(`${file}: key ${JSON.stringify(key)} is for another pipeline (SDXL / transformer models), not SD 1.x/2.x`);
   } else component = rest.startsWith('text_model.') ? 'text_encoder' : 'unet';
   const old = OLD_PROCESSOR.exec(rest);
   if (old) {
@@ -128,7 +128,7 @@ function parseKey(file: string, key: string): ParsedKey {
   }
   const m = /^(.+?)\.(lora\.down\.weight|lora\.up\.weight|lora_linear_layer\.down\.weight|lora_linear_layer\.up\.weight|lora_A\.weight|lora_B\.weight|alpha)$/.exec(rest);
   if (!m) {
-    throw new PainterError(`${file}: unknown LoRA key "${key}"; painter reads diffusers/peft (…lora.down.weight, …lora_A.weight) and kohya (lora_unet_….lora_down.weight) files`);
+    throw new PainterError(`${file}: unknown LoRA key ${JSON.stringify(key)}; painter reads diffusers/peft (…lora.down.weight, …lora_A.weight) and kohya (lora_unet_….lora_down.weight) files`);
   }
   const suffix = m[2]!;
   const part: Part = suffix === 'alpha' ? 'alpha' : /down|lora_A/.test(suffix) ? 'down' : 'up';
@@ -154,7 +154,7 @@ function readStateDict(file: string): { tensors: Map<string, RawTensor>; metadat
       if (typeof k !== 'string') throw new PainterError(`${file}: state dict has a non-string key`);
       if (v instanceof TorchTensor) tensors.set(k, { shape: v.shape, data: v.data });
       else if (typeof v === 'number') tensors.set(k, { shape: [], data: Float32Array.of(v) });
-      else throw new PainterError(`${file}: state dict entry "${k}" is not a tensor`);
+      else throw new PainterError(`${file}: state dict entry ${JSON.stringify(k)} is not a tensor`);
     }
     return { tensors, metadata: {} };
   }
@@ -195,7 +195,7 @@ export function readLoraFile(file: string): LoraWeights {
     if (p.peft) peft++;
     const id = `${p.component}/${p.module}`;
     const g = groups.get(id) ?? { component: p.component, module: p.module };
-    if (g[p.part]) throw new PainterError(`${file}: keys "${g[p.part]![0]}" and "${key}" both give the ${p.part} of ${p.component} module "${p.module}"`);
+    if (g[p.part]) throw new PainterError(`${file}: keys ${JSON.stringify(g[p.part]![0])} and ${JSON.stringify(key)} both give the ${p.part} of ${p.component} module ${JSON.stringify(p.module)}`);
     g[p.part] = [key, t];
     groups.set(id, g);
   }
@@ -204,7 +204,7 @@ export function readLoraFile(file: string): LoraWeights {
   try {
     for (const g of groups.values()) {
       const any = (g.down ?? g.up ?? g.alpha)![0];
-      if (!g.down || !g.up) throw new PainterError(`${file}: "${any}" has no matching ${g.down ? 'up' : 'down'} matrix; the LoRA file is incomplete`);
+      if (!g.down || !g.up) throw new PainterError(`${file}: ${JSON.stringify(any)} has no matching ${g.down ? 'up' : 'down'} matrix; the LoRA file is incomplete`);
       const [downKey, down] = g.down;
       const [, up] = g.up;
       const rank = down.shape[0]!;
@@ -212,13 +212,13 @@ export function readLoraFile(file: string): LoraWeights {
       const conv = down.shape.length === 4 && up.shape.length === 4 && up.shape[2] === 1 && up.shape[3] === 1;
       if (!(linear || conv) || up.shape[1] !== rank) {
         throw new PainterError(
-          `${file}: "${downKey}" [${down.shape.join(', ')}] and its up matrix [${up.shape.join(', ')}] are not a LoRA pair (down [r, in] or [r, in, kh, kw], up [out, r] or [out, r, 1, 1])`,
+          `${file}: ${JSON.stringify(downKey)} [${down.shape.join(', ')}] and its up matrix [${up.shape.join(', ')}] are not a LoRA pair (down [r, in] or [r, in, kh, kw], up [out, r] or [out, r, 1, 1])`,
         );
       }
       const adapter: LoraAdapter = { component: g.component, module: g.module, key: downKey, down: toTfjs(down), up: toTfjs(up) };
       adapters.push(adapter);
       if (g.alpha) {
-        if (g.alpha[1].data.length !== 1) throw new PainterError(`${file}: "${g.alpha[0]}" must be a scalar`);
+        if (g.alpha[1].data.length !== 1) throw new PainterError(`${file}: ${JSON.stringify(g.alpha[0])} must be a scalar`);
         adapter.alpha = g.alpha[1].data[0]!;
       }
     }

@@ -87,7 +87,9 @@ function parseHeader(file: string, fd: number): SafetensorsFile {
   try {
     header = JSON.parse(headerBuf.toString('utf8'));
   } catch (e) {
-    fail(file, `header is not valid JSON (${(e as Error).message})`);
+    // V8 quotes the text around the error, which may hold control characters: escaped, the message stays one line.
+    const why = (e as Error).message.replace(/[\u0000-\u001f\u007f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+    fail(file, `header is not valid JSON (${why})`);
   }
   if (typeof header !== 'object' || header === null || Array.isArray(header)) fail(file, 'header is not a JSON object');
 
@@ -99,30 +101,30 @@ function parseHeader(file: string, fd: number): SafetensorsFile {
     if (name === '__metadata__') {
       if (typeof value !== 'object' || value === null || Array.isArray(value)) fail(file, '__metadata__ is not an object');
       for (const [k, v] of Object.entries(value)) {
-        if (typeof v !== 'string') fail(file, `__metadata__ value of "${k}" is not a string`);
+        if (typeof v !== 'string') fail(file, `__metadata__ value of ${JSON.stringify(k)} is not a string`);
       }
       metadata = value as Record<string, string>;
       continue;
     }
     const info = value as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
     if (!isDtype(info?.dtype)) {
-      fail(file, `tensor "${name}" has unsupported dtype ${JSON.stringify(info?.dtype)} (painter reads F32, F16, BF16, I32, I64)`);
+      fail(file, `tensor ${JSON.stringify(name)} has unsupported dtype ${JSON.stringify(info?.dtype)} (painter reads F32, F16, BF16, I32, I64)`);
     }
     const shape = info.shape;
     if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
-      fail(file, `tensor "${name}" has an invalid shape ${JSON.stringify(shape)}`);
+      fail(file, `tensor ${JSON.stringify(name)} has an invalid shape ${JSON.stringify(shape)}`);
     }
     const offs = info.data_offsets;
     if (!Array.isArray(offs) || offs.length !== 2 || !offs.every((o) => Number.isSafeInteger(o) && o >= 0)) {
-      fail(file, `tensor "${name}" has invalid data_offsets ${JSON.stringify(offs)}`);
+      fail(file, `tensor ${JSON.stringify(name)} has invalid data_offsets ${JSON.stringify(offs)}`);
     }
     const [begin, end] = offs as [number, number];
     if (begin > end || end > dataSize) {
-      fail(file, `tensor "${name}" data_offsets [${begin}, ${end}] lie outside the data area of ${dataSize} bytes (file truncated?)`);
+      fail(file, `tensor ${JSON.stringify(name)} data_offsets [${begin}, ${end}] lie outside the data area of ${dataSize} bytes (file truncated?)`);
     }
     const expected = numel(shape as number[]) * DTYPE_BYTES[info.dtype];
     if (end - begin !== expected) {
-      fail(file, `tensor "${name}" has shape [${(shape as number[]).join(', ')}] ${info.dtype} = ${expected} bytes but data_offsets span ${end - begin} bytes`);
+      fail(file, `tensor ${JSON.stringify(name)} has shape [${(shape as number[]).join(', ')}] ${info.dtype} = ${expected} bytes but data_offsets span ${end - begin} bytes`);
     }
     list.push({ name, dtype: info.dtype, shape: shape as number[], begin, end });
   }
@@ -130,8 +132,8 @@ function parseHeader(file: string, fd: number): SafetensorsFile {
   list.sort((a, b) => a.begin - b.begin || a.end - b.end);
   let cursor = 0;
   for (const t of list) {
-    if (t.begin < cursor) fail(file, `tensor "${t.name}" data_offsets [${t.begin}, ${t.end}] overlap the previous tensor`);
-    if (t.begin > cursor) fail(file, `tensor "${t.name}" data_offsets [${t.begin}, ${t.end}] leave a gap after byte ${cursor} (misordered offsets)`);
+    if (t.begin < cursor) fail(file, `tensor ${JSON.stringify(t.name)} data_offsets [${t.begin}, ${t.end}] overlap the previous tensor`);
+    if (t.begin > cursor) fail(file, `tensor ${JSON.stringify(t.name)} data_offsets [${t.begin}, ${t.end}] leave a gap after byte ${cursor} (misordered offsets)`);
     cursor = t.end;
   }
   if (cursor !== dataSize) fail(file, `data area holds ${dataSize} bytes but the tensors cover ${cursor}`);
@@ -146,7 +148,7 @@ function readBytes(f: SafetensorsFile, e: TensorEntry, into: Uint8Array): void {
   let done = 0;
   while (done < into.length) {
     const got = fs.readSync(f.fd, into, done, into.length - done, f.dataStart + e.begin + done);
-    if (got === 0) fail(f.path, `tensor "${e.name}" ends early: file truncated`);
+    if (got === 0) fail(f.path, `tensor ${JSON.stringify(e.name)} ends early: file truncated`);
     done += got;
   }
 }
@@ -158,7 +160,7 @@ const LITTLE_ENDIAN = os.endianness() === 'LE';
 /** Reads one tensor from disk, converting half/bfloat16 to float32. */
 export function readTensor(f: SafetensorsFile, name: string): HostTensor {
   const e = f.entries.get(name);
-  if (!e) fail(f.path, `no tensor named "${name}"`);
+  if (!e) fail(f.path, `no tensor named ${JSON.stringify(name)}`);
   if (!LITTLE_ENDIAN) throw new Error('painter needs a little-endian host to read safetensors');
   const n = numel(e.shape);
   const bytesOf = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);

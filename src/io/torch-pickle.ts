@@ -11,7 +11,7 @@
  */
 import { PainterError } from '../errors.js';
 import { bfloat16ToFloat, halfToFloat } from './float16.js';
-import { openZip, readZipEntry, type ZipArchive } from './zip.js';
+import { openZip, readZipEntry, verifyZip, type ZipArchive } from './zip.js';
 
 export type PyKey = string | number | bigint | boolean | null;
 export type PyDict = Map<PyKey, PyValue>;
@@ -169,7 +169,7 @@ export function unpickle(data: Uint8Array, file: string, hooks: UnpickleHooks): 
     const label = `${module} ${name}`;
     const fn = ALLOWED_GLOBALS[label];
     if (!fn) {
-      fail(file, `refusing to load: the pickle references the Python global "${module}.${name}", which an embedding file does not need (painter never runs code from pickles)`);
+      fail(file, `refusing to load: the pickle references the Python global ${JSON.stringify(`${module}.${name}`)}, which an embedding file does not need (painter never runs code from pickles)`);
     }
     stack.push(new PyGlobal(fn, `${module}.${name}`));
   };
@@ -191,7 +191,7 @@ export function unpickle(data: Uint8Array, file: string, hooks: UnpickleHooks): 
         if (!(a[0] instanceof TorchTensor)) fail(file, 'malformed parameter record in the pickle');
         return a[0];
       default:
-        fail(file, `"${g.label}" cannot be called`);
+        fail(file, `${JSON.stringify(g.label)} cannot be called`);
     }
   };
 
@@ -388,7 +388,7 @@ function storageData(zip: ZipArchive, prefix: string, ref: StorageRef): Float32A
   const type = STORAGE_TYPES[ref.storage]!;
   const name = `${prefix}data/${ref.key}`;
   const raw = readZipEntry(zip, name);
-  if (raw.length < ref.numel * type.bytes) fail(zip.file, `storage "${name}" holds ${raw.length} bytes, fewer than its ${ref.numel} ${type.dtype} values`);
+  if (raw.length < ref.numel * type.bytes) fail(zip.file, `storage ${JSON.stringify(name)} holds ${raw.length} bytes, fewer than its ${ref.numel} ${type.dtype} values`);
   const out = new Float32Array(ref.numel);
   for (let i = 0; i < ref.numel; i++) {
     switch (type.dtype) {
@@ -433,11 +433,13 @@ function gatherStrided(file: string, storage: Float32Array, offset: number, shap
 }
 
 /**
- * Loads a torch.save zip archive as plain data with float tensors. Errors (not a torch file,
- * truncated, refused globals) name the file.
+ * Loads a torch.save zip archive as plain data with float tensors. Every entry's CRC-32 is
+ * checked first, so a damaged file is refused even where the damage is in an entry the pickle
+ * does not use. Errors (not a torch file, truncated, damaged, refused globals) name the file.
  */
 export function readTorchFile(file: string): PyValue {
   const zip = openZip(file);
+  verifyZip(zip);
   const pickles = [...zip.entries.keys()].filter((n) => n === 'data.pkl' || n.endsWith('/data.pkl'));
   if (pickles.length !== 1) {
     fail(file, pickles.length === 0 ? 'ZIP archive without data.pkl: not a torch.save file' : 'several data.pkl entries: not a single torch.save file');
@@ -454,7 +456,9 @@ export function readTorchFile(file: string): PyValue {
       if (t[0] !== 'storage' || !(type instanceof PyGlobal) || typeof type.fn !== 'object' || typeof t[2] !== 'string') {
         fail(file, 'unsupported persistent id in the pickle (not a torch storage)');
       }
-      return new StorageRef(type.fn.storage, t[2], toInt(t[4] as StackItem, file, 'storage size'));
+      const numel = toInt(t[4] as StackItem, file, 'storage size');
+      if (numel < 0) fail(file, `storage ${JSON.stringify(t[2])} has a negative size (damaged file)`);
+      return new StorageRef(type.fn.storage, t[2], numel);
     },
     rebuildTensor(ref, offset, shape, stride) {
       let data = storages.get(ref.key);

@@ -73,13 +73,13 @@ export function validatePreset(raw: unknown, command: CommandName, source: strin
   const specs = new Map(resolvable(command).map((s) => [s.name, s]));
   for (const [key, value] of Object.entries(raw as Record<string, unknown>)) {
     if (key === 'command') {
-      if (value !== command) errors.push(`${source}: key "command": this preset is for "${String(value)}", not "${command}"`);
+      if (value !== command) errors.push(`${source}: key "command": this preset is for ${JSON.stringify(value)}, not "${command}"`);
       continue;
     }
     if (key === 'description') continue;
     const spec = specs.get(key);
     if (!spec) {
-      errors.push(`${source}: key "${key}": unknown option for painter ${command}`);
+      errors.push(`${source}: key ${JSON.stringify(key)}: unknown option for painter ${command}`);
       continue;
     }
     if (!spec.presettable) {
@@ -136,18 +136,18 @@ export function checkPassed(command: CommandName, passed: Values): Values {
     const spec = specs.get(key);
     if (!spec) throw new UsageError(`unknown option "${key}" for painter ${command}`);
     const problem = checkValue(spec, v);
-    if (problem) throw new PainterError(`--${spec.name} ${problem}`);
+    if (problem) throw new UsageError(`--${spec.name} ${problem}`);
     out[key] = v;
   }
   return out;
 }
 
 /**
- * defaults < preset < options actually passed (`passed` holds only those; the CLI gives yargs no
- * defaults so that absence can be told apart from the default value). The one place where checked
- * values become the command's typed options.
+ * preset < options actually passed, without defaults: what the caller chose (`passed` holds only
+ * the options given; the CLI gives yargs no defaults so that absence can be told apart from the
+ * default value).
  */
-export function resolveConfig<C extends CommandName>(command: C, passed: OptionInput<C> & { preset?: string }): CommandOptions[C] {
+export function chosenOptions<C extends CommandName>(command: C, passed: OptionInput<C>): OptionInput<C> {
   const flags = checkPassed(command, passed as Values);
   let preset: Values = {};
   const presetName = flags['preset'];
@@ -156,7 +156,12 @@ export function resolveConfig<C extends CommandName>(command: C, passed: OptionI
     if (r.errors.length > 0) throw new PainterError(`invalid preset:\n  ${r.errors.join('\n  ')}`);
     preset = r.config;
   }
-  return { ...defaultsFor(command), ...preset, ...flags } as CommandOptions[C];
+  return { ...preset, ...flags } as OptionInput<C>;
+}
+
+/** defaults < preset < options actually passed: the one place where checked values become the command's typed options. */
+export function resolveConfig<C extends CommandName>(command: C, passed: OptionInput<C>): CommandOptions[C] {
+  return { ...defaultsFor(command), ...chosenOptions(command, passed) } as CommandOptions[C];
 }
 
 /**

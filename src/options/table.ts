@@ -76,7 +76,10 @@ const CONFIG = {
   presettable: true,
 } as const satisfies OptionSpec;
 
-const SEED = { name: 'seed', type: 'integer', min: 0, max: 2 ** 32 - 1, default: 0, describe: 'Random seed: same seed and settings give the same result on the same backend' } as const satisfies OptionSpec;
+/** Seeds are 32-bit, as in AUTOMATIC1111. */
+export const MAX_SEED = 2 ** 32 - 1;
+
+const SEED = { name: 'seed', type: 'integer', min: 0, max: MAX_SEED, default: 0, describe: 'Random seed: same seed and settings give the same result on the same backend' } as const satisfies OptionSpec;
 
 const JSON_OUTPUT = { name: 'json', type: 'boolean', scope: 'cli', describe: 'Print the result as JSON on stdout' } as const satisfies OptionSpec;
 
@@ -92,7 +95,8 @@ const TRAINING = [
   ARCH,
   { name: 'preset', type: 'string', describe: 'Recipe to start from: a name in presets/ (e.g. ti-object) or a path to a YAML file; flags you pass override it' },
   { name: 'out', type: 'string', describe: 'Run folder for checkpoints, logs, samples and the result (default: ./runs/<command>-<time>)' },
-  { name: 'resume', type: 'string', describe: 'Resume from a checkpoint folder, or "latest" for the newest checkpoint in --out' },
+  { name: 'resume', type: 'string', describe: 'Resume from a checkpoint folder, or "latest" for the newest checkpoint in --out; settings that change the result must stay as they were' },
+  { name: 'overwrite', type: 'boolean', default: false, describe: 'Replace the run already in --out (without it, a folder that holds a run is refused)' },
   { name: 'steps', type: 'integer', min: 1, default: 1000, describe: 'Number of optimisation steps', presettable: true },
   { name: 'batch', type: 'integer', min: 1, default: 1, describe: 'Images per step', presettable: true },
   { name: 'grad-accum', type: 'integer', min: 1, default: 1, describe: 'Gradient accumulation: steps whose gradients are summed before one update', presettable: true },
@@ -117,6 +121,7 @@ const TRAINING_AFTER_LR = [
   { name: 'min-snr-gamma', type: 'number', min: 0, default: 0, describe: "Min-SNR-γ loss weighting (0 disables; 5 is the paper's choice)", presettable: true },
   { name: 'noise-offset', type: 'number', min: 0, default: 0, describe: 'Offset-noise strength (0 disables; ~0.05 helps very dark/bright images)', presettable: true },
   { name: 'checkpoint-every', type: 'integer', min: 1, default: 500, describe: 'Write a resumable checkpoint every N steps (also on Ctrl-C)', presettable: true },
+  { name: 'keep-checkpoints', type: 'integer', min: 0, default: 3, describe: 'Keep the newest N checkpoints and delete older ones (0 keeps all)', presettable: true },
   { name: 'validation-prompt', type: 'string', describe: 'Prompt for validation samples ({token} / {identifier} / {class} are filled in)', presettable: true },
   { name: 'validation-every', type: 'integer', min: 0, default: 250, describe: 'Render a validation grid every N steps (0 disables)', presettable: true },
   { name: 'skip-bad-images', type: 'boolean', default: false, describe: 'Skip unreadable images with a warning instead of stopping', presettable: true },
@@ -131,7 +136,7 @@ const EMBEDDINGS_DIR = {
 } as const satisfies OptionSpec;
 
 export const INVERT_OPTIONS = [
-  { name: 'token', type: 'string', describe: 'The new placeholder word to learn, e.g. "<cat>" (must not exist in the vocabulary)' },
+  { name: 'token', type: 'string', describe: 'The new placeholder word to learn, set off by symbols so it cannot match inside other words, e.g. "<cat>" (required; must not exist in the vocabulary)' },
   { name: 'init-token', type: 'string', describe: 'An existing single token whose embedding initialises the new one (e.g. "cat")', presettable: true },
   { name: 'vectors', type: 'integer', min: 1, max: 75, default: 1, describe: 'Embedding vectors per placeholder (multi-vector Textual Inversion)', presettable: true },
   {
@@ -151,6 +156,12 @@ export const INVERT_OPTIONS = [
     presettable: true,
   },
   EMBEDDINGS_DIR,
+  {
+    name: 'force',
+    type: 'boolean',
+    default: false,
+    describe: 'Install even when the embeddings folder holds another token under this name, or another file for the same trigger word (it is replaced)',
+  },
   ...TRAINING,
   LR,
   ...TRAINING_AFTER_LR,
@@ -247,8 +258,8 @@ export const COMMANDS = {
   },
   info: {
     name: 'info',
-    describe: 'Versions, compute backend, what a model folder holds, or the parameters stored in a PNG',
-    positional: { name: 'file', describe: 'A model folder or checkpoint to describe (same as --model), or a PNG', required: false },
+    describe: 'Versions, compute backend; what a model, a Textual Inversion embedding or a LoRA file holds; the parameters stored in a PNG',
+    positional: { name: 'file', describe: 'A model folder or checkpoint (same as --model), an embedding or LoRA file, or a PNG', required: false },
     options: INFO_OPTIONS,
   },
 } as const satisfies Record<string, CommandSpec>;

@@ -58,6 +58,8 @@ export function classImageName(k: number): string {
 }
 
 export interface ClassImageHooks {
+  /** Before sampling starts: how many images are missing, and how many are already there. */
+  onSampling?(need: number, existing: number): void;
   /** Sampling progress: images done of those to make, and the step of the current one. */
   onStep?(done: number, total: number, step: number, steps: number): void;
   warn?(message: string): void;
@@ -115,6 +117,7 @@ export async function ensureClassImages(
   const existing = images.length;
   const need = count - existing;
   if (need > 0) {
+    hooks.onSampling?.(need, existing);
     const manifest = { format: 'painter-class-images', modelHash: opts.modelHash, ...s, key: classImageKey(opts.modelHash, s) };
     await writeBytesAtomic(path.join(dir, MANIFEST), JSON.stringify(manifest, null, 2) + '\n');
   }

@@ -67,6 +67,8 @@ export interface EngineConfig {
   weightDecay: number;
   maxGradNorm: number;
   checkpointEvery: number;
+  /** Keep the newest N checkpoints, deleting older ones (0 keeps all). */
+  keepCheckpoints?: number;
   validationEvery: number;
   seed: number;
 }
@@ -133,9 +135,48 @@ export function latestCheckpoint(runDir: string): Checkpoint | undefined {
 export function readCheckpointMeta(dir: string): CheckpointMeta {
   const file = path.join(dir, 'state.json');
   if (!fs.existsSync(file)) throw new PainterError(`--resume ${dir}: not a painter checkpoint (no state.json); give a checkpoints/step-NNNNNN folder or "latest"`);
-  const meta = JSON.parse(fs.readFileSync(file, 'utf8')) as CheckpointMeta;
-  if (meta.format !== 'painter-checkpoint') throw new PainterError(`${file}: not a painter checkpoint`);
+  let meta: CheckpointMeta;
+  try {
+    meta = JSON.parse(fs.readFileSync(file, 'utf8')) as CheckpointMeta;
+  } catch (e) {
+    throw new PainterError(`${file}: the checkpoint's state is damaged (${(e as Error).message.split('\n')[0]}); resume from an earlier checkpoints/step-NNNNNN folder`);
+  }
+  if (meta?.format !== 'painter-checkpoint' || !Number.isInteger(meta.step) || meta.step < 0) {
+    throw new PainterError(`${file}: not a painter checkpoint, or a damaged one; resume from another checkpoints/step-NNNNNN folder`);
+  }
   return meta;
+}
+
+/** Deletes all but the newest `keep` complete checkpoints of a run (0 keeps all). */
+export function pruneCheckpoints(runDir: string, keep: number): void {
+  if (keep <= 0) return;
+  const dir = checkpointsDir(runDir);
+  if (!fs.existsSync(dir)) return;
+  const complete = fs
+    .readdirSync(dir)
+    .filter((d) => STEP_DIR.test(d) && fs.existsSync(path.join(dir, d, 'state.json')))
+    .sort();
+  for (const d of complete.slice(0, Math.max(0, complete.length - keep))) fs.rmSync(path.join(dir, d), { recursive: true, force: true });
+}
+
+/**
+ * train.log up to `step`: a run killed after logging steps it never checkpointed would otherwise
+ * log them twice once resumed.
+ */
+function truncateLog(file: string, step: number): void {
+  if (!fs.existsSync(file)) return;
+  const kept = fs
+    .readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((line) => {
+      if (line.trim() === '') return false;
+      try {
+        return (JSON.parse(line) as { step?: number }).step! <= step;
+      } catch {
+        return false; // a line cut by a kill mid-write
+      }
+    });
+  fs.writeFileSync(file, kept.map((l) => l + '\n').join(''));
 }
 
 async function hostOf(t: tf.Tensor): Promise<TensorToWrite> {
@@ -235,10 +276,13 @@ export async function train(task: TrainingTask, cfg: EngineConfig, runDir: strin
     const checkpoint = async (): Promise<string> => {
       const dir = await saveCheckpoint(runDir, step, task, adam, rng, fullConfig, losses);
       await writeBytesAtomic(path.join(runDir, 'loss.svg'), lossCurveSvg(losses));
+      pruneCheckpoints(runDir, cfg.keepCheckpoints ?? 0);
       hooks.file?.('checkpoint', dir, step);
       return dir;
     };
-    const log = fs.openSync(path.join(runDir, 'train.log'), 'a');
+    const logFile = path.join(runDir, 'train.log');
+    if (resumeFrom) truncateLog(logFile, step);
+    const log = fs.openSync(logFile, 'a');
     let lastCheckpoint: string | undefined = resumeFrom;
     const adamCfg = { ...ADAMW_DEFAULTS, lr: cfg.lr, weightDecay: cfg.weightDecay };
     try {

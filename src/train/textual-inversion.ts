@@ -12,9 +12,10 @@ import type { Rng } from '../core/random.js';
 import { noiseSchedule, type NoiseSchedule, type PredictionType } from '../core/schedulers/index.js';
 import { addTokens, tokenId, tokenize, vocabSize } from '../core/tokenizer/clip-tokenizer.js';
 import { diffusionLoss } from '../core/training/loss.js';
-import { PainterError } from '../errors.js';
+import { PainterError, UsageError } from '../errors.js';
+import { embeddingFileName } from '../io/embedding-library.js';
 import { writeEmbeddingFile } from '../io/embeddings.js';
-import { multiVectorTokens } from '../core/embeddings.js';
+import { multiVectorTokens, placeholderProblem } from '../core/embeddings.js';
 import type { SourceImage } from '../io/dataset.js';
 import type { MethodSettings, TrainingTask } from './engine.js';
 import { disposeViews, drawNoise, encodeViews, EpochSampler, pickView, sampleLatents, withCaption, type SamplerState, type View } from './steps.js';
@@ -59,7 +60,8 @@ export interface InversionSetup {
 }
 
 function checkPlaceholder(model: StableDiffusion, token: string, vectors: number): string[] {
-  if (!token || /\s/.test(token)) throw new PainterError(`--token "${token}": give one word without spaces, e.g. "<cat>"`);
+  const problem = placeholderProblem(token);
+  if (problem) throw new UsageError(`--token "${token}": ${problem}`);
   const tokens = multiVectorTokens(token, vectors);
   for (const t of tokens) {
     if (tokenId(model.tokenizer, t) !== undefined) {
@@ -163,8 +165,3 @@ export function createInversion(model: StableDiffusion, images: SourceImage[], s
   };
 }
 
-/** "<cat>" → "cat.safetensors" (a name every file system and tool accepts). */
-export function embeddingFileName(token: string): string {
-  const stem = token.replace(/[<>]/g, '').replace(/[^\w.-]+/g, '_') || 'embedding';
-  return `${stem}.safetensors`;
-}

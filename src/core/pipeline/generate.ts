@@ -12,7 +12,8 @@ import { modelLatentGrid, modelPromptLength } from '../sizes.js';
 import { createScheduler, type SchedulerKind } from '../schedulers/index.js';
 import { expandPrompt } from '../embeddings.js';
 import { encode } from '../tokenizer/clip-tokenizer.js';
-import { decodeLatents, denoise, encodePrompts } from './text-to-image.js';
+import { PainterError } from '../../errors.js';
+import { decodeLatentsRaw, denoise, encodePrompts } from './text-to-image.js';
 
 export interface GenerateRequest {
   prompt: string;
@@ -121,16 +122,29 @@ function* denoiseBatch(model: StableDiffusion, req: GenerateRequest, cond: Condi
 
 /** Phase 3 for one batch: VAE decode to 8-bit RGB images (disposes the latents). */
 async function* decodeBatch(model: StableDiffusion, req: GenerateRequest, indices: number[], final: tf.Tensor4D): AsyncGenerator<GenerateEvent, void, void> {
-  const pixels = tf.tidy(() => tf.round(tf.mul(decodeLatents(model, final), 255)).toInt());
+  const [pixels, finite] = tf.tidy(() => {
+    const raw = decodeLatentsRaw(model, final);
+    // |x| < ∞ is false for NaN and ±∞ alike: per image, whether every value is finite.
+    const ok = tf.all(tf.less(tf.abs(raw), Infinity), [1, 2, 3]);
+    // As decodeLatents: clip(x/2 + 1/2, 0, 1), then round(·255) as diffusers' numpy_to_pil.
+    const px = tf.round(tf.mul(tf.clipByValue(tf.add(tf.mul(raw, 0.5), 0.5), 0, 1), 255)).toInt();
+    return [px, ok];
+  });
   final.dispose();
   let data: Int32Array;
+  let ok: Uint8Array;
   try {
-    data = (await pixels.data()) as Int32Array;
+    [data, ok] = (await Promise.all([pixels.data(), finite.data()])) as [Int32Array, Uint8Array];
   } finally {
-    pixels.dispose();
+    tf.dispose([pixels, finite]);
   }
   const size = req.width * req.height * 3;
   for (let i = 0; i < indices.length; i++) {
+    if (!ok[i]) {
+      throw new PainterError(
+        `sampling produced NaN or infinite values (the image of seed ${req.seed + indices[i]!}), so no PNG was written for it; the model's weights may hold corrupt values, or a setting is extreme (guidance ${req.guidance})`,
+      );
+    }
     yield {
       kind: 'image',
       image: { index: indices[i]!, seed: req.seed + indices[i]!, width: req.width, height: req.height, pixels: Uint8Array.from(data.subarray(i * size, (i + 1) * size)) },

@@ -1,0 +1,46 @@
+/**
+ * Output locations are checked before any work starts, without creating anything: a folder that
+ * is a file, lies under a file, or cannot be written (permissions, a read-only file system) is
+ * one line naming the flag and the path, instead of an error after the work is done.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { PainterError } from '../errors.js';
+
+function writable(dir: string): string | undefined {
+  try {
+    fs.accessSync(dir, fs.constants.W_OK | fs.constants.X_OK);
+    return undefined;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    return code === 'EROFS' ? `${dir} is on a read-only file system` : `${dir} is not writable (${code ?? 'access denied'})`;
+  }
+}
+
+/** Why outputs cannot be written into `dir` (undefined when they can). */
+export function outputDirProblem(dir: string): string | undefined {
+  let at = path.resolve(dir);
+  for (;;) {
+    let stat: fs.Stats | undefined;
+    try {
+      stat = fs.statSync(at);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      // ENOTDIR: a part of the path is a file; walking up finds which.
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') return `${at} cannot be read (${code})`;
+    }
+    if (stat) {
+      if (!stat.isDirectory()) return at === path.resolve(dir) ? `${dir} is a file, not a folder` : `${dir} lies under the file ${at}`;
+      return writable(at);
+    }
+    const up = path.dirname(at);
+    if (up === at) return `${dir} has no existing parent folder`;
+    at = up;
+  }
+}
+
+/** Throws one line naming `flag` when `dir` cannot receive outputs. */
+export function checkOutputDir(dir: string, flag: string): void {
+  const problem = outputDirProblem(dir);
+  if (problem) throw new PainterError(`${flag} ${dir}: ${problem}; choose another folder`);
+}
