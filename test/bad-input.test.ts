@@ -54,6 +54,16 @@ async function poisonedModel(dir: string): Promise<string> {
   return dir;
 }
 
+function sysIsWritable(): boolean {
+  try {
+    fs.writeFileSync('/sys/.painter-probe', '');
+    fs.rmSync('/sys/.painter-probe');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 interface Case {
   what: string;
   args: () => string[];
@@ -118,6 +128,13 @@ describe('the bad-input catalogue', () => {
     expect(refusal(r)).toMatch(c.message);
     expect(refusal(r).split('\n'), 'one line').toHaveLength(c.lines ?? 1);
     (c.untouched?.() ?? []).forEach((dir, i) => expect(listing(dir), dir).toEqual(before[i]));
+  });
+
+  // /sys refuses new files even to root on Linux, where access() says it may write: the probe must tell.
+  it.skipIf(!fs.existsSync('/sys') || sysIsWritable())('--out where files cannot be created (/sys): exit 1 before any work', async () => {
+    const r = await runCli(['invert', PHOTOS, '--token', '<x>', ...TRAIN, '--out', '/sys/painter-run']);
+    expect(r.code).toBe(1);
+    expect(refusal(r)).toMatch(/^painter: --out \/sys\/painter-run: \/sys is (not writable \(E[A-Z]+\)|on a read-only file system); choose another folder$/);
   });
 
   it('weights holding NaN: exit 1, the cause named, no PNG written', async () => {

@@ -1,5 +1,5 @@
 /**
- * Output locations are checked before any work starts, without creating anything: a folder that
+ * Output locations are checked before any work starts, leaving nothing behind: a folder that
  * is a file, lies under a file, or cannot be written (permissions, a read-only file system) is
  * one line naming the flag and the path, instead of an error after the work is done.
  */
@@ -7,9 +7,15 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { PainterError } from '../errors.js';
 
+/**
+ * Whether a file can be created in `dir`, found by creating (and removing) an empty one: access()
+ * cannot tell, e.g. for root on a read-only or virtual file system.
+ */
 function writable(dir: string): string | undefined {
+  const probe = path.join(dir, `.painter-write-test-${process.pid}`);
   try {
-    fs.accessSync(dir, fs.constants.W_OK | fs.constants.X_OK);
+    fs.writeFileSync(probe, '');
+    fs.rmSync(probe, { force: true });
     return undefined;
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
