@@ -84,7 +84,7 @@ const CATALOGUE: Case[] = [
   { what: 'a number out of range', args: () => ['generate', 'a cat', '--model', TINY_SD_A, '--steps', '0'], exit: 2, message: /--steps must be at least 1, got 0/ },
   { what: 'an unknown option', args: () => ['generate', 'a cat', '--bogus'], exit: 2, message: /Unknown argument: bogus/ },
   { what: 'a choice that is not offered', args: () => ['generate', 'a cat', '--scheduler', 'warp'], exit: 2, message: /Invalid values|choices/i },
-  { what: 'an unknown PAINTER_BACKEND', args: () => ['info'], env: { PAINTER_BACKEND: 'gpu' }, exit: 2, message: /^painter: PAINTER_BACKEND=gpu: unknown backend; choose one of auto, tensorflow, wasm, cpu$/ },
+  { what: 'an unknown PAINTER_BACKEND', args: () => ['info'], env: { PAINTER_BACKEND: 'gpu' }, exit: 2, message: /^painter: PAINTER_BACKEND=gpu: unknown backend; choose one of auto, tensorflow, webgpu, wasm, cpu$/ },
   { what: 'invert without --token', args: () => ['invert', PHOTOS, ...TRAIN, '--out', at('no-token')], exit: 2, message: /--token is required/, untouched: () => [at('no-token')] },
   { what: 'an ordinary word as --token', args: () => ['invert', PHOTOS, '--token', 'cat', ...TRAIN, '--out', at('word')], exit: 2, message: /--token "cat": a new token that begins or ends with a letter.*"<cat>"/, untouched: () => [at('word'), at('lib')] },
   { what: 'a rare word as --token', args: () => ['invert', PHOTOS, '--token', 'sks', ...TRAIN, '--out', at('sks')], exit: 2, message: /--token "sks": .*"<sks>"/, untouched: () => [at('sks')] },
@@ -93,6 +93,7 @@ const CATALOGUE: Case[] = [
   { what: 'prior preservation with no class images', args: () => ['dreambooth', PHOTOS, '--class', 'cat', ...TRAIN, '--class-images', '0', '--out', at('no-prior')], exit: 2, message: /--class-images 0 leaves nothing for prior preservation/ },
   { what: 'seeds beyond 32 bits', args: () => ['generate', 'a cat', '--model', TINY_SD_A, '--seed', '4294967295', '--count', '2', '--out', at('seeds')], exit: 2, message: /--seed 4294967295 with --count 2 would need seeds up to 4294967296/, untouched: () => [at('seeds')] },
   { what: 'a LoRA scale that is not a number', args: () => ['generate', 'a cat', '--model', TINY_SD_A, '--lora', `${LORA}:abc`, '--out', at('lora-abc')], exit: 2, message: /--lora .*:abc: the scale after ":" must be a number/, untouched: () => [at('lora-abc')] },
+  { what: 'a flag without its value', args: () => ['generate', 'a cat', '--steps'], exit: 2, message: /^painter: Not enough arguments following: steps; run "painter --help" for usage$/ },
   { what: '--resume latest without --out', args: () => ['invert', PHOTOS, '--token', '<x>', ...TRAIN, '--resume', 'latest'], exit: 2, message: /--resume latest needs --out/ },
   // Files and data (exit 1): named, with the fix; nothing half-written.
   { what: 'a model that is not there', args: () => ['generate', 'a cat', '--model', at('nope')], exit: 1, message: /--model .*nope: not found/ },
@@ -182,6 +183,14 @@ describe('tokens that cannot take over words, each in its own file', () => {
     expect(forced.code, forced.stderr).toBe(0);
     expect(listing(lib)).toEqual(['kitten.safetensors', 'mine.safetensors']);
   });
+
+  it('an embedding written in the AUTOMATIC1111 layout keeps its token, so learning it again replaces it', async () => {
+    for (const out of ['a1111-run-1', 'a1111-run-2']) {
+      const r = await runCli(['invert', PHOTOS, '--token', '<tabby>', ...TRAIN, '--steps', '1', '--format', 'a1111', '--out', at(out), '--embeddings-dir', at('a1111-lib')]);
+      expect(r.code, r.stderr).toBe(0);
+    }
+    expect(listing(at('a1111-lib'))).toEqual(['tabby.safetensors']);
+  });
 });
 
 describe('run folders never lose a result', () => {
@@ -226,12 +235,31 @@ describe('run folders never lose a result', () => {
     expect(listing(path.join(run, 'checkpoints')).filter((d) => /^step-\d+$/.test(d))).toEqual(['step-000003', 'step-000004', 'step-000005']);
   });
 
+  it('a resume never writes into a folder that holds another run', async () => {
+    const other = at('other-run');
+    expect((await runCli(invertArgs(other, 1))).code).toBe(0);
+    const r = await runCli(['invert', PHOTOS, '--resume', path.join(run, 'checkpoints', 'step-000004'), '--out', other, '--steps', '6']);
+    expect(r.code).toBe(1);
+    expect(refusal(r)).toMatch(/--out .*other-run already holds a run/);
+  });
+
+  it('resuming from an earlier checkpoint sets the later ones aside, so "latest" is the resumed branch', async () => {
+    const r = await runCli(['invert', PHOTOS, '--resume', path.join(run, 'checkpoints', 'step-000004'), '--steps', '4', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const entries = listing(path.join(run, 'checkpoints')).filter((d) => !d.includes(path.sep));
+    expect(entries.filter((d) => /^step-\d+$/.test(d))).toEqual(['step-000003', 'step-000004']);
+    const aside = entries.find((d) => d.startsWith('abandoned-'))!;
+    expect(listing(path.join(run, 'checkpoints', aside))).toContain('step-000005');
+    const steps = fs.readFileSync(path.join(run, 'train.log'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { step: number }).step);
+    expect(steps).toEqual([1, 2, 3, 4]);
+  });
+
   it('a damaged checkpoint state is one line naming the file', async () => {
-    const latest = path.join(run, 'checkpoints', 'step-000005', 'state.json');
+    const latest = path.join(run, 'checkpoints', 'step-000004', 'state.json');
     fs.writeFileSync(latest, '{"format": "painter-checkpoint", "st');
     const r = await runCli(['invert', PHOTOS, '--resume', 'latest', '--out', run, '--steps', '6']);
     expect(r.code).toBe(1);
-    expect(refusal(r)).toMatch(/step-000005\/state\.json: the checkpoint's state is damaged .*; resume from an earlier checkpoints\/step-NNNNNN folder/);
+    expect(refusal(r)).toMatch(/step-000004\/state\.json: the checkpoint's state is damaged .*; resume from an earlier checkpoints\/step-NNNNNN folder/);
   });
 
   it('--overwrite replaces the run', async () => {

@@ -108,3 +108,17 @@ export async function runCli(args: string[], env: Record<string, string | undefi
     }
   }
 }
+
+/**
+ * relError for backends that cannot read tensors synchronously (webgpu in Node): the same
+ * max|a−b| / max|b|, read with `await data()`. The caller keeps ownership of both tensors.
+ */
+export async function relErrorAsync(actual: tf.Tensor, expected: tf.Tensor): Promise<number> {
+  const [num, den] = tf.tidy(() => [tf.max(tf.abs(tf.sub(actual, expected))), tf.max(tf.abs(expected))]);
+  try {
+    const [n, d] = await Promise.all([num!.data(), den!.data()]);
+    return n[0]! / Math.max(d[0]!, 1e-30);
+  } finally {
+    tf.dispose([num!, den!]);
+  }
+}

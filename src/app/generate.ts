@@ -176,7 +176,13 @@ function phasedLoader(modelPath: string, loadOpts: { config?: string; arch: 'aut
     load: (parts) => {
       if (parts.length === 1 && parts[0] === 'text_encoder') return first;
       const m = loadModel(modelPath, { ...loadOpts, parts });
-      const c = applyConcepts(m, concepts, parts);
+      let c: LoadedConcepts;
+      try {
+        c = applyConcepts(m, concepts, parts);
+      } catch (e) {
+        disposeModel(m);
+        throw e;
+      }
       inUse.set(c.model, () => {
         c.dispose();
         disposeModel(m);

@@ -43,9 +43,12 @@ export async function invert(input: InvertInput, hooks: Hooks = {}): Promise<Inv
   const token = o.token;
   if (token === undefined || token === '') throw new UsageError('--token is required: the new placeholder word to learn, e.g. --token "<cat>"');
   const tokenProblem = placeholderProblem(token);
-  if (tokenProblem) throw new UsageError(`--token "${token}": ${tokenProblem}`);
+  // A run begun before this rule (with "sks", say) still resumes, with the warning.
+  if (tokenProblem && !run.resumeFrom) throw new UsageError(`--token "${token}": ${tokenProblem}`);
+  if (tokenProblem) hooks.warn?.(`the token "${token}": ${tokenProblem}`);
   // Where the result goes is checked before any work: nothing is lost to a late refusal.
   const library = embeddingsDir(o.embeddingsDir);
+  o.embeddingsDir = library; // absolute in the run's config, so a resume from elsewhere installs here too
   checkOutputDir(library, '--embeddings-dir');
   const clash = o.force ? undefined : installProblem(library, token);
   if (clash) throw new PainterError(`--token "${token}": ${clash}; choose another --token, another --embeddings-dir, or pass --force to replace it`);

@@ -27,6 +27,8 @@ export type TrainCommand = 'invert' | 'dreambooth';
  * option changes the result, so a resumed run keeps the checkpoint's.
  */
 const RESUME_OVERRIDABLE: ReadonlySet<string> = new Set(['steps', 'checkpointEvery', 'validationEvery', 'keepCheckpoints', 'out', 'resume', 'overwrite', 'preset', 'embeddingsDir', 'force']);
+/** Options that hold for one command only: a resume does not inherit them from the run. */
+const PER_COMMAND = ['force', 'overwrite'];
 /** Options that hold paths: compared as absolute paths on resume. */
 const PATH_OPTIONS: ReadonlySet<string> = new Set(['model', 'config', 'classDir']);
 
@@ -104,7 +106,9 @@ export function resolveRun<C extends TrainCommand>(command: C, passed: OptionInp
       throw new UsageError(`--steps ${chosen.steps} is fewer than the ${meta.step} steps ${resumeFrom} has done; give more --steps to train further`);
     }
     const overrides = Object.fromEntries(Object.entries(chosen).filter(([k, v]) => v !== undefined && RESUME_OVERRIDABLE.has(k)));
-    options = { ...saved, ...overrides };
+    // --force and --overwrite hold for the command that says them, not for later resumes of the run.
+    const perCommand = Object.fromEntries(PER_COMMAND.filter((k) => k in saved).map((k) => [k, false]));
+    options = { ...saved, ...perCommand, ...overrides };
   } else {
     // Paths are stored absolute so a resumed run finds them from any working directory; an absent
     // --model is recorded as the bundled model's path, so the run config names what trained.
@@ -113,7 +117,9 @@ export function resolveRun<C extends TrainCommand>(command: C, passed: OptionInp
   }
   runDir ??= path.resolve('runs', `${defaultName(options)}-${timestamp()}`);
   checkOutputDir(runDir, '--out');
-  const held = resumeFrom ? [] : heldRun(runDir);
+  // A resume writes into the run's own folder; another folder that holds a run is refused as for a new run.
+  const ownFolder = resumeFrom !== undefined && path.resolve(runDir) === path.dirname(path.dirname(resumeFrom));
+  const held = ownFolder ? [] : heldRun(runDir);
   if (held.length > 0 && !options.overwrite) {
     throw new PainterError(
       `--out ${runDir} already holds a run (${held.join(', ')}); continue it with --resume latest --out ${runDir}, choose another --out, or pass --overwrite to replace it`,
@@ -191,6 +197,7 @@ export function engineHooks(hooks: Hooks, runDir: string): EngineHooks {
     breathe,
     resumeHint: `run the same command with --resume latest --out ${runDir}`,
     info: (m) => hooks.info?.(m),
+    warn: (m) => hooks.warn?.(m),
     file: (kind, file, step) => hooks.file?.({ kind, path: file, step }),
   };
 }

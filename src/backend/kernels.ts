@@ -25,6 +25,7 @@ import { conv2dFilterGradWasm, WASM_CONV_FILTER_GRAD } from './wasm-conv-filter-
 import { makeWasmBatchMatMul } from './wasm-matmul.js';
 import { makeWasmSum } from './wasm-reduce.js';
 import { activeBackendSpec } from './table.js';
+import { registerWebgpuKernels } from './webgpu-kernels.js';
 
 interface WasmBackendLike {
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
@@ -221,6 +222,7 @@ export function registerPainterKernels(): void {
   registerFusedNorms();
   registerFusedAdamW();
   registerConvKernels();
+  registerWebgpuKernels();
   if (gradientsRegistered) return;
   gradientsRegistered = true;
   const original = tf.getGradient('Conv2D');

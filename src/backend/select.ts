@@ -6,7 +6,9 @@
 import * as tf from '@tensorflow/tfjs';
 import { PainterError } from '../errors.js';
 import { registerPainterKernels } from './kernels.js';
-import { BACKEND_CHOICES, BACKEND_NAMES, BACKENDS, type BackendChoice, type BackendName, type BackendPackage } from './table.js';
+import { watchDeviceErrors } from './webgpu-kernels.js';
+import { AUTO_ORDER, BACKEND_CHOICES, BACKENDS, type BackendChoice, type BackendName, type BackendPackage } from './table.js';
+import { adapterLine, releaseWebgpu, webgpuAdapter } from './webgpu.js';
 
 export { BACKEND_CHOICES, type BackendChoice, type BackendName } from './table.js';
 
@@ -34,9 +36,14 @@ function describeError(e: unknown): string {
   return msg.split('\n')[0]!.slice(0, 200);
 }
 
-async function activate(name: BackendName, p: BackendPackage): Promise<void> {
+async function activate(name: BackendName, p: BackendPackage, auto: boolean): Promise<void> {
   await p.load();
   if (!tf.findBackendFactory(name)) throw new Error(`${p.package} loaded but registered no '${name}' backend`);
+  const refusal = auto ? p.autoRefuses?.() : undefined;
+  if (refusal) {
+    if (name === 'webgpu') releaseWebgpu();
+    throw new Error(refusal);
+  }
   // setBackend resolves false (and logs) when the backend's initialisation fails.
   const ok = await tf.setBackend(name);
   if (!ok) throw new Error(`backend '${name}' failed to initialise`);
@@ -47,7 +54,8 @@ async function activate(name: BackendName, p: BackendPackage): Promise<void> {
   if (cpu && 'firstUse' in cpu) cpu.firstUse = false;
 }
 
-function usesGpu(): boolean {
+function usesGpu(name: BackendName): boolean {
+  if (name === 'webgpu') return webgpuAdapter()?.software === false;
   const b = tf.backend() as unknown as { isUsingGpuDevice?: boolean };
   return Boolean(b.isUsingGpuDevice);
 }
@@ -63,23 +71,27 @@ export async function selectBackend(choice: BackendChoice = 'auto'): Promise<Bac
     throw new PainterError(`--backend ${choice}: unknown backend; choose one of ${BACKEND_CHOICES.join(', ')}`, 2);
   }
   const failed: BackendAttempt[] = [];
-  const names = choice === 'auto' ? BACKEND_NAMES : [choice];
-  for (const name of names) {
-    for (const p of BACKENDS[name].packages) {
+  const auto = choice === 'auto';
+  const candidates = auto
+    ? AUTO_ORDER.map((c) => ({ name: c.backend, p: BACKENDS[c.backend].packages.find((p) => p.package === c.package)! }))
+    : BACKENDS[choice].packages.map((p) => ({ name: choice, p }));
+  for (const { name, p } of candidates) {
+    {
       try {
-        await activate(name, p);
+        await activate(name, p, auto);
       } catch (e) {
         failed.push({ candidate: p.package, error: describeError(e) });
         continue;
       }
       registerPainterKernels();
+      watchDeviceErrors();
       const reason =
         choice === 'auto'
           ? failed.length === 0
             ? 'first choice of the auto order'
             : `auto order; not available: ${failed.map((f) => `${f.candidate} (${f.error})`).join('; ')}`
           : 'requested';
-      active = { name, package: p.package, gpu: usesGpu(), failed, reason };
+      active = { name, package: p.package, gpu: usesGpu(name), failed, reason };
       return active;
     }
   }
@@ -106,6 +118,8 @@ export function parseBackendChoice(value: string | undefined, source: string): B
 
 /** One line: name, package, GPU, and why it was chosen. */
 export function describeBackend(r: BackendReport): string {
-  const gpu = r.name === 'tensorflow' ? (r.gpu ? ', GPU' : ', no GPU visible: running on CPU') : '';
+  const adapter = webgpuAdapter();
+  const gpu =
+    r.name === 'tensorflow' ? (r.gpu ? ', GPU' : ', no GPU visible: running on CPU') : r.name === 'webgpu' && adapter ? `, adapter ${adapterLine(adapter)}` : '';
   return `${r.name} (${r.package}${gpu}; ${r.reason})`;
 }

@@ -8,8 +8,9 @@
 import * as os from 'node:os';
 import * as tf from '@tensorflow/tfjs';
 import { nvidiaGpuCapacity, systemMemoryCapacity, wasmHeapCapacity, type Capacity } from './capacity.js';
+import { adapterLine, loadWebgpu, webgpuAdapter } from './webgpu.js';
 
-export const BACKEND_NAMES = ['tensorflow', 'wasm', 'cpu'] as const;
+export const BACKEND_NAMES = ['tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
 export const BACKEND_CHOICES = ['auto', ...BACKEND_NAMES] as const;
 export type BackendChoice = (typeof BACKEND_CHOICES)[number];
@@ -18,6 +19,8 @@ export interface BackendPackage {
   package: string;
   /** Imports the package, which registers the backend with tfjs. */
   load(): Promise<void>;
+  /** After loading: why `auto` must pass it by (a software GPU adapter), or undefined. */
+  autoRefuses?(): string | undefined;
 }
 
 export interface BackendSpec {
@@ -78,6 +81,34 @@ export const BACKENDS: { readonly [N in BackendName]: BackendSpec & { name: N } 
     installHint: "reinstall painter's dependencies (npm ci) so @tensorflow/tfjs-backend-wasm is present",
     when: 'always available; SIMD, single thread; the default on machines without the native packages. Its heap is capped at 4 GiB, so full-size SD checkpoints need another backend',
   },
+  webgpu: {
+    name: 'webgpu',
+    packages: [
+      {
+        package: 'webgpu + @tensorflow/tfjs-backend-webgpu',
+        load: loadWebgpu,
+        autoRefuses: () => {
+          const a = webgpuAdapter();
+          return a?.software ? `a software adapter (${a.description}); only --backend webgpu chooses it` : undefined;
+        },
+      },
+    ],
+    fusedKernels: false,
+    packsWeights: false,
+    capacity: () => {
+      const a = webgpuAdapter();
+      if (a?.software) return { ...systemMemoryCapacity(), what: 'free system memory, where the software adapter keeps its buffers' };
+      const nvidia = nvidiaGpuCapacity();
+      return nvidia.bytes !== undefined ? nvidia : { what: 'GPU memory, which WebGPU does not report (PAINTER_MEMORY_LIMIT sets it)' };
+    },
+    threads: async () => {
+      const a = webgpuAdapter();
+      return a ? `GPU adapter ${adapterLine(a)}` : 'GPU adapter (not loaded)';
+    },
+    installHint:
+      "install painter's optional packages webgpu and @tensorflow/tfjs-backend-webgpu (npm install webgpu @tensorflow/tfjs-backend-webgpu) and a GPU driver with Vulkan (Linux), Metal (macOS) or D3D12 (Windows); without a GPU, Mesa's lavapipe is a software adapter for tests (Debian 12: apt-get install -t bookworm-backports mesa-vulkan-drivers)",
+    when: 'a GPU through Dawn (Vulkan on Linux, Metal on macOS, D3D12 on Windows), from npm alone: both packages are optional dependencies with prebuilt binaries, no CUDA needed; no 4 GiB heap. A software adapter (lavapipe) is only used when asked for',
+  },
   cpu: {
     name: 'cpu',
     packages: [{ package: '@tensorflow/tfjs (cpu)', load: async () => {} }],
@@ -89,6 +120,23 @@ export const BACKENDS: { readonly [N in BackendName]: BackendSpec & { name: N } 
     when: 'pure JavaScript fallback; slow',
   },
 };
+
+/**
+ * The `auto` order: a CUDA GPU, then any other GPU (WebGPU on a hardware adapter), then native
+ * TensorFlow on the CPU, then wasm and the pure-JavaScript fallback.
+ */
+export const AUTO_ORDER: readonly { backend: BackendName; package: string; label: string }[] = [
+  { backend: 'tensorflow', package: '@tensorflow/tfjs-node-gpu', label: 'tensorflow on a CUDA GPU' },
+  { backend: 'webgpu', package: 'webgpu + @tensorflow/tfjs-backend-webgpu', label: 'webgpu on a GPU' },
+  { backend: 'tensorflow', package: '@tensorflow/tfjs-node', label: 'tensorflow on the CPU' },
+  { backend: 'wasm', package: '@tensorflow/tfjs-backend-wasm', label: 'wasm' },
+  { backend: 'cpu', package: '@tensorflow/tfjs (cpu)', label: 'cpu' },
+];
+
+/** "tensorflow on a CUDA GPU → webgpu on a GPU → …", for help and the README. */
+export function autoOrderText(): string {
+  return AUTO_ORDER.map((c) => c.label).join(' → ');
+}
 
 export function backendSpec(name: BackendName): BackendSpec {
   return BACKENDS[name];

@@ -18,7 +18,7 @@ import { clipTextForward } from '../core/models/clip-text.js';
 import { unetForward } from '../core/models/unet.js';
 import { vaeDecode, vaeEncode, vaeLatentFactor } from '../core/models/vae.js';
 import type { Params } from '../core/params.js';
-import { decodeLatents, denoiseAll, encodePrompts, promptIds } from '../core/pipeline/text-to-image.js';
+import { decodeLatents, denoiseAll, encodePrompts, promptIdRows } from '../core/pipeline/text-to-image.js';
 import { createScheduler, noiseSchedule } from '../core/schedulers/index.js';
 import { modelPromptLength } from '../core/sizes.js';
 import { AdamW } from '../backend/fused-adamw.js';
@@ -120,14 +120,15 @@ interface Inputs {
   latents: tf.Tensor4D;
   noise: tf.Tensor4D;
   timesteps: number[];
-  ids: tf.Tensor2D;
+  /** Token ids on the host (the text encoder reads no ids back from the device). */
+  ids: number[][];
   context: tf.Tensor3D;
 }
 
 function makeInputs(model: StableDiffusion, batch: number, size: number): Inputs {
   const c = model.unet.config.in_channels;
   const prompts = Array.from({ length: batch }, (_, i) => (i % 2 === 0 ? 'a photo of a cat' : 'a painting of a cat in the forest'));
-  const ids = promptIds(model, prompts);
+  const ids = promptIdRows(model, prompts);
   const train = model.scheduler.num_train_timesteps;
   return {
     latents: tf.randomNormal([batch, size, size, c], 0, 1, 'float32', 1) as tf.Tensor4D,
@@ -308,7 +309,7 @@ export async function runBench(model: StableDiffusion, options: Partial<BenchOpt
       tf.dispose([a, b]);
     }
   } finally {
-    tf.dispose([inputs.latents, inputs.noise, inputs.ids, inputs.context]);
+    tf.dispose([inputs.latents, inputs.noise, inputs.context]);
   }
   report.memory.peakRss = process.resourceUsage().maxRSS * 1024;
   report.memory.wasmHeap = wasmHeapBytes();

@@ -4,6 +4,7 @@
  * (0 ok, 1 user error, 2 usage, 130 interrupted).
  */
 import yargs, { type Argv } from 'yargs';
+import { shutdownWebgpu } from '../backend/webgpu.js';
 import { packageVersion } from '../io/paths.js';
 import { fileSystemError, isPainterError, UsageError } from '../errors.js';
 import { BACKEND_OPTION, COMMAND_NAMES, COMMANDS, type CommandName, type CommandSpec, type OptionSpec } from '../options/table.js';
@@ -83,23 +84,31 @@ function buildParser(argv: string[]): Argv {
     .wrap(Math.min(110, process.stdout.columns || 100))
     .exitProcess(false)
     .fail((msg, err) => {
-      if (err) throw err;
+      // yargs' own complaints (a flag without its value: "Not enough arguments following: steps") are usage errors too.
+      if (err && err.name !== 'YError') throw err;
+      const text = (msg ?? err?.message ?? 'bad usage').replace(/:?\s*\n\s*/g, ': ');
       // yargs spreads some messages over lines ("Invalid values:\n  Argument: …"): one line for the user.
-      throw new UsageError(`${msg.replace(/:?\s*\n\s*/g, ': ')}; run "painter --help" for usage`);
+      throw new UsageError(`${text}; run "painter --help" for usage`);
     });
 }
 
-/** Names of the options that take numbers, with and without their command. */
-const NUMERIC = new Set(Object.values(COMMANDS as Record<string, CommandSpec>).flatMap((c) => c.options.filter((o) => o.type === 'number' || o.type === 'integer').map((o) => o.name)));
+/** Names of a command's options that take numbers. */
+function numericOptions(command: string): Set<string> {
+  const spec = (COMMANDS as Record<string, CommandSpec>)[command];
+  return new Set((spec?.options ?? []).filter((o) => o.type === 'number' || o.type === 'integer').map((o) => o.name));
+}
 
 /**
  * A number option given text that is not a number, named with the text as typed (yargs would
- * turn it into NaN and the message could only say "got NaN").
+ * turn it into NaN and the message could only say "got NaN"). Only the invoked command's options,
+ * and nothing after `--`.
  */
 function checkNumberFlags(argv: readonly string[]): void {
+  const numeric = numericOptions(argv.find((a) => !a.startsWith('-')) ?? '');
   for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--') break;
     const m = /^--([a-z][a-z-]*)(?:=(.*))?$/.exec(argv[i]!);
-    if (!m || !NUMERIC.has(m[1]!)) continue;
+    if (!m || !numeric.has(m[1]!)) continue;
     const text = m[2] ?? argv[i + 1];
     if (text === undefined || (m[2] === undefined && text.startsWith('--'))) continue; // yargs reports the missing value
     if (text.trim() === '' || Number.isNaN(Number(text))) throw new UsageError(`--${m[1]} must be a number, got "${text}"`);
@@ -126,4 +135,6 @@ export async function main(argv: string[]): Promise<number> {
 /** Entry point for bin/painter. */
 export async function run(argv: string[]): Promise<void> {
   process.exitCode = await main(argv);
+  // Dawn's GPU threads would keep the process alive (or abort it at exit) after the work is done.
+  await shutdownWebgpu();
 }

@@ -45,7 +45,6 @@ export interface EmbeddedModel {
   dispose(): void;
 }
 
-/** Tokenizer tokens of a k-vector embedding: diffusers names the extra vectors `<t>_1 … <t>_{k−1}`. */
 /**
  * Why a new placeholder token would misbehave, or undefined when it is fine. The tokenizer splits
  * added tokens out of the text before BPE, wherever they occur: a token that begins or ends with
@@ -62,6 +61,7 @@ export function placeholderProblem(token: string): string | undefined {
   return undefined;
 }
 
+/** Tokenizer tokens of a k-vector embedding: diffusers names the extra vectors `<t>_1 … <t>_{k−1}`. */
 export function multiVectorTokens(token: string, count: number): string[] {
   return [token, ...Array.from({ length: count - 1 }, (_, i) => `${token}_${i + 1}`)];
 }

@@ -51,6 +51,11 @@ export function tokenOfFileName(name: string): string | undefined {
   }
 }
 
+/** The name painter gave a token's embedding before names were made unique per token. */
+function legacyFileName(token: string): string {
+  return `${token.replace(/[<>]/g, '').replace(/[^\w.-]+/g, '_') || 'embedding'}.safetensors`;
+}
+
 /** The trigger word of an embedding file, or undefined when it cannot be read. */
 function tokenOf(file: string): string | undefined {
   try {
@@ -75,7 +80,8 @@ export function installProblem(dir: string, token: string): string | undefined {
   for (const name of fs.readdirSync(dir).sort()) {
     const file = path.join(dir, name);
     if (!EXTENSIONS.test(name) || name.startsWith('.') || file === own) continue;
-    if (tokenOf(file) === token) return `${file} in the embeddings folder already answers to "${token}"`;
+    // The same token under painter's earlier name for it is this token's own file, replaced on install.
+    if (tokenOf(file) === token && name !== legacyFileName(token)) return `${file} in the embeddings folder already answers to "${token}"`;
   }
   return undefined;
 }
@@ -91,6 +97,8 @@ export async function installEmbedding(file: string, dir: string, token: string,
   fs.mkdirSync(dir, { recursive: true });
   const target = path.join(dir, embeddingFileName(token));
   await writeBytesAtomic(target, fs.readFileSync(file));
+  const legacy = path.join(dir, legacyFileName(token));
+  if (legacy !== target && fs.existsSync(legacy) && tokenOf(legacy) === token) fs.rmSync(legacy);
   return target;
 }
 

@@ -245,8 +245,8 @@ function diffusersSuffixes(module: string): [string, string] {
   return ['lora_A.weight', 'lora_B.weight'];
 }
 
-function torchLayout(t: tf.Tensor, factor = 1): TensorToWrite {
-  const data = t.dataSync() as Float32Array;
+async function torchLayout(t: tf.Tensor, factor = 1): Promise<TensorToWrite> {
+  const data = (await t.data()) as Float32Array;
   const scaled = factor === 1 ? data : data.map((v) => v * factor);
   const converted = tfjsToTorch('lora.weight', { shape: t.shape, data: scaled });
   return { dtype: 'F32', shape: converted.shape, data: converted.data };
@@ -273,15 +273,15 @@ export async function writeLoraFile(file: string, adapters: readonly LoraAdapter
     if (opts.format === 'diffusers') {
       const [down, up] = diffusersSuffixes(a.module);
       const base = `${a.component}.${a.module}`;
-      out.set(`${base}.${down}`, torchLayout(a.down));
-      out.set(`${base}.${up}`, torchLayout(a.up, loraScale(a)));
+      out.set(`${base}.${down}`, await torchLayout(a.down));
+      out.set(`${base}.${up}`, await torchLayout(a.up, loraScale(a)));
     } else {
       const alpha = opts.alpha ?? a.alpha ?? rank;
       if (!(alpha > 0)) throw new Error(`writeLoraFile: alpha must be positive (got ${alpha})`);
       alphas.add(alpha);
       const name = moduleToKohya(a.component, a.module);
-      out.set(`${name}.lora_down.weight`, torchLayout(a.down));
-      out.set(`${name}.lora_up.weight`, torchLayout(a.up, loraScale(a) / (alpha / rank)));
+      out.set(`${name}.lora_down.weight`, await torchLayout(a.down));
+      out.set(`${name}.lora_up.weight`, await torchLayout(a.up, loraScale(a) / (alpha / rank)));
       out.set(`${name}.alpha`, { dtype: 'F32', shape: [], data: Float32Array.of(alpha) });
     }
   }

@@ -12,14 +12,19 @@ import { PainterError } from '../errors.js';
  * cannot tell, e.g. for root on a read-only or virtual file system.
  */
 function writable(dir: string): string | undefined {
-  const probe = path.join(dir, `.painter-write-test-${process.pid}`);
+  const probe = path.join(dir, `.painter-write-test-${process.pid}-${Date.now()}`);
+  let created = false;
   try {
-    fs.writeFileSync(probe, '');
-    fs.rmSync(probe, { force: true });
+    // 'wx': never truncate (or later remove) a file that happens to have the name.
+    fs.writeFileSync(probe, '', { flag: 'wx' });
+    created = true;
     return undefined;
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return undefined;
     return code === 'EROFS' ? `${dir} is on a read-only file system` : `${dir} is not writable (${code ?? 'access denied'})`;
+  } finally {
+    if (created) fs.rmSync(probe, { force: true });
   }
 }
 

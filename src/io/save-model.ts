@@ -26,7 +26,7 @@ export interface SaveModelOptions {
 export async function writeParams(file: string, params: Params, half = false): Promise<void> {
   const out = new Map<string, TensorToWrite>();
   for (const [key, t] of params) {
-    const torch = tfjsToTorch(key, { shape: t.shape, data: t.dataSync() as Float32Array });
+    const torch = tfjsToTorch(key, { shape: t.shape, data: (await t.data()) as Float32Array });
     out.set(key, { dtype: half ? 'F16' : 'F32', shape: torch.shape, data: torch.data });
   }
   await writeSafetensors(file, out, { format: 'pt' });

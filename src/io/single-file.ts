@@ -115,8 +115,13 @@ function splitRows(t: FloatArrayTensor, n: number): FloatArrayTensor[] {
   }));
 }
 
-function torchTensor(key: string, t: tf.Tensor): FloatArrayTensor {
-  return tfjsToTorch(key, { shape: t.shape, data: t.dataSync() as Float32Array });
+/** Weights as host arrays in tfjs layout, read with `await data()` (a GPU backend has no synchronous read). */
+type HostParams = Map<string, FloatArrayTensor>;
+
+async function toHost(params: Params): Promise<HostParams> {
+  const out: HostParams = new Map();
+  for (const [k, t] of params) out.set(k, { shape: t.shape, data: (await t.data()) as Float32Array });
+  return out;
 }
 
 /**
@@ -128,30 +133,31 @@ export async function writeSingleFile(file: string, params: PipelineParams, conf
   const unetKeys = keyConverter(unetBlockMaps(configs.unet));
   const vaeKeys = keyConverter(vaeBlockMaps(configs.vae));
   const put = (key: string, t: FloatArrayTensor) => out.set(key, { dtype: 'F32', shape: t.shape, data: t.data });
-  for (const [k, t] of params.unet) {
+  for (const [k, t] of await toHost(params.unet)) {
     const ldm = unetKeys.toLdm(k);
     if (!ldm) throw new Error(`no single-file name for unet weight "${k}"`);
-    put(UNET_PREFIX + ldm, torchTensor(k, t));
+    put(UNET_PREFIX + ldm, tfjsToTorch(k, t));
   }
-  for (const [k, t] of params.vae) {
+  for (const [k, t] of await toHost(params.vae)) {
     const ldm = vaeKeys.toLdm(k);
     if (!ldm) throw new Error(`no single-file name for vae weight "${k}"`);
-    const torch = torchTensor(k, t);
+    const torch = tfjsToTorch(k, t);
     put(VAE_PREFIX + ldm, VAE_ATTN_LINEAR.test(k) ? { shape: [...torch.shape, 1, 1], data: torch.data } : torch);
   }
+  const text = await toHost(params.textEncoder);
   if (arch === 'sd1') {
-    for (const [k, t] of params.textEncoder) put(CLIP_PREFIX + k, torchTensor(k, t));
+    for (const [k, t] of text) put(CLIP_PREFIX + k, tfjsToTorch(k, t));
   } else {
-    writeOpenClip(params.textEncoder, configs.textEncoder, put);
+    writeOpenClip(text, configs.textEncoder, put);
   }
   await writeSafetensors(file, out);
 }
 
-function writeOpenClip(p: Params, c: ClipTextConfig, put: (key: string, t: FloatArrayTensor) => void): void {
+function writeOpenClip(p: HostParams, c: ClipTextConfig, put: (key: string, t: FloatArrayTensor) => void): void {
   const get = (k: string) => {
     const t = p.get(k);
     if (!t) throw new Error(`missing text encoder weight "${k}"`);
-    return torchTensor(k, t);
+    return tfjsToTorch(k, t);
   };
   put(`${OPENCLIP_PREFIX}token_embedding.weight`, get('text_model.embeddings.token_embedding.weight'));
   put(`${OPENCLIP_PREFIX}positional_embedding`, get('text_model.embeddings.position_embedding.weight'));

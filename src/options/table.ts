@@ -4,7 +4,7 @@
  * casts), preset validation and defaults (options/resolve.ts) and the README's option tables
  * (options/markdown.ts, checked by a test).
  */
-import { BACKEND_CHOICES, BACKEND_NAMES } from '../backend/table.js';
+import { autoOrderText, BACKEND_CHOICES } from '../backend/table.js';
 import { BENCH_ITEMS } from '../bench/items.js';
 import type { SchedulerKind } from '../core/schedulers/common.js';
 
@@ -50,7 +50,7 @@ export const BACKEND_OPTION = {
   name: 'backend',
   type: 'string',
   choices: BACKEND_CHOICES,
-  describe: `Compute backend (auto: the first that loads of ${BACKEND_NAMES.join(' → ')}); also PAINTER_BACKEND`,
+  describe: `Compute backend (auto: the first that loads of ${autoOrderText()}); also PAINTER_BACKEND`,
 } as const satisfies OptionSpec;
 
 const MODEL = {

@@ -23,6 +23,7 @@ import {
 import { InterruptedError, PainterError } from '../errors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
 import { loadSafetensors, writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
+import { throwIfDeviceError } from '../backend/webgpu-kernels.js';
 import { lossCurveSvg } from './loss-curve.js';
 
 export interface TrainingTask {
@@ -89,6 +90,7 @@ export interface EngineHooks {
   /** Lets the event loop run between steps (signals, spinner). */
   breathe?(): Promise<void>;
   info?(message: string): void;
+  warn?(message: string): void;
   /** A sample grid or checkpoint was written (complete). */
   file?(kind: 'sample' | 'checkpoint', path: string, step: number): void;
   /** How the user continues an interrupted run (the caller knows its own command line). */
@@ -147,16 +149,36 @@ export function readCheckpointMeta(dir: string): CheckpointMeta {
   return meta;
 }
 
-/** Deletes all but the newest `keep` complete checkpoints of a run (0 keeps all). */
-export function pruneCheckpoints(runDir: string, keep: number): void {
-  if (keep <= 0) return;
+/** The complete checkpoints of a run, by step. */
+function checkpointSteps(runDir: string): { dir: string; step: number }[] {
   const dir = checkpointsDir(runDir);
-  if (!fs.existsSync(dir)) return;
-  const complete = fs
+  if (!fs.existsSync(dir)) return [];
+  return fs
     .readdirSync(dir)
-    .filter((d) => STEP_DIR.test(d) && fs.existsSync(path.join(dir, d, 'state.json')))
-    .sort();
-  for (const d of complete.slice(0, Math.max(0, complete.length - keep))) fs.rmSync(path.join(dir, d), { recursive: true, force: true });
+    .map((d) => ({ m: STEP_DIR.exec(d), d }))
+    .filter(({ m, d }) => m !== null && fs.existsSync(path.join(dir, d, 'state.json')))
+    .map(({ m, d }) => ({ dir: path.join(dir, d), step: Number(m![1]) }))
+    .sort((a, b) => a.step - b.step);
+}
+
+/** Deletes all but the newest `keep` complete checkpoints of a run (0 keeps all), never `current`. */
+export function pruneCheckpoints(runDir: string, keep: number, current?: string): void {
+  if (keep <= 0) return;
+  const all = checkpointSteps(runDir);
+  for (const c of all.slice(0, Math.max(0, all.length - keep))) if (c.dir !== current) fs.rmSync(c.dir, { recursive: true, force: true });
+}
+
+/**
+ * A resume from step S of a run that went further: the later checkpoints belong to the branch
+ * being abandoned. They move to checkpoints/abandoned-<time>/ (kept, but no longer "latest").
+ */
+function setAsideLaterCheckpoints(runDir: string, step: number): string | undefined {
+  const later = checkpointSteps(runDir).filter((c) => c.step > step);
+  if (later.length === 0) return undefined;
+  const aside = path.join(checkpointsDir(runDir), `abandoned-${new Date().toISOString().replace(/[-:.]/g, '').slice(0, 15)}`);
+  fs.mkdirSync(aside, { recursive: true });
+  for (const c of later) fs.renameSync(c.dir, path.join(aside, path.basename(c.dir)));
+  return aside;
 }
 
 /**
@@ -266,8 +288,16 @@ export async function train(task: TrainingTask, cfg: EngineConfig, runDir: strin
       losses = meta.losses;
       hooks.info?.(`resumed from ${resumeFrom} at step ${step}`);
     }
+    /** A validation grid: a sample for the user to look at, so its failure (NaN, say) never stops training. */
     const writeSample = async (at: number): Promise<void> => {
-      const png = await task.validate?.(at);
+      let png: Buffer | undefined;
+      try {
+        png = await task.validate?.(at);
+      } catch (e) {
+        if (!(e instanceof PainterError)) throw e;
+        hooks.warn?.(`no validation samples at step ${at}: ${e.message}`);
+        return;
+      }
       if (!png) return;
       const file = path.join(runDir, 'samples', `step-${String(at).padStart(6, '0')}.png`);
       await writeBytesAtomic(file, png);
@@ -276,12 +306,16 @@ export async function train(task: TrainingTask, cfg: EngineConfig, runDir: strin
     const checkpoint = async (): Promise<string> => {
       const dir = await saveCheckpoint(runDir, step, task, adam, rng, fullConfig, losses);
       await writeBytesAtomic(path.join(runDir, 'loss.svg'), lossCurveSvg(losses));
-      pruneCheckpoints(runDir, cfg.keepCheckpoints ?? 0);
+      pruneCheckpoints(runDir, cfg.keepCheckpoints ?? 0, dir);
       hooks.file?.('checkpoint', dir, step);
       return dir;
     };
     const logFile = path.join(runDir, 'train.log');
-    if (resumeFrom) truncateLog(logFile, step);
+    if (resumeFrom) {
+      truncateLog(logFile, step);
+      const aside = setAsideLaterCheckpoints(runDir, step);
+      if (aside) hooks.info?.(`checkpoints after step ${step} belong to the run's abandoned continuation: moved to ${aside}`);
+    }
     const log = fs.openSync(logFile, 'a');
     let lastCheckpoint: string | undefined = resumeFrom;
     const adamCfg = { ...ADAMW_DEFAULTS, lr: cfg.lr, weightDecay: cfg.weightDecay };
@@ -322,6 +356,7 @@ export async function train(task: TrainingTask, cfg: EngineConfig, runDir: strin
         const gradNorm = await clipGradNorm(grads, cfg.maxGradNorm);
         adamWStep(task.vars, grads, adam, adamCfg, lr);
         for (const g of grads.values()) g.dispose();
+        throwIfDeviceError();
         step += 1;
         losses.push(loss);
         const ms = performance.now() - t0;
@@ -330,8 +365,8 @@ export async function train(task: TrainingTask, cfg: EngineConfig, runDir: strin
         // Let signals and timers run, then see whether the user asked to stop (Ctrl-C).
         await hooks.breathe?.();
         const stopping = hooks.shouldStop?.() === true;
-        if (cfg.validationEvery > 0 && step % cfg.validationEvery === 0 && !stopping) await writeSample(step);
         if ((step % cfg.checkpointEvery === 0 && step < cfg.steps) || stopping) lastCheckpoint = await checkpoint();
+        if (cfg.validationEvery > 0 && step % cfg.validationEvery === 0 && !stopping) await writeSample(step);
         if (stopping) {
           const hint = hooks.resumeHint ?? `resume from ${lastCheckpoint}`;
           throw new InterruptedError(`interrupted at step ${step}/${cfg.steps}; checkpoint saved in ${lastCheckpoint}; to continue, ${hint}`);
@@ -342,8 +377,8 @@ export async function train(task: TrainingTask, cfg: EngineConfig, runDir: strin
     }
     // The final state is a checkpoint too, so a finished run can be extended with more --steps.
     const finalCheckpoint = await checkpoint();
-    if (cfg.validationEvery > 0 && step % cfg.validationEvery !== 0) await writeSample(step);
     const output = await task.saveResult(runDir, step);
+    if (cfg.validationEvery > 0 && step % cfg.validationEvery !== 0) await writeSample(step);
     return { step, output, losses, checkpoint: finalCheckpoint };
   } finally {
     disposeAdamWState(adam);

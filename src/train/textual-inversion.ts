@@ -15,7 +15,7 @@ import { diffusionLoss } from '../core/training/loss.js';
 import { PainterError, UsageError } from '../errors.js';
 import { embeddingFileName } from '../io/embedding-library.js';
 import { writeEmbeddingFile } from '../io/embeddings.js';
-import { multiVectorTokens, placeholderProblem } from '../core/embeddings.js';
+import { multiVectorTokens } from '../core/embeddings.js';
 import type { SourceImage } from '../io/dataset.js';
 import type { MethodSettings, TrainingTask } from './engine.js';
 import { disposeViews, drawNoise, encodeViews, EpochSampler, pickView, sampleLatents, withCaption, type SamplerState, type View } from './steps.js';
@@ -60,8 +60,7 @@ export interface InversionSetup {
 }
 
 function checkPlaceholder(model: StableDiffusion, token: string, vectors: number): string[] {
-  const problem = placeholderProblem(token);
-  if (problem) throw new UsageError(`--token "${token}": ${problem}`);
+  if (!token || /\s/.test(token)) throw new UsageError(`--token "${token}": give one word without spaces, e.g. "<cat>"`);
   const tokens = multiVectorTokens(token, vectors);
   for (const t of tokens) {
     if (tokenId(model.tokenizer, t) !== undefined) {

@@ -12,6 +12,7 @@ import { modelLatentGrid, modelPromptLength } from '../sizes.js';
 import { createScheduler, type SchedulerKind } from '../schedulers/index.js';
 import { expandPrompt } from '../embeddings.js';
 import { encode } from '../tokenizer/clip-tokenizer.js';
+import { throwIfDeviceError } from '../../backend/webgpu-kernels.js';
 import { PainterError } from '../../errors.js';
 import { decodeLatentsRaw, denoise, encodePrompts } from './text-to-image.js';
 
@@ -138,6 +139,7 @@ async function* decodeBatch(model: StableDiffusion, req: GenerateRequest, indice
   } finally {
     tf.dispose([pixels, finite]);
   }
+  throwIfDeviceError();
   const size = req.width * req.height * 3;
   for (let i = 0; i < indices.length; i++) {
     if (!ok[i]) {
