@@ -8,6 +8,7 @@ import { disposeModel } from '../core/model.js';
 import { placeholderProblem } from '../core/embeddings.js';
 import { PainterError, UsageError } from '../errors.js';
 import { embeddingFileName, embeddingsDir, installEmbedding, installProblem } from '../io/embedding-library.js';
+import { readEmbeddingFile } from '../io/embeddings.js';
 import { checkOutputDir } from '../io/output-dir.js';
 import { modelHash } from '../io/file-hash.js';
 import type { OptionInput } from '../options/types.js';
@@ -33,6 +34,8 @@ export interface InvertResult {
   /** The placeholder learned, and the tokens it expands to (several for multi-vector embeddings). */
   token: string;
   tokens: string[];
+  /** The word `generate` loads it for from the embeddings folder (the file stem for the A1111 layout). */
+  trigger: string;
   backend: BackendReport;
 }
 
@@ -74,7 +77,8 @@ export async function invert(input: InvertInput, hooks: Hooks = {}): Promise<Inv
       // Installed where generate finds it by its token, as AUTOMATIC1111's embeddings folder.
       const installed = await installEmbedding(result.output, library, token, o.force);
       hooks.file?.({ kind: 'result', path: result.output, step: result.step });
-      return { output: result.output, installed, runDir, steps: result.step, finalLoss: result.losses.at(-1), token, tokens: setup.tokens, backend };
+      const trigger = readEmbeddingFile(installed).token;
+      return { output: result.output, installed, runDir, steps: result.step, finalLoss: result.losses.at(-1), token, tokens: setup.tokens, trigger, backend };
     } finally {
       setup.dispose();
     }

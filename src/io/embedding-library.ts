@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { PainterError } from '../errors.js';
 import { writeBytesAtomic } from './atomic.js';
-import { readEmbeddingFile } from './embeddings.js';
+import { PAINTER_EMBEDDING_KEY, readEmbeddingFile } from './embeddings.js';
 
 const EXTENSIONS = /\.(safetensors|pt|bin)$/i;
 
@@ -56,10 +56,23 @@ function legacyFileName(token: string): string {
   return `${token.replace(/[<>]/g, '').replace(/[^\w.-]+/g, '_') || 'embedding'}.safetensors`;
 }
 
-/** The trigger word of an embedding file, or undefined when it cannot be read. */
+/** The trigger word of an embedding file (an A1111-layout file's stem), or undefined when it cannot be read. */
 function tokenOf(file: string): string | undefined {
   try {
     return readEmbeddingFile(file).token;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The token an embedding file was learned for: the one painter records in its metadata (also in
+ * the A1111 layout, whose trigger is the file stem), else its trigger word.
+ */
+function learnedToken(file: string): string | undefined {
+  try {
+    const e = readEmbeddingFile(file);
+    return e.metadata[PAINTER_EMBEDDING_KEY] !== undefined ? (e.metadata['token'] ?? e.token) : e.token;
   } catch {
     return undefined;
   }
@@ -74,14 +87,14 @@ export function installProblem(dir: string, token: string): string | undefined {
   if (!fs.existsSync(dir)) return undefined;
   const own = path.join(dir, embeddingFileName(token));
   if (fs.existsSync(own)) {
-    const held = tokenOf(own);
+    const held = learnedToken(own);
     if (held !== token) return `${own} already holds the embedding of ${held === undefined ? 'another token (or is unreadable)' : `"${held}"`}`;
   }
   for (const name of fs.readdirSync(dir).sort()) {
     const file = path.join(dir, name);
     if (!EXTENSIONS.test(name) || name.startsWith('.') || file === own) continue;
     // The same token under painter's earlier name for it is this token's own file, replaced on install.
-    if (tokenOf(file) === token && name !== legacyFileName(token)) return `${file} in the embeddings folder already answers to "${token}"`;
+    if (learnedToken(file) === token && name !== legacyFileName(token)) return `${file} in the embeddings folder already answers to "${token}"`;
   }
   return undefined;
 }
@@ -98,7 +111,7 @@ export async function installEmbedding(file: string, dir: string, token: string,
   const target = path.join(dir, embeddingFileName(token));
   await writeBytesAtomic(target, fs.readFileSync(file));
   const legacy = path.join(dir, legacyFileName(token));
-  if (legacy !== target && fs.existsSync(legacy) && tokenOf(legacy) === token) fs.rmSync(legacy);
+  if (legacy !== target && fs.existsSync(legacy) && learnedToken(legacy) === token) fs.rmSync(legacy);
   return target;
 }
 

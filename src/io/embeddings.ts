@@ -86,8 +86,7 @@ function fromSafetensors(file: string): Parsed {
     if (t.dtype === 'I32' || t.dtype === 'I64') fail(file, `${JSON.stringify(key)} holds integers, not embedding vectors`);
     return { token, format, shape: t.shape, data: t.data, metadata };
   };
-  // painter's own a1111-layout files name their token in the metadata; others trigger by file stem.
-  if (tensors.has(A1111_KEY)) return pick(A1111_KEY, metadata[PAINTER_EMBEDDING_KEY] !== undefined ? metadata['token'] : undefined, 'a1111-safetensors');
+  if (tensors.has(A1111_KEY)) return pick(A1111_KEY, undefined, 'a1111-safetensors');
   if (keys.length === 1) return pick(keys[0]!, keys[0], metadata[PAINTER_EMBEDDING_KEY] !== undefined ? 'painter' : 'diffusers');
   if (tensors.has('clip_l') || tensors.has('clip_g')) fail(file, 'this is an SDXL embedding (clip_l/clip_g); SD 1.x/2.x models take a single vector set');
   fail(file, `ambiguous embedding file: ${keys.length} tensors (${keys.slice(0, 5).map((k) => JSON.stringify(k)).join(', ')}${keys.length > 5 ? ', …' : ''}); expected one tensor named after its token, or "${A1111_KEY}"`);

@@ -13,7 +13,7 @@ export async function invertCommand(args: Args): Promise<void> {
       printJson({ output: r.output, installed: r.installed, runDir: r.runDir, steps: r.steps, finalLoss: r.finalLoss });
       return;
     }
-    process.stderr.write(`painter: installed as ${r.installed}; "painter generate" uses it whenever a prompt says ${r.token}\n`);
+    process.stderr.write(`painter: installed as ${r.installed}; "painter generate" uses it whenever a prompt says ${r.trigger}\n`);
     process.stdout.write(`${r.output}\n`);
   });
 }
