@@ -315,3 +315,14 @@ describe('smaller surprises', () => {
     expect([59_000, 59_960, 119_700, 3_599_600, 7_380_000].map(formatDuration)).toEqual(['59.0s', '1m00s', '2m00s', '1h00m', '2h03m']);
   });
 });
+
+describe('native TensorFlow that cannot load', () => {
+  it('names the missing CUDA library and the GPU path that needs none', async () => {
+    const { describeError } = await import('../src/backend/select.js');
+    const e = new Error('libcudnn.so.8: cannot open shared object file: No such file or directory\n    at Module._extensions..node');
+    expect(describeError(e)).toBe(
+      'the library libcudnn.so.8 is missing or of another version (@tensorflow/tfjs-node-gpu 4.22 needs CUDA 11.2 and cuDNN 8.1; --backend webgpu uses the GPU without CUDA)',
+    );
+    expect(describeError(Object.assign(new Error("Cannot find package '@tensorflow/tfjs-node-gpu'"), { code: 'ERR_MODULE_NOT_FOUND' }))).toBe('package not installed');
+  });
+});

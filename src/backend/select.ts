@@ -29,10 +29,19 @@ export interface BackendReport {
   reason: string;
 }
 
-function describeError(e: unknown): string {
+/**
+ * Why a backend package did not load, in one line. The native TensorFlow packages fail with the
+ * dynamic loader's words when a CUDA/cuDNN library is missing or of another version: named, with
+ * what tfjs-node-gpu needs and the GPU path that needs none of it.
+ */
+export function describeError(e: unknown): string {
   const err = e as NodeJS.ErrnoException;
   if (err?.code === 'ERR_MODULE_NOT_FOUND' || err?.code === 'MODULE_NOT_FOUND') return 'package not installed';
   const msg = err?.message ?? String(e);
+  const lib = /(lib(?:cuda|cudart|cublas|cublasLt|cudnn|cufft|curand|cusolver|cusparse|nvinfer|tensorflow)[\w.-]*\.so[\d.]*)/.exec(msg)?.[1];
+  if (lib && /cannot open shared object|not found|No such file/i.test(msg)) {
+    return `the library ${lib} is missing or of another version (@tensorflow/tfjs-node-gpu 4.22 needs CUDA 11.2 and cuDNN 8.1; --backend webgpu uses the GPU without CUDA)`;
+  }
   return msg.split('\n')[0]!.slice(0, 200);
 }
 

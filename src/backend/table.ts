@@ -64,7 +64,7 @@ export const BACKENDS: { readonly [N in BackendName]: BackendSpec & { name: N } 
     capacity: (gpu) => (gpu ? nvidiaGpuCapacity() : systemMemoryCapacity()),
     threads: async () => `TensorFlow thread pool (${os.cpus().length} cores)`,
     installHint:
-      'install @tensorflow/tfjs-node-gpu (CUDA GPU) or @tensorflow/tfjs-node (CPU); both download libtensorflow when installed, so the machine needs network access to its host',
+      'install @tensorflow/tfjs-node-gpu (CUDA GPU) or @tensorflow/tfjs-node (CPU); both download libtensorflow when installed, so the machine needs network access to its host; --backend webgpu runs on a GPU without either',
     when: 'native TensorFlow: the GPU package is an optional dependency (Linux with CUDA 11.2 and cuDNN 8.1; its install script downloads libtensorflow, so it needs network access to that host at install time); the CPU one you install yourself',
   },
   wasm: {
