@@ -316,7 +316,20 @@ describe('smaller surprises', () => {
   });
 });
 
-describe('native TensorFlow that cannot load', () => {
+describe('backends that cannot be used', () => {
+  it.runIf(process.platform === 'linux')('auto passes WebGPU by without loading Dawn when Linux has no GPU device (no driver warnings)', async () => {
+    const { linuxGpuDevices } = await import('../src/backend/webgpu.js');
+    const dev = at('dev');
+    fs.mkdirSync(path.join(dev, 'dri'), { recursive: true });
+    fs.writeFileSync(path.join(dev, 'dri', 'card0'), '');
+    expect(linuxGpuDevices(dev)).toBe(false);
+    fs.writeFileSync(path.join(dev, 'dri', 'renderD128'), '');
+    expect(linuxGpuDevices(dev)).toBe(true);
+    fs.rmSync(path.join(dev, 'dri'), { recursive: true });
+    fs.writeFileSync(path.join(dev, 'nvidia0'), '');
+    expect(linuxGpuDevices(dev)).toBe(true);
+  });
+
   it('names the missing CUDA library and the GPU path that needs none', async () => {
     const { describeError } = await import('../src/backend/select.js');
     const e = new Error('libcudnn.so.8: cannot open shared object file: No such file or directory\n    at Module._extensions..node');

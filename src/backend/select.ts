@@ -46,6 +46,8 @@ export function describeError(e: unknown): string {
 }
 
 async function activate(name: BackendName, p: BackendPackage, auto: boolean): Promise<void> {
+  const skip = auto ? p.autoSkips?.() : undefined;
+  if (skip) throw new Error(skip);
   await p.load();
   if (!tf.findBackendFactory(name)) throw new Error(`${p.package} loaded but registered no '${name}' backend`);
   const refusal = auto ? p.autoRefuses?.() : undefined;

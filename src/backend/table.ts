@@ -8,7 +8,7 @@
 import * as os from 'node:os';
 import * as tf from '@tensorflow/tfjs';
 import { nvidiaGpuCapacity, systemMemoryCapacity, wasmHeapCapacity, type Capacity } from './capacity.js';
-import { adapterLine, loadWebgpu, webgpuAdapter } from './webgpu.js';
+import { adapterLine, linuxGpuDevices, loadWebgpu, webgpuAdapter } from './webgpu.js';
 
 export const BACKEND_NAMES = ['tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
@@ -19,6 +19,8 @@ export interface BackendPackage {
   package: string;
   /** Imports the package, which registers the backend with tfjs. */
   load(): Promise<void>;
+  /** Before loading, in the `auto` order: why it cannot be the one (no GPU on the machine), or undefined. */
+  autoSkips?(): string | undefined;
   /** After loading: why `auto` must pass it by (a software GPU adapter), or undefined. */
   autoRefuses?(): string | undefined;
 }
@@ -87,6 +89,7 @@ export const BACKENDS: { readonly [N in BackendName]: BackendSpec & { name: N } 
       {
         package: 'webgpu + @tensorflow/tfjs-backend-webgpu',
         load: loadWebgpu,
+        autoSkips: () => (linuxGpuDevices() === false ? 'no GPU device on this machine (no /dev/dri/renderD*, no /dev/nvidia*)' : undefined),
         autoRefuses: () => {
           const a = webgpuAdapter();
           return a?.software ? `a software adapter (${a.description}); only --backend webgpu chooses it` : undefined;

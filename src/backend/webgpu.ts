@@ -4,7 +4,9 @@
  * or D3D12 (Windows); without a GPU, a CPU Vulkan driver such as Mesa's lavapipe is a *software*
  * adapter, which only an explicit `--backend webgpu` chooses (for correctness tests, not speed).
  */
+import * as fs from 'node:fs';
 import * as os from 'node:os';
+import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 
 /** What the driver says about the adapter painter computes on. */
@@ -68,6 +70,24 @@ export async function loadWebgpu(): Promise<void> {
   adapter = describeAdapter(found);
   (globalThis as { navigator?: object }).navigator = { ...((globalThis as { navigator?: object }).navigator ?? {}), gpu };
   await importOptional<unknown>('@tensorflow/tfjs-backend-webgpu');
+}
+
+/**
+ * On Linux, whether any GPU device node exists (a DRM render node for Mesa/AMD/Intel drivers, or
+ * NVIDIA's device files): without one no hardware adapter can appear, and `auto` need not load
+ * Dawn (whose Vulkan loader then prints warnings on every command). Undefined elsewhere (Metal
+ * and D3D12 have no such files): there, loading Dawn is how to find out.
+ */
+export function linuxGpuDevices(dev = '/dev'): boolean | undefined {
+  if (process.platform !== 'linux') return undefined;
+  const has = (dir: string, re: RegExp) => {
+    try {
+      return fs.readdirSync(dir).some((f) => re.test(f));
+    } catch {
+      return false;
+    }
+  };
+  return has(path.join(dev, 'dri'), /^renderD\d+$/) || has(dev, /^nvidia\d+$/);
 }
 
 /** The adapter loadWebgpu found, if it ran. */
