@@ -16,6 +16,7 @@ import { readEmbeddingFile, type EmbeddingFormat } from './embeddings.js';
 import { readLoraFile } from './lora-files.js';
 import { closeSafetensors, openSafetensors } from './safetensors.js';
 import { looksLikeZip } from './zip.js';
+import { isLegacyTorchHead, isPngHead, readFileHead } from './file-head.js';
 
 /** Text-encoder widths of the base models an embedding can be for. */
 const BASE_BY_WIDTH: Record<number, string> = { 768: 'SD 1.x', 1024: 'SD 2.x' };
@@ -82,20 +83,6 @@ const LORA_KEY = /^lora_(unet|te\d*)_|\.lora(_linear_layer)?\.(down|up)\.weight$
 const CHECKPOINT_KEY = /^(model\.diffusion_model|first_stage_model|cond_stage_model)\./;
 const EMBEDDING_KEYS = ['emb_params', 'clip_l', 'clip_g'];
 
-function readHead(file: string): Uint8Array {
-  const fd = fs.openSync(file, 'r');
-  try {
-    const head = new Uint8Array(9);
-    return head.subarray(0, fs.readSync(fd, head, 0, 9, 0));
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-function startsWith(head: Uint8Array, magic: number[]): boolean {
-  return magic.every((b, i) => head[i] === b);
-}
-
 /** A safetensors file's kind from its header keys; no tensor data is read. */
 function safetensorsKind(file: string, head: Uint8Array): FileKind {
   let keys: string[];
@@ -121,16 +108,15 @@ export function identifyFile(file: string): FileKind {
   let head: Uint8Array;
   try {
     if (fs.statSync(file).isDirectory()) return 'model';
-    head = readHead(file);
+    head = readFileHead(file, 9);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     cannotDescribe(file, code === 'ENOENT' ? 'not found' : `cannot read it (${code ?? String(e)})`);
   }
   if (head.length === 0) cannotDescribe(file, 'empty file');
-  if (startsWith(head, [0x89, 0x50, 0x4e, 0x47]) || /\.png$/i.test(file)) return 'png';
+  if (isPngHead(head) || /\.png$/i.test(file)) return 'png';
   if (looksLikeZip(head)) return 'torch';
-  // Legacy torch.save (torch < 1.6) starts with pickle PROTO 2 and the magic number's LONG1.
-  if (startsWith(head, [0x80, 0x02, 0x8a, 0x0a])) cannotDescribe(file, 'a legacy torch.save file (torch < 1.6), which painter does not read; re-save it with a current torch');
+  if (isLegacyTorchHead(head)) cannotDescribe(file, 'a legacy torch.save file (torch < 1.6), which painter does not read; re-save it with a current torch');
   return safetensorsKind(file, head);
 }
 

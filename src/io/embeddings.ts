@@ -12,7 +12,6 @@
  * `token=`), so painter uses the file stem, the word A1111 users type ("kitty.pt" → `kitty`);
  * `token` overrides it in every format.
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import type { Embedding } from '../core/embeddings.js';
@@ -20,6 +19,7 @@ import { PainterError } from '../errors.js';
 import { loadSafetensors, writeSafetensors } from './safetensors.js';
 import { readTorchFile, TorchTensor, type PyDict, type PyValue } from './torch-pickle.js';
 import { looksLikeZip } from './zip.js';
+import { isLegacyTorchHead, isPngHead, readFileHead } from './file-head.js';
 
 export type EmbeddingFormat = 'painter' | 'diffusers' | 'a1111-pt' | 'a1111-safetensors';
 
@@ -51,23 +51,10 @@ function vectorShape(file: string, where: string, shape: number[]): [number, num
 
 function readHead(file: string): Uint8Array {
   try {
-    const fd = fs.openSync(file, 'r');
-    try {
-      const head = new Uint8Array(4);
-      const n = fs.readSync(fd, head, 0, 4, 0);
-      return head.subarray(0, n);
-    } finally {
-      fs.closeSync(fd);
-    }
+    return readFileHead(file, 4);
   } catch (e) {
     fail(file, `cannot read embedding file (${(e as NodeJS.ErrnoException).code ?? String(e)}); check the path`);
   }
-}
-
-// Magic bytes: legacy torch.save starts with the pickled magic number (PROTO 2, LONG1 10 …), PNG
-// with \x89PNG; a safetensors header length cannot start with either (it would exceed 100 MB).
-function startsWith(head: Uint8Array, magic: number[]): boolean {
-  return magic.every((b, i) => head[i] === b);
 }
 
 interface Parsed {
@@ -140,8 +127,8 @@ export function readEmbeddingFile(file: string, opts: { token?: string } = {}): 
   if (head.length === 0) fail(file, 'empty file; not an embedding');
   let parsed: Parsed;
   if (looksLikeZip(head)) parsed = fromTorch(file);
-  else if (startsWith(head, [0x80, 0x02, 0x8a, 0x0a])) fail(file, 'legacy torch.save format (torch < 1.6) is not supported; re-save it with a current torch');
-  else if (startsWith(head, [0x89, 0x50, 0x4e, 0x47])) fail(file, 'embeddings stored inside PNG images are not supported; use the .pt or .safetensors file');
+  else if (isLegacyTorchHead(head)) fail(file, 'legacy torch.save format (torch < 1.6) is not supported; re-save it with a current torch');
+  else if (isPngHead(head)) fail(file, 'embeddings stored inside PNG images are not supported; use the .pt or .safetensors file');
   else parsed = fromSafetensors(file);
   const shape = vectorShape(file, 'the embedding tensor', parsed.shape);
   const token = opts.token ?? parsed.token ?? fileStem(file);

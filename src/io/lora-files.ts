@@ -15,7 +15,6 @@
  * [out, r, 1, 1]) and converted once here. A `.bin`/`.pt` torch.save state dict is read with the
  * restricted pickle reader.
  */
-import * as fs from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
 import type { LoraAdapter, LoraComponent, LoraFormat, LoraWeights } from '../core/lora.js';
 import { loraRank, loraScale } from '../core/lora.js';
@@ -24,6 +23,7 @@ import { tfjsToTorch, torchToTfjs } from './layout.js';
 import { loadSafetensors, writeSafetensors, type TensorToWrite } from './safetensors.js';
 import { readTorchFile, TorchTensor } from './torch-pickle.js';
 import { looksLikeZip } from './zip.js';
+import { readFileHead } from './file-head.js';
 
 interface RawTensor {
   shape: number[];
@@ -137,12 +137,9 @@ function parseKey(file: string, key: string): ParsedKey {
 
 /** Every tensor of a safetensors or torch.save state dict, as float32. */
 function readStateDict(file: string): { tensors: Map<string, RawTensor>; metadata: Record<string, string> } {
-  let head = new Uint8Array(0);
+  let head: Uint8Array;
   try {
-    const fd = fs.openSync(file, 'r');
-    head = new Uint8Array(4);
-    fs.readSync(fd, head, 0, 4, 0);
-    fs.closeSync(fd);
+    head = readFileHead(file, 4);
   } catch (e) {
     throw new PainterError(`${file}: cannot read LoRA file (${(e as NodeJS.ErrnoException).code ?? String(e)}); check the path`);
   }
