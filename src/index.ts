@@ -53,7 +53,8 @@ export { Rng, type RngState } from './core/random.js';
 export { conv2d, groupNormSilu, linear } from './core/ops.js';
 export { defaultImageSize, latentGrid, promptLength, modelImageSize, modelLatentGrid, modelPromptLength } from './core/sizes.js';
 export { clipTextForward, parseClipTextConfig, clipTextParamShapes, resizeTokenEmbedding, type ClipTextConfig } from './core/models/clip-text.js';
-export { unetForward, parseUNetConfig, unetParamShapes, type UNetConfig } from './core/models/unet.js';
+export { unetForward, parseUNetConfig, unetParamShapes, type UNetConfig, type UNetForwardOptions } from './core/models/unet.js';
+export { checkpointed, type CheckpointOptions } from './core/models/checkpoint.js';
 export { vaeEncode, vaeDecode, vaeSample, vaeLatentFactor, parseVaeConfig, vaeParamShapes, type VaeConfig, type VaePosterior } from './core/models/vae.js';
 export {
   createScheduler,

@@ -16,7 +16,8 @@ import { disposeModel } from '../src/core/model.js';
 import { clipTextForward, clipTextParamShapes, parseClipTextConfig } from '../src/core/models/clip-text.js';
 import { parseUNetConfig, unetForward, unetParamShapes } from '../src/core/models/unet.js';
 import { parseVaeConfig, vaeDecode, vaeParamShapes } from '../src/core/models/vae.js';
-import { initParams, weightKind, type ParamShapes } from '../src/core/params.js';
+import { initParams } from '../src/core/params.js';
+import { setAttentionSliceBytes } from '../src/core/ops.js';
 import { sampleImages } from '../src/core/pipeline/generate.js';
 import { PainterError } from '../src/errors.js';
 import { readSourceImage } from '../src/io/dataset.js';
@@ -28,103 +29,7 @@ import { WASM_HEAP_MAX, parseNvidiaSmi } from '../src/backend/capacity.js';
 import { train } from '../src/train/engine.js';
 import { createInversion } from '../src/train/textual-inversion.js';
 import { FIXTURES, ROOT, TINY_INVERT_SETTINGS, TINY_SD_A, useBackend } from './helpers.js';
-
-const SD15_UNET = {
-  _class_name: 'UNet2DConditionModel',
-  sample_size: 64,
-  in_channels: 4,
-  out_channels: 4,
-  down_block_types: ['CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'DownBlock2D'],
-  up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D'],
-  block_out_channels: [320, 640, 1280, 1280],
-  layers_per_block: 2,
-  attention_head_dim: 8,
-  cross_attention_dim: 768,
-  norm_num_groups: 32,
-};
-const SD15_VAE = {
-  _class_name: 'AutoencoderKL',
-  in_channels: 3,
-  out_channels: 3,
-  down_block_types: ['DownEncoderBlock2D', 'DownEncoderBlock2D', 'DownEncoderBlock2D', 'DownEncoderBlock2D'],
-  up_block_types: ['UpDecoderBlock2D', 'UpDecoderBlock2D', 'UpDecoderBlock2D', 'UpDecoderBlock2D'],
-  block_out_channels: [128, 256, 512, 512],
-  layers_per_block: 2,
-  latent_channels: 4,
-  norm_num_groups: 32,
-  sample_size: 512,
-  scaling_factor: 0.18215,
-};
-const SD15_TEXT = {
-  architectures: ['CLIPTextModel'],
-  vocab_size: 49408,
-  hidden_size: 768,
-  intermediate_size: 3072,
-  num_hidden_layers: 12,
-  num_attention_heads: 12,
-  max_position_embeddings: 77,
-  hidden_act: 'quick_gelu',
-};
-
-/** PyTorch layout of a tfjs-layout shape (conv HWIO → OIHW, linear [in, out] → [out, in]). */
-function torchShape(key: string, s: number[]): number[] {
-  switch (weightKind(key, s.length)) {
-    case 'conv':
-      return [s[3]!, s[2]!, s[0]!, s[1]!];
-    case 'linear':
-      return [s[1]!, s[0]!];
-    default:
-      return s;
-  }
-}
-
-/**
- * A safetensors file whose header declares `shapes` as float16 and whose data area is a hole:
- * the file is truncated to its full length without writing a byte of tensor data (sparse).
- */
-function writeHeaderOnly(file: string, shapes: ParamShapes, extra: Record<string, { dtype: string; shape: number[]; bytes: number }> = {}): void {
-  const header: Record<string, unknown> = {};
-  let offset = 0;
-  for (const [key, shape] of shapes) {
-    const bytes = shape.reduce((a, b) => a * b, 1) * 2;
-    header[key] = { dtype: 'F16', shape: torchShape(key, shape), data_offsets: [offset, offset + bytes] };
-    offset += bytes;
-  }
-  for (const [key, e] of Object.entries(extra)) {
-    header[key] = { dtype: e.dtype, shape: e.shape, data_offsets: [offset, offset + e.bytes] };
-    offset += e.bytes;
-  }
-  let json = JSON.stringify(header);
-  json += ' '.repeat((8 - (json.length % 8)) % 8);
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(json.length));
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  const fd = fs.openSync(file, 'w');
-  try {
-    fs.writeSync(fd, len);
-    fs.writeSync(fd, json);
-    fs.ftruncateSync(fd, 8 + json.length + offset);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-/** A diffusers folder of SD-1.5's size: real configs, headers that declare every tensor, no data. */
-function writeSd15Folder(dir: string): void {
-  const write = (file: string, json: unknown) => {
-    fs.mkdirSync(path.dirname(path.join(dir, file)), { recursive: true });
-    fs.writeFileSync(path.join(dir, file), JSON.stringify(json, null, 2));
-  };
-  write('model_index.json', { _class_name: 'StableDiffusionPipeline', unet: ['diffusers', 'UNet2DConditionModel'], vae: ['diffusers', 'AutoencoderKL'], text_encoder: ['transformers', 'CLIPTextModel'] });
-  write('unet/config.json', SD15_UNET);
-  write('vae/config.json', SD15_VAE);
-  write('text_encoder/config.json', SD15_TEXT);
-  writeHeaderOnly(path.join(dir, 'unet', 'diffusion_pytorch_model.safetensors'), unetParamShapes(parseUNetConfig(SD15_UNET, 'unet')));
-  writeHeaderOnly(path.join(dir, 'vae', 'diffusion_pytorch_model.safetensors'), vaeParamShapes(parseVaeConfig(SD15_VAE, 'vae')));
-  writeHeaderOnly(path.join(dir, 'text_encoder', 'model.safetensors'), clipTextParamShapes(parseClipTextConfig(SD15_TEXT, 'text_encoder')), {
-    'text_model.embeddings.position_ids': { dtype: 'I64', shape: [1, 77], bytes: 77 * 8 },
-  });
-}
+import { writeSd15Folder } from './sd15.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'painter-memory-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -298,9 +203,51 @@ describe('symbolic model runs', () => {
     const up = initParams(us, 1);
     const vp = initParams(vs, 2);
     const tp = initParams(ts, 3);
+    type Case = [string, (t: MemoryTrace) => void, () => void, boolean];
+    const x = () => tf.zeros([1, 16, 16, 4]) as tf.Tensor4D;
+    /** A UNet training step differentiating the context only (Textual Inversion's case). */
+    const contextStep = (name: string, checkpoint: boolean): Case => [
+      name,
+      (t) => {
+        t.op([], [traceUNet(t, unet, us, frozenWeights(t, us), t.input([1, 16, 16, 4]), t.input([1, 77, 32], 'float32', true), { checkpoint })]);
+        t.backward(0);
+      },
+      () => {
+        const ctx = tf.variable(tf.zeros([1, 77, 32]), true, `memtest-ctx-${name}-${Date.now()}`);
+        const sample = x();
+        const opts = checkpoint ? { checkpoint: { weights: () => false } } : {};
+        const g = tf.variableGrads(() => tf.mean(unetForward(up, unet, sample, 10, ctx as unknown as tf.Tensor3D, opts)) as tf.Scalar, [ctx]);
+        tf.dispose([g.value, ...Object.values(g.grads), ctx, sample]);
+      },
+      true,
+    ];
+    /** A UNet training step with every weight trainable, attention sliced at `sliceBytes` if given. */
+    const allWeightsStep = (name: string, checkpoint: boolean, sliceBytes?: number): Case => [
+      name,
+      (t) => {
+        setAttentionSliceBytes(sliceBytes);
+        const w = (k: string) => t.weight(us.get(k)!, true);
+        t.op([], [traceUNet(t, unet, us, w, t.input([1, 16, 16, 4]), t.input([1, 77, 32]), { checkpoint })]);
+        t.backward(0);
+        setAttentionSliceBytes(undefined);
+      },
+      () => {
+        setAttentionSliceBytes(sliceBytes);
+        const vars = [...up].map(([k, v]) => tf.variable(v, true, `memtest-${name}-${k}-${Date.now()}`));
+        const params = new Map([...up.keys()].map((k, i) => [k, vars[i] as tf.Tensor]));
+        const sample = x();
+        const ctx = tf.zeros([1, 77, 32]) as tf.Tensor3D;
+        const opts = checkpoint ? { checkpoint: { weights: () => true } } : {};
+        const g = tf.variableGrads(() => tf.mean(unetForward(params, unet, sample, 10, ctx, opts)) as tf.Scalar, vars);
+        // The variables share the weights' buffers (disposing them leaves the weights).
+        tf.dispose([g.value, ...Object.values(g.grads), sample, ctx, ...vars]);
+        setAttentionSliceBytes(undefined);
+      },
+      true,
+    ];
     const meter = meterWasmHeap();
     try {
-      const cases: [string, (t: MemoryTrace) => void, () => void, boolean][] = [
+      const cases: Case[] = [
         [
           'unet forward',
           (t) => void traceUNet(t, unet, us, frozenWeights(t, us), t.input([2, 24, 24, 4]), t.input([2, 77, 32])),
@@ -313,39 +260,11 @@ describe('symbolic model runs', () => {
           () => tf.tidy(() => void vaeDecode(vp, vae, tf.zeros([1, 24, 24, 4]) as tf.Tensor4D)),
           false,
         ],
-        [
-          'unet training step (gradient w.r.t. the context)',
-          (t) => {
-            const y = traceUNet(t, unet, us, frozenWeights(t, us), t.input([1, 16, 16, 4]), t.input([1, 77, 32], 'float32', true));
-            t.op([], [y]);
-            t.backward(0);
-          },
-          () => {
-            const ctx = tf.variable(tf.zeros([1, 77, 32]), true, `memtest-ctx-${Date.now()}`);
-            const x = tf.zeros([1, 16, 16, 4]) as tf.Tensor4D;
-            const g = tf.variableGrads(() => tf.mean(unetForward(up, unet, x, 10, ctx as unknown as tf.Tensor3D)) as tf.Scalar, [ctx]);
-            tf.dispose([g.value, ...Object.values(g.grads), ctx, x]);
-          },
-          true,
-        ],
-        [
-          'unet training step (every weight trainable)',
-          (t) => {
-            const w = (k: string) => t.weight(us.get(k)!, true);
-            t.op([], [traceUNet(t, unet, us, w, t.input([1, 16, 16, 4]), t.input([1, 77, 32]))]);
-            t.backward(0);
-          },
-          () => {
-            const vars = [...up].map(([k, v]) => tf.variable(v, true, `memtest-${k}-${Date.now()}`));
-            const params = new Map([...up.keys()].map((k, i) => [k, vars[i] as tf.Tensor]));
-            const x = tf.zeros([1, 16, 16, 4]) as tf.Tensor4D;
-            const ctx = tf.zeros([1, 77, 32]) as tf.Tensor3D;
-            const g = tf.variableGrads(() => tf.mean(unetForward(params, unet, x, 10, ctx)) as tf.Scalar, vars);
-            // The variables share the weights' buffers (disposing them leaves the weights).
-            tf.dispose([g.value, ...Object.values(g.grads), x, ctx, ...vars]);
-          },
-          true,
-        ],
+        contextStep('unet training step (gradient w.r.t. the context)', false),
+        allWeightsStep('unet training step (every weight trainable)', false),
+        contextStep('checkpointed unet training step (gradient w.r.t. the context)', true),
+        allWeightsStep('checkpointed unet training step (every weight trainable)', true),
+        allWeightsStep('checkpointed unet training step with sliced attention (every weight trainable)', true, 16 * 1024),
         [
           'text encoder',
           (t) => void traceClipText(t, te, frozenWeights(t, ts), { batch: 2, length: 77 }),

@@ -46,6 +46,7 @@ function trainingCommon(o: OptionInput<'invert'> | OptionInput<'dreambooth'>, si
     centerCrop: o.centerCrop ?? true,
     flip: o.flip ?? true,
     validation: (o.validationEvery ?? 0) > 0,
+    gradientCheckpointing: o.gradientCheckpointing ?? false,
   };
 }
 
@@ -181,7 +182,13 @@ export interface MemoryReportRow {
   /** Generation: the peak holding one component at a time. */
   phasedPeak?: number;
   fits?: boolean;
+  /** Training: the peak with the leanest settings that train the same way (LEAN_FLAGS). */
+  leanPeak?: number;
+  leanFits?: boolean;
 }
+
+/** Settings that lower a training run's peak without changing what it learns. */
+export const LEAN_FLAGS = '--gradient-checkpointing --validation-every 0';
 
 export interface MemoryReport {
   backend: BackendName;
@@ -210,6 +217,11 @@ export function memoryReport(modelPath: string, backend: BackendOf, opts: Memory
     const best = phased && phased.peak < resident.peak ? phased.peak : resident.peak;
     if (phased && phased.peak < resident.peak) row.phasedPeak = phased.peak;
     if (capacity.bytes !== undefined) row.fits = fitsIn(best, capacity.bytes);
+    const settings = memorySettings(request, model);
+    if (settings.command !== 'generate') {
+      row.leanPeak = estimatePlans(model, { ...settings, gradientCheckpointing: true, validation: false }, spec).resident.peak;
+      if (capacity.bytes !== undefined) row.leanFits = fitsIn(row.leanPeak, capacity.bytes);
+    }
     return row;
   });
   return { backend: backend.name, resolution: defaultImageSize(model.unet, model.vae), capacity, rows };
@@ -222,7 +234,9 @@ export function formatMemoryReport(r: MemoryReport): string[] {
   for (const row of r.rows) {
     const verdict = row.fits === undefined ? '' : row.fits ? 'fits' : 'does not fit';
     const phased = row.phasedPeak !== undefined ? `; ${formatBytes(row.phasedPeak)} holding one component at a time` : '';
-    lines.push(`  ${row.label.padEnd(16)} ${formatBytes(row.peak).padStart(9)}  ${verdict}${verdict ? ' ' : ''}(peak: ${row.peakPhase}${phased})`);
+    const leanVerdict = row.leanFits === undefined ? '' : row.leanFits ? ', fits' : ', does not fit';
+    const lean = row.leanPeak !== undefined && row.leanPeak < row.peak ? `; ${formatBytes(row.leanPeak)}${leanVerdict} with ${LEAN_FLAGS}` : '';
+    lines.push(`  ${row.label.padEnd(16)} ${formatBytes(row.peak).padStart(9)}  ${verdict}${verdict ? ' ' : ''}(peak: ${row.peakPhase}${phased})${lean}`);
   }
   return lines;
 }

@@ -172,6 +172,8 @@ export function methodSettings(o: CommandOptions[TrainCommand], resolution: numb
     batch: o.batch,
     minSnrGamma: o.minSnrGamma,
     noiseOffset: o.noiseOffset,
+    gradientCheckpointing: o.gradientCheckpointing,
+    releaseUnused: o.validationEvery === 0,
     seed: o.seed,
     validationPrompt,
     baseModelHash,

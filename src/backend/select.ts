@@ -6,7 +6,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { PainterError } from '../errors.js';
 import { registerPainterKernels } from './kernels.js';
-import { watchDeviceErrors } from './webgpu-kernels.js';
+import { limitBufferPool, watchDeviceErrors } from './webgpu-kernels.js';
 import { AUTO_ORDER, BACKEND_CHOICES, BACKENDS, type BackendChoice, type BackendName, type BackendPackage } from './table.js';
 import { adapterLine, releaseWebgpu, webgpuAdapter } from './webgpu.js';
 
@@ -96,6 +96,7 @@ export async function selectBackend(choice: BackendChoice = 'auto'): Promise<Bac
       }
       registerPainterKernels();
       watchDeviceErrors();
+      limitBufferPool();
       const reason =
         choice === 'auto'
           ? failed.length === 0

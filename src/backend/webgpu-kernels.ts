@@ -79,3 +79,27 @@ export function throwIfDeviceError(): void {
   deviceErrors.length = 0;
   throw new PainterError(`the GPU device rejected painter's work: ${first}${more}; the results would be wrong, so painter stopped. Try --backend wasm, and please report it`);
 }
+
+/** Buffers at least this large are destroyed when freed instead of kept for reuse. */
+export const POOLED_BUFFER_MAX = 4 * 2 ** 20;
+
+interface BufferManagerLike {
+  releaseBuffer(buffer: { size: number }, reuse?: boolean): void;
+}
+const limitedPools = new WeakSet<object>();
+
+/**
+ * tfjs's webgpu backend keeps every freed buffer for a later request of exactly the same size and
+ * never gives one back: on SD-1.5 (a LoRA DreamBooth step) the device held 7.1 GB for 5.3 GB of
+ * live tensors, and a model's memory could not be predicted from its tensors. Large buffers are
+ * destroyed when freed (WebGPU waits for queued work to finish with them); small ones, most of
+ * the allocations and none of the memory, are still pooled.
+ */
+export function limitBufferPool(): void {
+  if (tf.getBackend() !== 'webgpu') return;
+  const manager = (tf.backend() as unknown as { bufferManager?: BufferManagerLike }).bufferManager;
+  if (!manager || limitedPools.has(manager)) return;
+  limitedPools.add(manager);
+  const release = manager.releaseBuffer.bind(manager);
+  manager.releaseBuffer = (buffer, reuse = true) => release(buffer, reuse && buffer.size < POOLED_BUFFER_MAX);
+}

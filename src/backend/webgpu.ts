@@ -129,3 +129,21 @@ export function adapterLine(a: AdapterReport): string {
   const gib = (b: number) => (b >= 2 ** 30 ? `${(b / 2 ** 30).toFixed(2)} GiB` : `${Math.round(b / 2 ** 20)} MiB`);
   return `${a.description} (${a.software ? 'software' : 'hardware'}; buffers up to ${gib(a.limits.maxBufferSize)}, storage bindings up to ${gib(a.limits.maxStorageBufferBindingSize)})`;
 }
+
+let tensorLimitOverride: number | undefined;
+
+/**
+ * The most bytes one tensor may have for a kernel to bind it whole: on webgpu the adapter's
+ * `maxStorageBufferBindingSize` (lavapipe: 128 MiB, real GPUs 2–4 GiB); unlimited elsewhere.
+ * Larger weights are held as row chunks (core/row-chunks.ts). Tests set it to exercise chunking
+ * on any backend; `undefined` restores the backend's own.
+ */
+export function tensorByteLimit(): number {
+  if (tensorLimitOverride !== undefined) return tensorLimitOverride;
+  if (tf.getBackend() === 'webgpu' && adapter) return adapter.limits.maxStorageBufferBindingSize;
+  return Infinity;
+}
+
+export function setTensorByteLimit(bytes: number | undefined): void {
+  tensorLimitOverride = bytes;
+}

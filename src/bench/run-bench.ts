@@ -18,6 +18,8 @@ import { clipTextForward } from '../core/models/clip-text.js';
 import { unetForward } from '../core/models/unet.js';
 import { vaeDecode, vaeEncode, vaeLatentFactor } from '../core/models/vae.js';
 import type { Params } from '../core/params.js';
+import { rowParts, rowsShape } from '../core/row-chunks.js';
+import { TOKEN_EMBEDDING_KEY } from '../core/embeddings.js';
 import { decodeLatents, denoiseAll, encodePrompts, promptIdRows } from '../core/pipeline/text-to-image.js';
 import { createScheduler, noiseSchedule } from '../core/schedulers/index.js';
 import { modelPromptLength } from '../core/sizes.js';
@@ -183,26 +185,30 @@ function unetTrainStep(model: StableDiffusion, inputs: Inputs): Step {
 }
 
 function textualInversionStep(model: StableDiffusion, inputs: Inputs): Step {
-  const key = 'text_model.embeddings.token_embedding.weight';
-  const { params, vars } = trainableCopy(model.textEncoder.params, [key]);
-  const table = vars[0]!;
+  // As `painter invert` trains: one new embedding row (after the table), placed at the second
+  // token of every prompt, the rest of the table frozen.
+  const [rows, dim] = rowsShape(rowParts(model.textEncoder.params, TOKEN_EMBEDDING_KEY));
+  const init = tf.randomNormal([1, dim], 0, 0.01, 'float32', 4);
+  const row = tf.variable(init, true, `bench_${benchVariableCount++}_ti_row`);
+  init.dispose();
+  const ids = inputs.ids.map((r) => r.map((id, i) => (i === 1 ? rows : id)));
   const schedule = noiseSchedule(model.scheduler);
   const opt = new AdamW({ lr: 5e-4, weightDecay: 1e-2 });
   return {
     run: () =>
       settle(() => {
         const { value, grads } = tf.variableGrads(() => {
-          const ehs = clipTextForward(params, model.textEncoder.config, inputs.ids, { tokenEmbedding: table }).lastHiddenState;
+          const ehs = clipTextForward(model.textEncoder.params, model.textEncoder.config, ids, { extraTokens: { offset: rows, rows: row } }).lastHiddenState;
           return diffusionLoss(model.unet, schedule, { latents: inputs.latents, noise: inputs.noise, timesteps: inputs.timesteps, encoderHiddenStates: ehs }, {
             predictionType: model.scheduler.prediction_type,
           });
-        }, vars);
-        opt.applyGradients(vars, grads);
+        }, [row]);
+        opt.applyGradients([row], grads);
         return value;
       }),
     dispose: () => {
       opt.dispose();
-      tf.dispose(vars);
+      row.dispose();
     },
   };
 }

@@ -15,7 +15,8 @@
 import * as tf from '@tensorflow/tfjs';
 import { PainterError } from '../errors.js';
 import type { StableDiffusion } from './model.js';
-import { param } from './params.js';
+import { chunkKey, deleteRows, meanRows, rowParts, rowsShape } from './row-chunks.js';
+import { tensorByteLimit } from '../backend/webgpu.js';
 import { addTokens, tokenId, tokenize, vocabSize, type ClipTokenizer } from './tokenizer/clip-tokenizer.js';
 
 export const TOKEN_EMBEDDING_KEY = 'text_model.embeddings.token_embedding.weight';
@@ -123,19 +124,39 @@ export function applyEmbeddings(model: StableDiffusion, embeddings: readonly Emb
     return out;
   });
   const added = applied.reduce((n, a) => n + a.tokens.length, 0);
-  const oldTable = param(model.textEncoder.params, TOKEN_EMBEDDING_KEY);
-  const [rows, dim] = oldTable.shape as [number, number];
-  const table = tf.tidy(() => {
-    // resize_token_embeddings(len(tokenizer) + added): rows [0, len(tokenizer)) survive.
-    const parts: tf.Tensor[] = [oldTable.slice([0, 0], [Math.min(rows, before), dim])];
+  const old = rowParts(model.textEncoder.params, TOKEN_EMBEDDING_KEY);
+  const [rows, dim] = rowsShape(old);
+  // resize_token_embeddings(len(tokenizer) + added): rows [0, len(tokenizer)) survive.
+  const kept = Math.min(rows, before);
+  const newRows = tf.tidy(() => {
+    const parts: tf.Tensor[] = [];
     // A table shorter than the tokenizer (unusual) is padded with the mean row, as painter's
     // resizeTokenEmbedding does; transformers draws those rows at random.
-    if (before > rows) parts.push(tf.broadcastTo(tf.mean(oldTable, 0, true), [before - rows, dim]));
+    if (before > rows) parts.push(tf.broadcastTo(meanRows(old, rows).reshape([1, dim]), [before - rows, dim]));
     for (const e of embeddings) parts.push(tf.tensor2d(e.vectors, e.shape, 'float32'));
-    return tf.concat(parts, 0);
+    return parts.length === 0 ? tf.zeros([0, dim]) : parts.length === 1 ? parts[0]! : tf.concat(parts, 0);
   });
   const params = new Map(model.textEncoder.params);
-  params.set(TOKEN_EMBEDDING_KEY, table);
+  deleteRows(params, TOKEN_EMBEDDING_KEY);
+  const created: tf.Tensor[] = [];
+  if (old.length === 1 && (kept + newRows.shape[0]!) * dim * 4 <= tensorByteLimit()) {
+    // One tensor, as the table was.
+    const table = tf.tidy(() => tf.concat([old[0]!.tensor.slice([0, 0], [kept, dim]), newRows], 0));
+    newRows.dispose();
+    params.set(TOKEN_EMBEDDING_KEY, table);
+    created.push(table);
+  } else {
+    // Row chunks: the surviving parts are shared with the model, the new rows are one more chunk.
+    for (const p of old) {
+      const n = Math.min(p.tensor.shape[0]!, kept - p.start);
+      if (n <= 0) continue;
+      const t = n === p.tensor.shape[0] ? p.tensor : p.tensor.slice([0, 0], [n, dim]);
+      if (t !== p.tensor) created.push(t);
+      params.set(chunkKey(TOKEN_EMBEDDING_KEY, p.start), t);
+    }
+    if (newRows.shape[0]! > 0) params.set(chunkKey(TOKEN_EMBEDDING_KEY, kept), newRows);
+    created.push(newRows);
+  }
   return {
     model: {
       ...model,
@@ -143,7 +164,7 @@ export function applyEmbeddings(model: StableDiffusion, embeddings: readonly Emb
       tokenizer,
     },
     tokens: applied,
-    dispose: () => table.dispose(),
+    dispose: () => tf.dispose(created),
   };
 }
 
@@ -161,3 +182,4 @@ export function expandPrompt(prompt: string, tokenizer: ClipTokenizer): string {
   }
   return out;
 }
+

@@ -30,3 +30,14 @@ export function disposeModel(m: StableDiffusion): void {
     c.params.clear();
   }
 }
+
+/**
+ * Frees a component's weights while the rest of the model goes on (training frees the VAE once
+ * the images are encoded, and a frozen text encoder once the prompts are): its map is emptied, so
+ * a later use fails naming a missing weight, and disposeModel skips it.
+ */
+export function releaseComponent(m: StableDiffusion, component: 'vae' | 'textEncoder'): void {
+  const c = m[component];
+  for (const t of c.params.values()) t.dispose();
+  c.params.clear();
+}

@@ -8,6 +8,8 @@
 import * as tf from '@tensorflow/tfjs';
 import { GROUP_NORM, LAYER_NORM } from '../backend/fused-norm.js';
 import { hasKernel, runKernel } from '../backend/js-kernel.js';
+import { tensorByteLimit } from '../backend/webgpu.js';
+import { recomputedGrads } from './models/checkpoint.js';
 
 /**
  * Whether painter's fused kernel `name` can take these operands: registered on the active
@@ -125,21 +127,92 @@ export function mergeHeads(x: tf.Tensor4D): tf.Tensor3D {
   return x.transpose([0, 2, 1, 3]).reshape([b, l, h * d]) as tf.Tensor3D;
 }
 
+let sliceBytesOverride: number | undefined;
+
+/**
+ * The most bytes one slice of attention scores may take: 128 MiB, or what the device binds at
+ * once if that is less. Scores of SD-1.5 at 512² are 2·8·4096² floats (1 GiB) per attention.
+ */
+export function attentionSliceBytes(): number {
+  return Math.min(sliceBytesOverride ?? 128 * 2 ** 20, tensorByteLimit());
+}
+
+/** Tests lower the slice size to exercise slicing on small models; undefined restores it. */
+export function setAttentionSliceBytes(bytes: number | undefined): void {
+  sliceBytesOverride = bytes;
+}
+
+/** Query rows per slice for scores [B, H, Lq, Lk] (all of them when they fit one slice). */
+export function attentionSliceRows(batch: number, heads: number, queries: number, keys: number): number {
+  return Math.min(queries, Math.max(1, Math.floor(attentionSliceBytes() / (batch * heads * keys * 4))));
+}
+
+export interface AttentionOptions {
+  /**
+   * Gradient checkpointing of each slice: its scores and probabilities are recomputed in the
+   * backward pass, so a taped run keeps only Q, K and V (with UNet gradient checkpointing).
+   */
+  checkpointSlices?: boolean;
+}
+
+/** softmax(q·kᵀ + mask)·v on heads already split: [B, H, Lq, d]. */
+function attend(qh: tf.Tensor, kh: tf.Tensor, vh: tf.Tensor, mask?: tf.Tensor): tf.Tensor4D {
+  let scores: tf.Tensor = tf.matMul(qh, kh, false, true);
+  if (mask) scores = tf.add(scores, mask);
+  return tf.matMul(tf.softmax(scores, -1), vh) as tf.Tensor4D;
+}
+
+/** One slice of attention under tf.customGrad: recomputed in the backward pass. */
+function attendCheckpointed(qh: tf.Tensor, kh: tf.Tensor, vh: tf.Tensor, mask?: tf.Tensor): tf.Tensor4D {
+  const run = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const save = args.pop() as tf.GradSaveFunc;
+    const [q, k, v] = args as tf.Tensor[];
+    // The mask is saved too: a causal mask made inside the caller's tidy is gone by the backward pass.
+    save(mask ? [q!, k!, v!, mask] : [q!, k!, v!]);
+    return {
+      value: attend(q!, k!, v!, mask),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => recomputedGrads(() => attend(saved[0]!, saved[1]!, saved[2]!, saved[3]), saved.slice(0, 3), dy),
+    };
+  });
+  return run(qh, kh, vh) as tf.Tensor4D;
+}
+
 /**
  * Scaled dot-product attention on [B, L, C] inputs split into `heads`; `mask` is added to the
  * scores (e.g. a causal mask of -Inf above the diagonal), broadcastable to [B, H, Lq, Lk].
+ * Scores larger than attentionSliceBytes() are computed in slices of query rows, each freed
+ * before the next (diffusers' attention slicing): softmax is per row, so the result is the same.
  */
-export function attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, heads: number, mask?: tf.Tensor): tf.Tensor3D {
+export function attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, heads: number, mask?: tf.Tensor, opts: AttentionOptions = {}): tf.Tensor3D {
   // 1/√d scales q ([B, L, C]) rather than the scores ([B, H, L, S]): the same product without a
   // second scores-sized tensor (at 64×64 latents that is 2·8·4096² floats, 1 GiB, per attention).
   const d = q.shape[q.rank - 1]! / heads;
   const qh = splitHeads(tf.mul(q, 1 / Math.sqrt(d)), heads);
   const kh = splitHeads(k, heads);
   const vh = splitHeads(v, heads);
-  let scores: tf.Tensor = tf.matMul(qh, kh, false, true);
-  if (mask) scores = tf.add(scores, mask);
-  const probs = tf.softmax(scores, -1);
-  return mergeHeads(tf.matMul(probs, vh) as tf.Tensor4D);
+  const [b, h, lq] = qh.shape;
+  const rows = attentionSliceRows(b, h, lq, kh.shape[2]);
+  const run = opts.checkpointSlices ? attendCheckpointed : attend;
+  if (rows >= lq) return mergeHeads(run(qh, kh, vh, mask));
+  const slices: tf.Tensor[] = [];
+  for (let start = 0; start < lq; start += rows) {
+    const n = Math.min(rows, lq - start);
+    slices.push(
+      tf.tidy(() => {
+        const qs = qh.slice([0, 0, start, 0], [-1, -1, n, -1]);
+        // A mask with a row per query is sliced with the queries; a broadcast one is shared.
+        const ms = mask && mask.shape[mask.rank - 2] === lq ? sliceAxis(mask, mask.rank - 2, start, n) : mask;
+        return run(qs, kh, vh, ms);
+      }),
+    );
+  }
+  return mergeHeads(tf.concat(slices, 2) as tf.Tensor4D);
+}
+
+function sliceAxis(x: tf.Tensor, axis: number, start: number, size: number): tf.Tensor {
+  const begin = x.shape.map((_, i) => (i === axis ? start : 0));
+  const sizes = x.shape.map((d, i) => (i === axis ? size : d));
+  return x.slice(begin, sizes);
 }
 
 /** Rows of an embedding table [V, D] for integer ids of any shape → [...ids.shape, D]. */

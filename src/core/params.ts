@@ -3,6 +3,7 @@
  * (conv HWIO, linear [in, out]); model code addresses them by key, so loading needs no table.
  */
 import * as tf from '@tensorflow/tfjs';
+import { chunkKey, chunkRanges } from './row-chunks.js';
 
 export type Params = Map<string, tf.Tensor>;
 /** Expected key → shape (tfjs layout) for a model config; used for strict loading and init. */
@@ -59,6 +60,12 @@ export function initParams(shapes: ParamShapes, seed: number): Params {
     else {
       // tfjs layout: conv HWIO → fan_in = H·W·I; linear [in, out] → fan_in = in; embedding [V, D] → 1.
       const fanIn = kind === 'embedding' ? 1 : shape.slice(0, -1).reduce((a, b) => a * b, 1);
+      const chunks = kind === 'embedding' ? chunkRanges(shape) : undefined;
+      if (chunks) {
+        // Larger than the device binds at once: row chunks, each drawn with its own seed.
+        chunks.forEach((c, j) => out.set(chunkKey(key, c.start), tf.randomNormal([c.rows, shape[1]!], 0, 1 / Math.sqrt(fanIn), 'float32', s * 7919 + j)));
+        continue;
+      }
       t = tf.randomNormal(shape, 0, 1 / Math.sqrt(fanIn), 'float32', s);
     }
     out.set(key, t);

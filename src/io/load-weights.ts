@@ -4,9 +4,9 @@
  * Tensors are read and converted one at a time, so peak memory stays near one copy.
  */
 import * as fs from 'node:fs';
-import * as tf from '@tensorflow/tfjs';
 import { PainterError } from '../errors.js';
-import type { ParamShapes, Params } from '../core/params.js';
+import { weightKind, type ParamShapes, type Params } from '../core/params.js';
+import { hasRows, setFromHost } from '../core/row-chunks.js';
 import { torchToTfjs, type FloatArrayTensor } from './layout.js';
 import { closeSafetensors, openSafetensors, readTensor, type SafetensorsFile } from './safetensors.js';
 
@@ -62,8 +62,9 @@ export function loadWeights(files: string[], expected: ParamShapes, label: strin
               `${f.path}: weight "${rawKey}" of ${label} has shape ${shapeStr(host.shape)} (PyTorch layout), which does not match the config (expected ${shapeStr(want)} in tfjs layout for "${key}"); is the config from the same model?`,
             );
           }
-          if (params.has(key)) throw new PainterError(`${f.path}: weight "${key}" of ${label} appears twice`);
-          params.set(key, tf.tensor(t.data, t.shape, 'float32'));
+          if (hasRows(params, key)) throw new PainterError(`${f.path}: weight "${key}" of ${label} appears twice`);
+          // A lookup table larger than the device binds at once is held in row chunks.
+          setFromHost(params, key, t.data, t.shape, weightKind(key, t.shape.length) === 'embedding');
         });
       }
     }
@@ -72,7 +73,7 @@ export function loadWeights(files: string[], expected: ParamShapes, label: strin
         `${opened[0]?.path ?? label}: ${unexpected.length} unexpected weight(s) for ${label}, e.g. "${unexpected[0]}"; the checkpoint does not match config.json`,
       );
     }
-    const missing = [...expected.keys()].filter((k) => !params.has(k));
+    const missing = [...expected.keys()].filter((k) => !hasRows(params, k));
     if (missing.length > 0) {
       throw new PainterError(
         `${files.join(', ')}: ${missing.length} weight(s) of ${label} missing, e.g. "${missing[0]}"; the checkpoint does not match config.json`,

@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { StableDiffusion } from '../core/model.js';
 import type { Params } from '../core/params.js';
+import { hostParams } from '../core/row-chunks.js';
 import { PainterError } from '../errors.js';
 import { tfjsToTorch } from './layout.js';
 import { writeSafetensors, type TensorToWrite } from './safetensors.js';
@@ -25,8 +26,8 @@ export interface SaveModelOptions {
 
 export async function writeParams(file: string, params: Params, half = false): Promise<void> {
   const out = new Map<string, TensorToWrite>();
-  for (const [key, t] of params) {
-    const torch = tfjsToTorch(key, { shape: t.shape, data: (await t.data()) as Float32Array });
+  for (const [key, t] of await hostParams(params)) {
+    const torch = tfjsToTorch(key, t);
     out.set(key, { dtype: half ? 'F16' : 'F32', shape: torch.shape, data: torch.data });
   }
   await writeSafetensors(file, out, { format: 'pt' });

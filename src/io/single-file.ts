@@ -9,6 +9,7 @@ import { unetParamShapes } from '../core/models/unet.js';
 import { clipTextParamShapes } from '../core/models/clip-text.js';
 import { vaeParamShapes, type VaeConfig } from '../core/models/vae.js';
 import type { Params } from '../core/params.js';
+import { hostParams } from '../core/row-chunks.js';
 import { PainterError } from '../errors.js';
 import { tfjsToTorch, type FloatArrayTensor } from './layout.js';
 import { loadWeights } from './load-weights.js';
@@ -119,9 +120,7 @@ function splitRows(t: FloatArrayTensor, n: number): FloatArrayTensor[] {
 type HostParams = Map<string, FloatArrayTensor>;
 
 async function toHost(params: Params): Promise<HostParams> {
-  const out: HostParams = new Map();
-  for (const [k, t] of params) out.set(k, { shape: t.shape, data: (await t.data()) as Float32Array });
-  return out;
+  return hostParams(params);
 }
 
 /**

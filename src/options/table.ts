@@ -101,6 +101,14 @@ const TRAINING = [
   { name: 'batch', type: 'integer', min: 1, default: 1, describe: 'Images per step', presettable: true },
   { name: 'grad-accum', type: 'integer', min: 1, default: 1, describe: 'Gradient accumulation: steps whose gradients are summed before one update', presettable: true },
   {
+    name: 'gradient-checkpointing',
+    type: 'boolean',
+    default: false,
+    describe:
+      "Recompute the UNet's resnet and attention blocks in the backward pass, as diffusers' --gradient_checkpointing; trades compute (about one extra forward pass per step) for memory: only block inputs are kept for the backward pass",
+    presettable: true,
+  },
+  {
     name: 'resolution',
     type: 'integer',
     min: 8,

@@ -12,7 +12,7 @@
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import type { LoraComponent } from '../core/lora.js';
-import type { StableDiffusion } from '../core/model.js';
+import { releaseComponent, type StableDiffusion } from '../core/model.js';
 import { clipTextForward } from '../core/models/clip-text.js';
 import type { Params } from '../core/params.js';
 import { promptIdRows } from '../core/pipeline/text-to-image.js';
@@ -89,6 +89,18 @@ function paramsOf(vars: Map<string, tf.Variable>, component: string): Params {
   return out;
 }
 
+/** Which UNet weights get a gradient: all of them (full), or those LoRA adapts (merged W + ΔW). */
+function trainedUnetWeights(mode: DreamBoothMode, lora: TrainableLora | undefined): (key: string) => boolean {
+  switch (mode) {
+    case 'full':
+      return () => true;
+    case 'lora': {
+      const adapted = new Set(lora!.adapters.filter((a) => a.component === 'unet').map((a) => `${a.module}.weight`));
+      return (key) => adapted.has(key);
+    }
+  }
+}
+
 export function createDreamBooth(model: StableDiffusion, instanceImages: SourceImage[], classImages: SourceImage[], s: DreamBoothSettings): DreamBoothSetup {
   if (instanceImages.length === 0) throw new RangeError('DreamBooth needs at least one instance image');
   if (s.priorPreservation && classImages.length === 0) throw new RangeError('prior preservation needs class images');
@@ -111,6 +123,7 @@ export function createDreamBooth(model: StableDiffusion, instanceImages: SourceI
   }
   const fullUnet = s.mode === 'full' ? paramsOf(vars, 'unet') : undefined;
   const fullText = s.mode === 'full' && s.trainTextEncoder ? paramsOf(vars, 'text_encoder') : undefined;
+  const checkpoint = s.gradientCheckpointing ? { weights: trainedUnetWeights(s.mode, lora) } : undefined;
 
   /** Current UNet / text-encoder weights; LoRA ones are built (call inside a tidy). */
   const unetParams = (): Params => fullUnet ?? (lora ? paramsWithLora(model.unet.params, lora, 'unet') : model.unet.params);
@@ -137,6 +150,11 @@ export function createDreamBooth(model: StableDiffusion, instanceImages: SourceI
   const classRow = prompts.indexOf(s.classPrompt);
   const ids = promptIdRows(model, prompts);
   const frozenContext = s.trainTextEncoder ? undefined : tf.tidy(() => clipTextForward(model.textEncoder.params, model.textEncoder.config, ids).lastHiddenState);
+  if (s.releaseUnused && s.mode === 'lora') {
+    // Only the UNet (and a training text encoder) runs from here on; a LoRA file is the output.
+    releaseComponent(model, 'vae');
+    if (!s.trainTextEncoder) releaseComponent(model, 'textEncoder');
+  }
 
   const instanceSampler = new EpochSampler(instanceImages.length);
   const classSampler = new EpochSampler(classImages.length);
@@ -166,7 +184,7 @@ export function createDreamBooth(model: StableDiffusion, instanceImages: SourceI
         { params: unetParams(), config: model.unet.config },
         schedule,
         { latents: part(latents), noise: part(noise), timesteps: b.timesteps.slice(start, start + count), encoderHiddenStates: part(context as tf.Tensor3D) },
-        { predictionType, minSnrGamma: s.minSnrGamma, sampleWeights },
+        { predictionType, minSnrGamma: s.minSnrGamma, sampleWeights, checkpoint },
       );
     });
 

@@ -53,6 +53,14 @@ export interface MethodSettings {
   batch: number;
   minSnrGamma: number;
   noiseOffset: number;
+  /** Recompute the UNet's block activations in the backward pass instead of keeping them (default off). */
+  gradientCheckpointing?: boolean;
+  /**
+   * Free what the training step does not use once it is cached — the VAE after encoding the
+   * images; a frozen text encoder after encoding the prompts (DreamBooth) — when nothing later
+   * needs it: no validation grids, and an output that is not a whole model (LoRA, embeddings).
+   */
+  releaseUnused?: boolean;
   seed: number;
   validationPrompt: string;
   /** Recorded in the output's metadata. */

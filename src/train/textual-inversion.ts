@@ -5,7 +5,7 @@
  * Only the new rows train; they sit beside the frozen table (ClipTextOptions.extraTokens).
  */
 import * as tf from '@tensorflow/tfjs';
-import type { StableDiffusion } from '../core/model.js';
+import { releaseComponent, type StableDiffusion } from '../core/model.js';
 import { clipTextForward } from '../core/models/clip-text.js';
 import { promptIdRows } from '../core/pipeline/text-to-image.js';
 import type { Rng } from '../core/random.js';
@@ -15,7 +15,8 @@ import { diffusionLoss } from '../core/training/loss.js';
 import { PainterError, UsageError } from '../errors.js';
 import { embeddingFileName } from '../io/embedding-library.js';
 import { writeEmbeddingFile } from '../io/embeddings.js';
-import { multiVectorTokens } from '../core/embeddings.js';
+import { multiVectorTokens, TOKEN_EMBEDDING_KEY } from '../core/embeddings.js';
+import { meanRows, rowParts, rowsShape, sliceRows, type RowPart } from '../core/row-chunks.js';
 import type { SourceImage } from '../io/dataset.js';
 import type { MethodSettings, TrainingTask } from './engine.js';
 import { disposeViews, drawNoise, encodeViews, EpochSampler, pickView, sampleLatents, withCaption, type SamplerState, type View } from './steps.js';
@@ -70,18 +71,16 @@ function checkPlaceholder(model: StableDiffusion, token: string, vectors: number
   return tokens;
 }
 
-function initVector(model: StableDiffusion, initToken: string | undefined, table: tf.Tensor, offset: number): tf.Tensor1D {
-  if (initToken === undefined) {
-    // No initializer: the mean embedding of the vocabulary, a neutral starting point.
-    return tf.tidy(() => tf.mean(table.slice([0, 0], [offset, -1]), 0) as tf.Tensor1D);
-  }
+function initVector(model: StableDiffusion, initToken: string | undefined, table: readonly RowPart[], offset: number): tf.Tensor1D {
+  // No initializer: the mean embedding of the vocabulary, a neutral starting point.
+  if (initToken === undefined) return meanRows(table, offset);
   const pieces = tokenize(model.tokenizer, initToken);
   if (pieces.length !== 1) {
     throw new PainterError(`--init-token "${initToken}" is ${pieces.length} tokens (${pieces.join(' ')}), not one; choose a single common word such as "cat" or "painting"`);
   }
   const id = tokenId(model.tokenizer, pieces[0]!);
   if (id === undefined || id >= offset) throw new PainterError(`--init-token "${initToken}" is not in the model's vocabulary`);
-  return tf.tidy(() => table.slice([id, 0], [1, -1]).reshape([-1]) as tf.Tensor1D);
+  return tf.tidy(() => sliceRows(table, id, 1).reshape([-1]) as tf.Tensor1D);
 }
 
 const TEMPLATE_SLOT = '{}';
@@ -97,15 +96,18 @@ export function inversionPrompt(template: string, token: string, caption?: strin
 
 export function createInversion(model: StableDiffusion, images: SourceImage[], s: InvertSettings): InversionSetup {
   const tokens = checkPlaceholder(model, s.token, s.vectors);
-  const table = model.textEncoder.params.get('text_model.embeddings.token_embedding.weight')!;
-  const init = initVector(model, s.initToken, table, Math.min(table.shape[0]!, vocabSize(model.tokenizer)));
+  const table = rowParts(model.textEncoder.params, TOKEN_EMBEDDING_KEY);
+  const [tableRows] = rowsShape(table);
+  const init = initVector(model, s.initToken, table, Math.min(tableRows, vocabSize(model.tokenizer)));
   const ids = addTokens(model.tokenizer, tokens);
   const offset = ids[0]!;
-  if (offset > table.shape[0]!) throw new PainterError(`the tokenizer has ${offset} tokens but the text encoder only ${table.shape[0]} embeddings; they do not belong together`);
+  if (offset > tableRows) throw new PainterError(`the tokenizer has ${offset} tokens but the text encoder only ${tableRows} embeddings; they do not belong together`);
   const rows = tf.variable(tf.tidy(() => tf.tile(init.reshape([1, -1]), [s.vectors, 1])), true, `ti_rows_${Date.now()}_${Math.random()}`);
   init.dispose();
   const extraTokens = { offset, rows };
   const views = encodeViews(model, images, s.resolution, s.centerCrop, s.flip, s.seed);
+  // The images are cached as latents: without validation grids the VAE is not needed again.
+  if (s.releaseUnused) releaseComponent(model, 'vae');
   const templates = s.mode === 'style' ? STYLE_TEMPLATES : OBJECT_TEMPLATES;
   const schedule: NoiseSchedule = noiseSchedule(model.scheduler);
   const predictionType = model.scheduler.prediction_type as PredictionType;
@@ -114,6 +116,8 @@ export function createInversion(model: StableDiffusion, images: SourceImage[], s
   const [, lh, lw, lc] = views[0]!.mean.shape;
   // Epoch-style order over images, saved in checkpoints so a resumed run continues it.
   const sampler = new EpochSampler(images.length);
+  // Only the text side trains: checkpointed UNet blocks differentiate w.r.t. their inputs alone.
+  const checkpoint = s.gradientCheckpointing ? { weights: () => false } : undefined;
 
   const task: TrainingTask = {
     vars: new Map([['embeddings', rows]]),
@@ -131,7 +135,7 @@ export function createInversion(model: StableDiffusion, images: SourceImage[], s
       return () => {
         const latents = sampleLatents(picks, draw.posterior, sf);
         const ehs = clipTextForward(model.textEncoder.params, model.textEncoder.config, promptIdRows(model, prompts), { extraTokens }).lastHiddenState;
-        return diffusionLoss(model.unet, schedule, { latents, noise: tf.tensor4d(draw.noise, latents.shape), timesteps: draw.timesteps, encoderHiddenStates: ehs }, { predictionType, minSnrGamma: s.minSnrGamma });
+        return diffusionLoss(model.unet, schedule, { latents, noise: tf.tensor4d(draw.noise, latents.shape), timesteps: draw.timesteps, encoderHiddenStates: ehs }, { predictionType, minSnrGamma: s.minSnrGamma, checkpoint });
       };
     },
     saveState: () => sampler.state(),

@@ -62,6 +62,8 @@ function smallerSizes(m: ModelDescription, s: CommandSettings): number[] {
 /** Single-setting reductions, cheapest for the user's result first. */
 function reductions(s: CommandSettings): Change[] {
   const out: Change[] = [];
+  // The same result for about one more forward pass per step: first.
+  if (s.command !== 'generate' && !s.gradientCheckpointing) out.push({ flags: '--gradient-checkpointing', apply: (x) => ({ ...x, gradientCheckpointing: true }) });
   if (s.command !== 'generate' && s.validation) out.push({ flags: '--validation-every 0', apply: (x) => ({ ...x, validation: false }) });
   if (s.batch > 1) out.push({ flags: '--batch 1', apply: (x) => ({ ...x, batch: 1 }) });
   if (s.command === 'dreambooth') {

@@ -77,6 +77,8 @@ interface TrainingCommon {
   flip: boolean;
   /** Validation grids during training (--validation-every > 0). */
   validation: boolean;
+  /** --gradient-checkpointing: UNet blocks recomputed in the backward pass. */
+  gradientCheckpointing?: boolean;
 }
 
 export interface InvertSettings extends TrainingCommon {
@@ -267,7 +269,14 @@ function trainingStepPeak(
   backend: MemoryBackend,
   rows: number,
   resolution: number,
-  opts: { textRows?: number[]; unetWeights: (t: MemoryTrace) => WeightSource; textWeights: (t: MemoryTrace) => WeightSource; frozenContext: boolean; largestWeight: number },
+  opts: {
+    textRows?: number[];
+    unetWeights: (t: MemoryTrace) => WeightSource;
+    textWeights: (t: MemoryTrace) => WeightSource;
+    frozenContext: boolean;
+    largestWeight: number;
+    checkpoint: boolean;
+  },
 ): number {
   const t = new MemoryTrace({ taped: true, fused: backend.fusedKernels });
   const { h, w, c } = latentGridOf(m, resolution, resolution);
@@ -286,7 +295,7 @@ function trainingStepPeak(
   t.tidy(() => {
     const noise = t.input(lat);
     const noisy = ew(t, ew(t, latents), ew(t, noise));
-    const pred = traceUNet(t, m.unet, s.unet, opts.unetWeights(t), noisy, context);
+    const pred = traceUNet(t, m.unet, s.unet, opts.unetWeights(t), noisy, context, { checkpoint: opts.checkpoint });
     const sq = ew(t, ew(t, pred, ew(t, noise)));
     return t.op([], [t.op([rows], [sq])]);
   });
@@ -301,17 +310,15 @@ function trainingStepPeak(
 function loraWeights(t: MemoryTrace, shapes: ParamShapes, target: RegExp, rank: number, backend: MemoryBackend): WeightSource {
   const frozen = frozenWeights(t, shapes);
   const merged = new Map<string, Sym>();
-  return (key) => {
-    if (!target.test(key)) return frozen(key);
-    const done = merged.get(key);
-    if (done) return done;
-    const [inF, outF] = shapes.get(key)! as [number, number];
+  // All merged before the model runs, as paramsWithLora does.
+  for (const [key, shape] of shapes) {
+    if (!target.test(key) || shape.length !== 2) continue;
+    const [inF, outF] = shape as [number, number];
     const delta = ew(t, t.op([inF, outF], [t.weight([inF, rank], true), t.weight([rank, outF], true)]));
-    const w = ew(t, frozen(key), delta);
+    merged.set(key, ew(t, frozen(key), delta));
     if (backend.packsWeights) t.op([inF, outF], [], 'float32', 'output');
-    merged.set(key, w);
-    return w;
-  };
+  }
+  return (key) => merged.get(key) ?? frozen(key);
 }
 
 function loraParamBytes(shapes: ParamShapes, target: RegExp, rank: number): { adapters: number; adapted: number } {
@@ -356,10 +363,13 @@ function estimateInvert(m: ModelDescription, s: Shapes, v: InvertSettings, backe
     textWeights: (t) => frozenWeights(t, s.text),
     frozenContext: false,
     largestWeight: Math.max(w.unet.largestBytes, w.textEncoder.largestBytes),
+    checkpoint: v.gradientCheckpointing ?? false,
   });
+  // Without validation grids the VAE is freed once the images are encoded (releaseUnused).
+  const stepWeights = v.validation ? all : all - vaeBytes(w);
   const phases = [
     phase('VAE encoding of the training images', all, packedOf(backend, w.vaeEncoder), views, encodePhasePeak(m, s, v.resolution, fused)),
-    phase('the training step', all, packedAll, state, step),
+    phase('the training step', stepWeights, packedAll, state, step),
   ];
   if (v.validation) phases.push(...validationPhases(m, s, backend, { weights: all, packed: packedAll, state }));
   return phases;
@@ -399,6 +409,7 @@ function estimateDreamBooth(m: ModelDescription, s: Shapes, d: DreamBoothSetting
     textWeights,
     frozenContext: !d.trainTextEncoder,
     largestWeight: Math.max(w.unet.largestBytes, d.trainTextEncoder ? w.textEncoder.largestBytes : 0),
+    checkpoint: d.gradientCheckpointing ?? false,
   });
   const phases: PhaseEstimate[] = [];
   if (d.priorPreservation) {
@@ -407,7 +418,9 @@ function estimateDreamBooth(m: ModelDescription, s: Shapes, d: DreamBoothSetting
     phases.push(phase('class-image sampling', all, packedOf(backend, w.textEncoder, w.unet, w.vaeDecoder), 0, Math.max(a.text, a.denoise, a.decode)));
   }
   phases.push(phase('VAE encoding of the training images', all, packedOf(backend, w.vaeEncoder, w.textEncoder, w.unet, w.vaeDecoder), views, encodePhasePeak(m, s, d.resolution, fused)));
-  phases.push(phase('the training step', all, packedAll, views + frozenContext + optimizer, step));
+  // LoRA without validation grids frees the VAE, and a frozen text encoder, before training.
+  const released = d.mode === 'lora' && !d.validation ? vaeBytes(w) + (d.trainTextEncoder ? 0 : w.textEncoder.bytes) : 0;
+  phases.push(phase('the training step', all - released, packedAll, views + frozenContext + optimizer, step));
   if (d.validation) {
     const state = views + frozenContext + trainable * 2 + mergedForValidation;
     phases.push(...validationPhases(m, s, backend, { weights: all, packed: packedAll, state }));

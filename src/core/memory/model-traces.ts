@@ -36,6 +36,22 @@ interface UNetCtx {
   w: WeightSource;
   shapes: ParamShapes;
   groups: number;
+  /** Gradient checkpointing: every resnet and transformer recomputed in the backward pass. */
+  checkpoint: boolean;
+}
+
+/** A block, checkpointed when the context says so (MemoryTrace.checkpoint). */
+function block(c: UNetCtx, inputs: Sym[], fn: (c: UNetCtx, inputs: readonly Sym[]) => Sym): Sym {
+  if (!c.checkpoint) return fn(c, inputs);
+  return c.t.checkpoint(inputs, (t, ins) => fn({ ...c, t }, ins));
+}
+
+function resnetAt(c: UNetCtx, k: string, x: Sym, tembAct: Sym, scale: number): Sym {
+  return block(c, [x, tembAct], (cc, [a, b]) => unetResnet(cc, k, a!, b!, scale));
+}
+
+function transformerAt(c: UNetCtx, k: string, x: Sym, context: Sym, heads: number): Sym {
+  return block(c, [x, context], (cc, [a, b]) => transformer2d(cc, k, a!, b!, heads));
 }
 
 function unetResnet(c: UNetCtx, k: string, x: Sym, tembAct: Sym, scale: number): Sym {
@@ -58,7 +74,7 @@ function attentionBlock(c: UNetCtx, k: string, x: Sym, context: Sym, heads: numb
   const q = linear(t, x, w(`${k}.to_q.weight`));
   const kk = linear(t, context, w(`${k}.to_k.weight`));
   const v = linear(t, context, w(`${k}.to_v.weight`));
-  return linear(t, attention(t, q, kk, v, heads), w(`${k}.to_out.0.weight`), w(`${k}.to_out.0.bias`));
+  return linear(t, attention(t, q, kk, v, heads, undefined, { checkpointSlices: c.checkpoint }), w(`${k}.to_out.0.weight`), w(`${k}.to_out.0.bias`));
 }
 
 function feedForward(c: UNetCtx, k: string, x: Sym): Sym {
@@ -112,8 +128,8 @@ function upsample(t: MemoryTrace, w: WeightSource, k: string, x: Sym, size: [num
 }
 
 /** unetForward on sample [B, h, w, C] and context [B, L, D]; returns ε̂ [B, h, w, C_out]. */
-export function traceUNet(t: MemoryTrace, config: UNetConfig, shapes: ParamShapes, w: WeightSource, sample: Sym, context: Sym): Sym {
-  const c: UNetCtx = { t, w, shapes, groups: config.norm_num_groups };
+export function traceUNet(t: MemoryTrace, config: UNetConfig, shapes: ParamShapes, w: WeightSource, sample: Sym, context: Sym, opts: { checkpoint?: boolean } = {}): Sym {
+  const c: UNetCtx = { t, w, shapes, groups: config.norm_num_groups, checkpoint: opts.checkpoint ?? false };
   const n = config.block_out_channels.length;
   const heads = perBlock(config.attention_head_dim, n);
   const batch = sample.shape[0]!;
@@ -130,8 +146,8 @@ export function traceUNet(t: MemoryTrace, config: UNetConfig, shapes: ParamShape
     for (let i = 0; i < n; i++) {
       const p = `down_blocks.${i}`;
       for (let j = 0; shapes.has(`${p}.resnets.${j}.conv1.weight`); j++) {
-        x = unetResnet(c, `${p}.resnets.${j}`, x, tembAct, 1);
-        if (shapes.has(`${p}.attentions.${j}.norm.weight`)) x = transformer2d(c, `${p}.attentions.${j}`, x, context, heads[i]!);
+        x = resnetAt(c, `${p}.resnets.${j}`, x, tembAct, 1);
+        if (shapes.has(`${p}.attentions.${j}.norm.weight`)) x = transformerAt(c, `${p}.attentions.${j}`, x, context, heads[i]!);
         skips.push(x);
       }
       if (shapes.has(`${p}.downsamplers.0.conv.weight`)) {
@@ -141,10 +157,10 @@ export function traceUNet(t: MemoryTrace, config: UNetConfig, shapes: ParamShape
     }
     // 4. mid block
     if (shapes.has('mid_block.resnets.0.conv1.weight')) {
-      x = unetResnet(c, 'mid_block.resnets.0', x, tembAct, config.mid_block_scale_factor);
+      x = resnetAt(c, 'mid_block.resnets.0', x, tembAct, config.mid_block_scale_factor);
       for (let j = 0; shapes.has(`mid_block.attentions.${j}.norm.weight`); j++) {
-        x = transformer2d(c, `mid_block.attentions.${j}`, x, context, heads[n - 1]!);
-        x = unetResnet(c, `mid_block.resnets.${j + 1}`, x, tembAct, config.mid_block_scale_factor);
+        x = transformerAt(c, `mid_block.attentions.${j}`, x, context, heads[n - 1]!);
+        x = resnetAt(c, `mid_block.resnets.${j + 1}`, x, tembAct, config.mid_block_scale_factor);
       }
     }
     // 5. up blocks, each resnet on [x, skip] concatenated.
@@ -152,8 +168,8 @@ export function traceUNet(t: MemoryTrace, config: UNetConfig, shapes: ParamShape
       const p = `up_blocks.${i}`;
       for (let j = 0; shapes.has(`${p}.resnets.${j}.conv1.weight`); j++) {
         const skip = skips.pop() ?? x;
-        x = unetResnet(c, `${p}.resnets.${j}`, concat(t, [x, skip], 3), tembAct, 1);
-        if (shapes.has(`${p}.attentions.${j}.norm.weight`)) x = transformer2d(c, `${p}.attentions.${j}`, x, context, heads[n - 1 - i]!);
+        x = resnetAt(c, `${p}.resnets.${j}`, concat(t, [x, skip], 3), tembAct, 1);
+        if (shapes.has(`${p}.attentions.${j}.norm.weight`)) x = transformerAt(c, `${p}.attentions.${j}`, x, context, heads[n - 1 - i]!);
       }
       if (shapes.has(`${p}.upsamplers.0.conv.weight`)) {
         const next = skips[skips.length - 1];

@@ -3,6 +3,7 @@
  * allocates what its twin's tfjs calls allocate, in the same order; a change to ops.ts that adds
  * or removes a full-size intermediate belongs here too (test/memory.test.ts compares the two).
  */
+import { attentionSliceRows } from '../ops.js';
 import { numel, type MemoryTrace, type Sym } from './trace.js';
 
 /** An element-wise kernel whose output has the shape of `a` (the larger operand). */
@@ -146,19 +147,35 @@ export function mergeHeads(t: MemoryTrace, x: Sym): Sym {
   return t.reshape(t.op([b, l, h, d], [x], 'float32', 'none'), [b, l, h * d]);
 }
 
+/** softmax(q·kᵀ + mask)·v on split heads (painter's wasm matmul transposes K into scratch first). */
+function attend(t: MemoryTrace, qh: Sym, kh: Sym, vh: Sym, mask?: Sym): Sym {
+  const [b, h, lq] = qh.shape as [number, number, number, number];
+  t.scratch(numel(kh.shape) * 4);
+  let scores = t.op([b, h, lq, kh.shape[2]!], [qh, kh]);
+  if (mask) scores = ew(t, scores, mask);
+  const probs = t.op(scores.shape, [scores], 'float32', 'output');
+  return t.op([b, h, lq, vh.shape[3]!], [probs, vh]);
+}
+
 /**
- * ops.attention: q scaled by 1/√d, heads split (transposes), scores QKᵀ (painter's wasm matmul
- * transposes K into scratch first), optional mask, softmax, PV, heads merged.
+ * ops.attention: q scaled by 1/√d, heads split (transposes), then per slice of query rows
+ * (ops.attentionSliceRows; one slice when the scores fit) scores, optional mask, softmax and PV,
+ * each slice in its own tidy (checkpointed with `checkpointSlices`), the slices concatenated and
+ * the heads merged.
  */
-export function attention(t: MemoryTrace, q: Sym, k: Sym, v: Sym, heads: number, mask?: Sym): Sym {
+export function attention(t: MemoryTrace, q: Sym, k: Sym, v: Sym, heads: number, mask?: Sym, opts: { checkpointSlices?: boolean } = {}): Sym {
   const qh = splitHeads(t, ew(t, q, scalar(t)), heads);
   const kh = splitHeads(t, k, heads);
   const vh = splitHeads(t, v, heads);
-  const [b, h, lq] = qh.shape as [number, number, number, number];
-  const lk = kh.shape[2]!;
-  t.scratch(numel(kh.shape) * 4);
-  let scores = t.op([b, h, lq, lk], [qh, kh]);
-  if (mask) scores = ew(t, scores, mask);
-  const probs = t.op(scores.shape, [scores], 'float32', 'output');
-  return mergeHeads(t, t.op([b, h, lq, vh.shape[3]!], [probs, vh]));
+  const [b, h, lq, d] = qh.shape as [number, number, number, number];
+  const rows = attentionSliceRows(b, h, lq, kh.shape[2]!);
+  const run = (tt: MemoryTrace, [qs, ks, vs]: readonly Sym[]) => attend(tt, qs!, ks!, vs!, mask);
+  const slice = (qs: Sym) => (opts.checkpointSlices ? t.checkpoint([qs, kh, vh], run) : run(t, [qs, kh, vh]));
+  if (rows >= lq) return mergeHeads(t, slice(qh));
+  const slices: Sym[] = [];
+  for (let start = 0; start < lq; start += rows) {
+    const n = Math.min(rows, lq - start);
+    slices.push(t.tidy(() => slice(t.op([b, h, n, d], [qh]))));
+  }
+  return mergeHeads(t, concat(t, slices, 2));
 }

@@ -52,9 +52,11 @@ export class MemoryTrace {
   /** Σ bytes of the gradients the backward pass makes (one per on-path input of each kernel). */
   private pathBytes = 0;
   private largestPathTensor = 0;
+  /** The largest transient a checkpointed block's backward needs (its recomputed, taped run). */
+  private recomputePeak = 0;
 
-  /** Whether the code runs under a gradient tape (a training step). */
-  readonly taped: boolean;
+  /** Whether the code runs under a gradient tape (a training step); off inside a checkpointed forward. */
+  taped: boolean;
   /** Whether painter's fused norm kernels run (wasm and cpu, not tensorflow): see ops.ts. */
   readonly fused: boolean;
 
@@ -77,8 +79,12 @@ export class MemoryTrace {
     this.peakBytes = Math.max(this.peakBytes, this.liveBytes);
   }
 
+  /** Buffers this trace allocated. */
+  private readonly own = new WeakSet<Allocation>();
+
   private alloc(shape: number[], dtype: Dtype, grad: boolean): Sym {
     const buffer: Allocation = { bytes: numel(shape) * BYTES[dtype], freed: false, saved: false };
+    this.own.add(buffer);
     this.scopes[this.scopes.length - 1]!.push(buffer);
     this.bump(buffer.bytes);
     return { shape, dtype, grad, buffer };
@@ -104,6 +110,8 @@ export class MemoryTrace {
       for (const s of inputs) {
         if (!s.grad || s.dtype !== 'float32') continue;
         const bytes = bytesOf(s);
+        // A weight, or a tensor made outside this trace (a LoRA-merged weight, for a replay).
+        if (!s.buffer || !this.own.has(s.buffer)) this.weightGradBytes += bytes;
         this.pathBytes += bytes;
         this.largestPathTensor = Math.max(this.largestPathTensor, bytes);
       }
@@ -122,6 +130,40 @@ export class MemoryTrace {
     this.bump(bytes);
     this.liveBytes -= bytes;
   }
+
+  /**
+   * A block run with gradient checkpointing (core/models/checkpoint.ts: tf.customGrad): the
+   * forward runs without the tape (its activations freed as it goes), the block's inputs are
+   * saved, and the backward pass recomputes the block under its own tape and backpropagates
+   * through it: that taped run, its gradients included, is a transient of the outer backward.
+   * The outer backward makes only the gradients of the block's inputs and trainable weights.
+   */
+  checkpoint(inputs: readonly Sym[], fn: (t: MemoryTrace, inputs: readonly Sym[]) => Sym): Sym {
+    if (!this.taped) return fn(this, inputs);
+    this.taped = false;
+    let out: Sym;
+    try {
+      out = this.tidy(() => fn(this, inputs));
+    } finally {
+      this.taped = true;
+    }
+    for (const s of inputs) if (s.buffer) s.buffer.saved = true;
+    // The recomputation: a taped run of the block on copies of its inputs, then its backward.
+    const replay = new MemoryTrace({ taped: true, fused: this.fused });
+    const copies = inputs.map((s) => replay.input(s.shape, s.dtype, s.grad));
+    replay.tidy(() => fn(replay, copies));
+    const inputBytes = inputs.reduce((n, s) => n + bytesOf(s), 0);
+    const escaping = inputs.filter((s) => s.grad && s.dtype === 'float32').reduce((n, s) => n + bytesOf(s), 0) + replay.weightGradBytes;
+    this.recomputePeak = Math.max(this.recomputePeak, replay.backward(0) - inputBytes);
+    if (out.grad) {
+      this.pathBytes += escaping;
+      for (const s of inputs) if (s.grad) this.largestPathTensor = Math.max(this.largestPathTensor, bytesOf(s));
+    }
+    return out;
+  }
+
+  /** Σ bytes of the gradients of trainable weights the traced code used. */
+  private weightGradBytes = 0;
 
   /** tf.tidy: frees everything allocated inside except the buffers behind `fn`'s result. */
   tidy<T extends Sym | Sym[]>(fn: () => T): T {
@@ -155,8 +197,9 @@ export class MemoryTrace {
    */
   backward(transient: number): number {
     this.bump(this.pathBytes);
-    // A gradient function's own temporaries: a few tensors of its output's size.
-    this.scratch(transient + 2 * this.largestPathTensor);
+    // A gradient function's own temporaries: a few tensors of its output's size; or a
+    // checkpointed block's recomputation and backward, whichever is larger.
+    this.scratch(Math.max(transient + 2 * this.largestPathTensor, this.recomputePeak));
     this.liveBytes -= this.pathBytes;
     for (const scope of this.scopes) for (const b of scope) this.free(b);
     return this.peakBytes;

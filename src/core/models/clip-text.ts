@@ -14,6 +14,7 @@ import { PainterError } from '../../errors.js';
 import { configObject, FieldReader } from '../config-fields.js';
 import { attention, embeddingLookup, gelu, layerNorm, linear, quickGelu } from '../ops.js';
 import { param, type ParamShapes, type Params } from '../params.js';
+import { gatherRows, rowParts, rowsShape, type RowPart } from '../row-chunks.js';
 
 export type ClipHiddenAct = 'quick_gelu' | 'gelu';
 
@@ -192,9 +193,9 @@ function encoderLayer(p: Params, config: ClipTextConfig, i: number, h: tf.Tensor
 }
 
 /** Token embeddings where ids ≥ offset come from extra rows (see ClipTextOptions.extraTokens). */
-function lookupWithExtra(table: tf.Tensor, extra: { offset: number; rows: tf.Tensor }, ids: tf.Tensor2D): tf.Tensor {
+function lookupWithExtra(table: readonly RowPart[], extra: { offset: number; rows: tf.Tensor }, ids: tf.Tensor2D): tf.Tensor {
   const isExtra = tf.greaterEqual(ids, extra.offset);
-  const fromTable = embeddingLookup(table, tf.minimum(ids, extra.offset - 1));
+  const fromTable = gatherRows(table, tf.minimum(ids, extra.offset - 1));
   const fromExtra = embeddingLookup(extra.rows, tf.maximum(tf.sub(ids, extra.offset), 0));
   const mask = tf.broadcastTo(tf.expandDims(isExtra, -1), fromTable.shape);
   return tf.where(mask, fromExtra, fromTable);
@@ -218,10 +219,12 @@ export function clipTextForward(params: Params, config: ClipTextConfig, inputIds
   if (length > config.max_position_embeddings) {
     throw new PainterError(`prompt of ${length} tokens is longer than the text encoder's ${config.max_position_embeddings} positions`);
   }
-  const table = opts.tokenEmbedding ?? param(params, 'text_model.embeddings.token_embedding.weight');
+  // The table may be held in row chunks (core/row-chunks.ts) where the device limits one binding.
+  const table = opts.tokenEmbedding ? [{ start: 0, tensor: opts.tokenEmbedding }] : rowParts(params, 'text_model.embeddings.token_embedding.weight');
+  const [tableRows] = rowsShape(table);
   const extra = opts.extraTokens;
-  if (extra && extra.offset > table.shape[0]!) throw new Error(`extraTokens offset ${extra.offset} is beyond the table's ${table.shape[0]} rows`);
-  const vocab = extra ? extra.offset + extra.rows.shape[0]! : table.shape[0]!;
+  if (extra && extra.offset > tableRows) throw new Error(`extraTokens offset ${extra.offset} is beyond the table's ${tableRows} rows`);
+  const vocab = extra ? extra.offset + extra.rows.shape[0]! : tableRows;
   const ids = hostRows ? Int32Array.from(inputIds.flat()) : (inputIds.dataSync() as Int32Array);
   const bad = ids.findIndex((id) => id < 0 || id >= vocab);
   if (bad >= 0) throw new PainterError(`token id ${ids[bad]} is outside the text encoder's vocabulary of ${vocab}; do tokenizer and text encoder match?`);
@@ -230,7 +233,7 @@ export function clipTextForward(params: Params, config: ClipTextConfig, inputIds
   return tf.tidy(() => {
     const idTensor = hostRows ? tf.tensor2d(ids, [batch, length], 'int32') : inputIds;
     const positions = param(params, 'text_model.embeddings.position_embedding.weight').slice([0, 0], [length, config.hidden_size]);
-    let h = tf.add(extra ? lookupWithExtra(table, extra, idTensor) : embeddingLookup(table, idTensor), positions);
+    let h = tf.add(extra ? lookupWithExtra(table, extra, idTensor) : gatherRows(table, idTensor), positions);
     const hiddenStates: tf.Tensor3D[] = [h as tf.Tensor3D];
     const mask = causalMask(length);
     for (let i = 0; i < config.num_hidden_layers - skip; i++) {

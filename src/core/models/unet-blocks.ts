@@ -42,6 +42,8 @@ export interface BlockSettings {
   tembChannels: number;
   crossAttentionDim: number;
   useLinearProjection: boolean;
+  /** Attention slices recomputed in the backward pass (with gradient checkpointing). */
+  checkpointAttention?: boolean;
 }
 
 function addLinear(out: ParamShapes, prefix: string, inDim: number, outDim: number, bias = true): void {
@@ -140,11 +142,11 @@ export function resnetBlock(
 }
 
 /** Attention (AttnProcessor): to_q/k/v without bias, softmax(QKᵀ/√d)V per head, to_out.0. */
-function attentionBlock(p: Params, prefix: string, x: tf.Tensor3D, context: tf.Tensor3D, heads: number): tf.Tensor3D {
+function attentionBlock(p: Params, prefix: string, x: tf.Tensor3D, context: tf.Tensor3D, heads: number, checkpointSlices: boolean): tf.Tensor3D {
   const q = linear(x, param(p, `${prefix}.to_q.weight`));
   const k = linear(context, param(p, `${prefix}.to_k.weight`));
   const v = linear(context, param(p, `${prefix}.to_v.weight`));
-  const o = attention(q, k, v, heads);
+  const o = attention(q, k, v, heads, undefined, { checkpointSlices });
   return linear(o, param(p, `${prefix}.to_out.0.weight`), param(p, `${prefix}.to_out.0.bias`)) as tf.Tensor3D;
 }
 
@@ -157,13 +159,13 @@ function feedForward(p: Params, prefix: string, x: tf.Tensor3D): tf.Tensor3D {
 }
 
 /** BasicTransformerBlock: pre-LayerNorm self-attention, cross-attention, GEGLU feed-forward. */
-function basicTransformerBlock(p: Params, prefix: string, x: tf.Tensor3D, context: tf.Tensor3D, heads: number): tf.Tensor3D {
+function basicTransformerBlock(p: Params, prefix: string, x: tf.Tensor3D, context: tf.Tensor3D, heads: number, checkpointSlices: boolean): tf.Tensor3D {
   const ln = (h: tf.Tensor3D, name: string): tf.Tensor3D =>
     layerNorm(h, param(p, `${prefix}.${name}.weight`), param(p, `${prefix}.${name}.bias`), TRANSFORMER_LAYER_NORM_EPS) as tf.Tensor3D;
   let h = x;
   const n1 = ln(h, 'norm1');
-  h = tf.add(h, attentionBlock(p, `${prefix}.attn1`, n1, n1, heads));
-  h = tf.add(h, attentionBlock(p, `${prefix}.attn2`, ln(h, 'norm2'), context, heads));
+  h = tf.add(h, attentionBlock(p, `${prefix}.attn1`, n1, n1, heads, checkpointSlices));
+  h = tf.add(h, attentionBlock(p, `${prefix}.attn2`, ln(h, 'norm2'), context, heads, checkpointSlices));
   h = tf.add(h, feedForward(p, `${prefix}.ff`, ln(h, 'norm3')));
   return h;
 }
@@ -187,7 +189,7 @@ export function transformer2d(p: Params, s: TransformerSpec, x: tf.Tensor4D, con
     const normed = groupNorm(x, b.groups, param(p, `${k}.norm.weight`), param(p, `${k}.norm.bias`), TRANSFORMER_GROUP_NORM_EPS);
     let tokens = projection(p, `${k}.proj_in`, normed.reshape([n, h * w, c])) as tf.Tensor3D;
     for (let j = 0; j < s.layers; j++) {
-      tokens = basicTransformerBlock(p, `${k}.transformer_blocks.${j}`, tokens, context, s.heads);
+      tokens = basicTransformerBlock(p, `${k}.transformer_blocks.${j}`, tokens, context, s.heads, b.checkpointAttention ?? false);
     }
     const out = projection(p, `${k}.proj_out`, tokens).reshape([n, h, w, c]);
     return tf.add(out, x) as tf.Tensor4D;

@@ -7,13 +7,15 @@
  *                       └──────────── skip connections ─────────┘
  *
  * Blocks live in unet-blocks.ts; this file turns the config into a plan (channels, heads and
- * prefixes of every block) that both the parameter shapes and the forward pass walk.
+ * prefixes of every block) that both the parameter shapes and the forward pass walk. For training,
+ * the forward pass can checkpoint every resnet and transformer (checkpoint.ts).
  */
 import * as tf from '@tensorflow/tfjs';
 import { PainterError } from '../../errors.js';
 import { configObject, FieldReader } from '../config-fields.js';
 import { conv2d, groupNormSilu, linear, silu } from '../ops.js';
 import { param, type ParamShapes, type Params } from '../params.js';
+import { checkpointed, type CheckpointOptions } from './checkpoint.js';
 import { timestepEmbedding } from './timestep-embedding.js';
 import {
   downsample,
@@ -354,6 +356,15 @@ function batchTimesteps(timesteps: tf.Tensor | number, batch: number): tf.Tensor
   throw new Error(`unetForward: ${flat.shape[0]} timesteps for a batch of ${batch}`);
 }
 
+export interface UNetForwardOptions {
+  /**
+   * Gradient checkpointing of every resnet and transformer (down, mid and up), as diffusers'
+   * enable_gradient_checkpointing: their activations are recomputed in the backward pass instead
+   * of kept. Off (undefined) by default; the output is the same either way.
+   */
+  checkpoint?: CheckpointOptions;
+}
+
 /**
  * Predicts the UNet output (ε or v, per the scheduler's prediction_type) for a latent batch.
  * sample: [B, h, w, in_channels] NHWC; timesteps: number, scalar or [B] (int or fractional);
@@ -365,6 +376,7 @@ export function unetForward(
   sample: tf.Tensor4D,
   timesteps: tf.Tensor | number,
   encoderHiddenStates: tf.Tensor3D,
+  options: UNetForwardOptions = {},
 ): tf.Tensor4D {
   const plan = unetPlan(config);
   const s = plan.settings;
@@ -379,6 +391,7 @@ export function unetForward(
     );
   }
   if (ctxBatch !== batch) throw new Error(`unetForward: ${ctxBatch} text embeddings for a batch of ${batch}`);
+  const ck = options.checkpoint;
 
   return tf.tidy(() => {
     // 1. time: sinusoidal features → MLP; every resnet consumes silu(emb).
@@ -386,6 +399,15 @@ export function unetForward(
     let emb = linear(tFeatures, param(params, 'time_embedding.linear_1.weight'), param(params, 'time_embedding.linear_1.bias'));
     emb = linear(silu(emb), param(params, 'time_embedding.linear_2.weight'), param(params, 'time_embedding.linear_2.bias'));
     const tembAct = silu(emb) as tf.Tensor2D;
+    // The two block kinds diffusers checkpoints; the weights they read are those under their prefix.
+    const resnet = (r: ResnetSpec, h: tf.Tensor4D, scale = 1): tf.Tensor4D =>
+      ck
+        ? checkpointed((p, [hIn, t]) => resnetBlock(p, r, hIn as tf.Tensor4D, t as tf.Tensor2D, s, scale), params, `${r.prefix}.`, [h, tembAct], ck)
+        : resnetBlock(params, r, h, tembAct, s, scale);
+    const transformer = (t: TransformerSpec, h: tf.Tensor4D): tf.Tensor4D =>
+      ck
+        ? checkpointed((p, [hIn, c]) => transformer2d(p, t, hIn as tf.Tensor4D, c as tf.Tensor3D, { ...s, checkpointAttention: true }), params, `${t.prefix}.`, [h, encoderHiddenStates], ck)
+        : transformer2d(params, t, h, encoderHiddenStates, s);
 
     // 2. input
     let x: tf.Tensor4D = config.center_input_sample ? tf.sub(tf.mul(sample, 2), 1) : sample;
@@ -395,9 +417,9 @@ export function unetForward(
     const skips: tf.Tensor4D[] = [x];
     for (const b of plan.down) {
       b.resnets.forEach((r, j) => {
-        x = resnetBlock(params, r, x, tembAct, s);
+        x = resnet(r, x);
         const attn = b.attentions[j];
-        if (attn) x = transformer2d(params, attn, x, encoderHiddenStates, s);
+        if (attn) x = transformer(attn, x);
         skips.push(x);
       });
       if (b.downsample) {
@@ -409,10 +431,10 @@ export function unetForward(
     // 4. mid: resnet, then (attention, resnet) pairs.
     if (plan.mid) {
       const m = plan.mid;
-      x = resnetBlock(params, m.resnets[0]!, x, tembAct, s, config.mid_block_scale_factor);
+      x = resnet(m.resnets[0]!, x, config.mid_block_scale_factor);
       m.attentions.forEach((attn, j) => {
-        x = transformer2d(params, attn, x, encoderHiddenStates, s);
-        x = resnetBlock(params, m.resnets[j + 1]!, x, tembAct, s, config.mid_block_scale_factor);
+        x = transformer(attn, x);
+        x = resnet(m.resnets[j + 1]!, x, config.mid_block_scale_factor);
       });
     }
 
@@ -421,9 +443,9 @@ export function unetForward(
       b.resnets.forEach((r, j) => {
         const skip = skips.pop();
         if (!skip) throw new Error('unetForward: ran out of skip connections (inconsistent config)');
-        x = resnetBlock(params, r, tf.concat([x, skip], 3), tembAct, s);
+        x = resnet(r, tf.concat([x, skip], 3));
         const attn = b.attentions[j];
-        if (attn) x = transformer2d(params, attn, x, encoderHiddenStates, s);
+        if (attn) x = transformer(attn, x);
       });
       if (b.upsample) {
         const next = skips[skips.length - 1];

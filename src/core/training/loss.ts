@@ -6,6 +6,7 @@
  * caller made variables (embedding rows, LoRA adapters, the UNet).
  */
 import * as tf from '@tensorflow/tfjs';
+import type { CheckpointOptions } from '../models/checkpoint.js';
 import { unetForward, type UNetConfig } from '../models/unet.js';
 import type { Params } from '../params.js';
 import { addNoise, trainingTarget, type NoiseSchedule, type PredictionType } from '../schedulers/index.js';
@@ -33,6 +34,11 @@ export interface LossOptions {
   minSnrGamma?: number;
   /** Per-element weights (e.g. λ for prior-preservation rows), [B]; default all 1. */
   sampleWeights?: number[];
+  /**
+   * Gradient checkpointing of the UNet's blocks, naming the UNet weights that train (none for
+   * Textual Inversion); undefined keeps every activation for backprop.
+   */
+  checkpoint?: CheckpointOptions;
 }
 
 /**
@@ -90,7 +96,7 @@ export function diffusionLoss(unet: { params: Params; config: UNetConfig }, sche
     const { latents, noise, timesteps } = input;
     const noisy = addNoise(schedule, latents, noise, timesteps) as tf.Tensor4D;
     const t = tf.tensor1d(timesteps, 'float32');
-    const pred = unetForward(unet.params, unet.config, noisy, t, input.encoderHiddenStates);
+    const pred = unetForward(unet.params, unet.config, noisy, t, input.encoderHiddenStates, { checkpoint: opts.checkpoint });
     const target = trainingTarget(opts.predictionType, schedule, latents, noise, timesteps);
     const perSample = perSampleMse(pred, target, input.positionWeights);
     const w = lossWeights(schedule, timesteps, opts);
