@@ -7,6 +7,8 @@
 // What the commands do, as library calls: typed options (missing ones take their defaults),
 // progress and stop requests through hooks, and what they wrote as the result.
 export { generate, type GenerateInput, type GenerateResult } from './app/generate.js';
+export { edit, type EditInput, type EditResult } from './app/edit.js';
+export { editLoop, encodeEditPrompts, planEdit, prepareEdit, type EditDraws, type EditMode, type EditPlan, type EditRequest } from './core/pipeline/edit.js';
 export { invert, type InvertInput, type InvertResult } from './app/invert.js';
 export { dreambooth, type DreamboothInput, type DreamboothResult } from './app/dreambooth.js';
 export { benchmark, type BenchInput, type BenchResult } from './app/bench.js';

@@ -52,6 +52,15 @@ function unknownPlaceholders(model: StableDiffusion, prompt: string): string[] {
   return [...new Set(prompt.match(/<[^<>\s]+>/g) ?? [])].filter((t) => tokenId(model.tokenizer, t) === undefined && !t.startsWith('<|'));
 }
 
+/** Warnings about a prompt before sampling: `<…>` words no embedding defines, text the encoder cuts. */
+export function promptWarnings(model: StableDiffusion, prompt: string, negative: string, warn: (m: string) => void): void {
+  for (const t of unknownPlaceholders(model, prompt)) warn(`the prompt uses ${t}, but no loaded embedding defines it; pass --embedding FILE`);
+  for (const [label, p] of [['prompt', prompt], ['negative prompt', negative]] as const) {
+    const cut = truncatedText(model, p);
+    if (cut) warn(`the ${label} is longer than the text encoder reads; this part was cut: "${quoteStart(cut, 60)}"`);
+  }
+}
+
 export async function generate(input: GenerateInput, hooks: Hooks = {}): Promise<GenerateResult> {
   const { prompt, backend: choice, ...passed } = input;
   const o = resolveConfig('generate', passed);
@@ -86,11 +95,7 @@ export async function generate(input: GenerateInput, hooks: Hooks = {}): Promise
     } catch (e) {
       throw new PainterError(`--width/--height: ${(e as Error).message}; choose multiples of it`);
     }
-    for (const t of unknownPlaceholders(model, prompt)) warn(`the prompt uses ${t}, but no loaded embedding defines it; pass --embedding FILE`);
-    for (const [label, p] of [['prompt', prompt], ['negative prompt', o.negative]] as const) {
-      const cut = truncatedText(model, p);
-      if (cut) warn(`the ${label} is longer than the text encoder reads; this part was cut: "${quoteStart(cut, 60)}"`);
-    }
+    promptWarnings(model, prompt, o.negative, warn);
     let count = o.count;
     let initLatents: Float32Array | undefined;
     if (o.latents !== undefined) {

@@ -7,7 +7,7 @@ import yargs, { type Argv } from 'yargs';
 import { shutdownWebgpu } from '../backend/webgpu.js';
 import { packageVersion } from '../io/paths.js';
 import { fileSystemError, isPainterError, UsageError } from '../errors.js';
-import { BACKEND_OPTION, COMMAND_NAMES, COMMANDS, type CommandName, type CommandSpec, type OptionSpec } from '../options/table.js';
+import { BACKEND_OPTION, COMMAND_NAMES, COMMANDS, positionalUsage, type CommandName, type CommandSpec, type OptionSpec } from '../options/table.js';
 import type { Args } from './args.js';
 
 function describeWithDefault(spec: OptionSpec): string {
@@ -44,6 +44,8 @@ async function runCommand(name: CommandName, args: Args): Promise<void> {
       return (await import('./commands/dreambooth.js')).dreamboothCommand(args);
     case 'generate':
       return (await import('./commands/generate.js')).generateCommand(args);
+    case 'edit':
+      return (await import('./commands/edit.js')).editCommand(args);
     case 'bench':
       return (await import('./commands/bench.js')).benchCommand(args);
     case 'info':
@@ -52,8 +54,7 @@ async function runCommand(name: CommandName, args: Args): Promise<void> {
 }
 
 function usage(c: CommandSpec): string {
-  if (!c.positional) return c.name;
-  return c.positional.required ? `${c.name} <${c.positional.name}>` : `${c.name} [${c.positional.name}]`;
+  return `${c.name}${positionalUsage(c)}`;
 }
 
 function buildParser(argv: string[]): Argv {
@@ -69,7 +70,7 @@ function buildParser(argv: string[]): Argv {
     y = y.command(
       usage(c),
       c.describe,
-      (sub) => declare(c.positional ? sub.positional(c.positional.name, { type: 'string', describe: c.positional.describe }) : sub, c.options),
+      (sub) => declare((c.positionals ?? []).reduce((y, p) => y.positional(p.name, { type: 'string', describe: p.describe }), sub), c.options),
       // yargs' parsed values are untyped; each command checks them against the option table.
       (a) => runCommand(name, a as unknown as Args),
     );

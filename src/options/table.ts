@@ -41,8 +41,13 @@ export interface PositionalSpec {
 export interface CommandSpec {
   readonly name: string;
   readonly describe: string;
-  readonly positional?: PositionalSpec;
+  readonly positionals?: readonly PositionalSpec[];
   readonly options: readonly OptionSpec[];
+}
+
+/** The positional part of a command's usage line: " <image> <prompt>", " [file]". */
+export function positionalUsage(c: CommandSpec): string {
+  return (c.positionals ?? []).map((p) => (p.required ? ` <${p.name}>` : ` [${p.name}]`)).join('');
 }
 
 /** The option every command takes, before its own. */
@@ -224,6 +229,42 @@ export const GENERATE_OPTIONS = [
   { ...JSON_OUTPUT, describe: 'Print files, seeds and timings as JSON on stdout' },
 ] as const satisfies readonly OptionSpec[];
 
+/** What `edit` shares with `generate`: prompt conditioning, sampler, concepts, output. */
+export const EDIT_OPTIONS = [
+  MODEL,
+  CONFIG,
+  ARCH,
+  {
+    name: 'strength',
+    type: 'number',
+    above: 0,
+    max: 1,
+    default: 0.6,
+    describe: "How much to change (denoising strength): the share of the sampler's steps that run, from the input noised to that level; 1 repaints from (nearly) pure noise, 0.3 keeps most of the picture",
+  },
+  { name: 'mask', type: 'string', describe: 'Mask image: white is repainted, black kept (any image, binarised at 50%); required by an inpainting model (9-channel UNet)' },
+  { name: 'mask-blur', type: 'integer', min: 0, default: 0, describe: 'Gaussian blur of the mask in pixels before it is binarised (rounds its corners)' },
+  { name: 'outpaint', type: 'string', describe: 'Extend the canvas by LEFT,TOP,RIGHT,BOTTOM pixels and paint the new area (e.g. 0,0,64,0)' },
+  { name: 'negative', type: 'string', default: '', describe: 'Negative prompt (what the image should not show)' },
+  { name: 'steps', type: 'integer', min: 1, max: 1000, default: 30, describe: 'Denoising steps of the full schedule (strength × steps of them run)' },
+  { name: 'guidance', type: 'number', min: 0, default: 7.5, describe: 'Classifier-free guidance scale (1 skips the unconditional pass)' },
+  { name: 'scheduler', type: 'string', choices: SAMPLERS, default: 'dpm++2m', describe: 'Sampler' },
+  SEED,
+  { name: 'count', type: 'integer', min: 1, default: 1, describe: 'Number of results (seeds seed, seed+1, …)' },
+  { name: 'out', type: 'string', default: './outputs', describe: 'Output folder for PNG files' },
+  { name: 'embedding', type: 'string[]', describe: 'Textual Inversion file(s): painter, diffusers learned_embeds, AUTOMATIC1111 .pt/.safetensors' },
+  { name: 'token', type: 'string', describe: 'Prompt token for a single --embedding (default: from the file)' },
+  EMBEDDINGS_DIR,
+  { name: 'lora', type: 'string[]', describe: 'LoRA file(s) as FILE[:SCALE] (diffusers or kohya naming)' },
+  { name: 'clip-skip', type: 'integer', min: 0, max: 11, default: 0, describe: "Use the text encoder's output this many layers before the last" },
+  {
+    name: 'noise',
+    type: 'string',
+    describe: 'Random draws from a safetensors file instead of the seed, for exact reproduction across tools: posterior, noise, posterior_masked, step_noise (NCHW; keys an edit does not use are ignored)',
+  },
+  { ...JSON_OUTPUT, describe: 'Print files, seeds and timings as JSON on stdout' },
+] as const satisfies readonly OptionSpec[];
+
 export const BENCH_OPTIONS = [
   { name: 'model', type: 'string', describe: 'Model to measure (default: the bundled fixtures/tiny-sd-a)' },
   { name: 'runs', type: 'integer', min: 1, default: 10, describe: 'Timed runs per item' },
@@ -244,20 +285,29 @@ export const COMMANDS = {
   invert: {
     name: 'invert',
     describe: 'Textual Inversion: learn a new word for a subject or style from 3–10 images',
-    positional: { name: 'dir', describe: 'Folder of training images (jpg, png, webp)', required: true },
+    positionals: [{ name: 'dir', describe: 'Folder of training images (jpg, png, webp)', required: true }],
     options: INVERT_OPTIONS,
   },
   dreambooth: {
     name: 'dreambooth',
     describe: 'DreamBooth: fine-tune the model on a subject, with prior preservation (full or LoRA)',
-    positional: { name: 'dir', describe: 'Folder of subject images (jpg, png, webp)', required: true },
+    positionals: [{ name: 'dir', describe: 'Folder of subject images (jpg, png, webp)', required: true }],
     options: DREAMBOOTH_OPTIONS,
   },
   generate: {
     name: 'generate',
     describe: 'Text-to-image with classifier-free guidance, learned embeddings and LoRA',
-    positional: { name: 'prompt', describe: 'What to draw', required: true },
+    positionals: [{ name: 'prompt', describe: 'What to draw', required: true }],
     options: GENERATE_OPTIONS,
+  },
+  edit: {
+    name: 'edit',
+    describe: 'Change an existing image: image-to-image, masked edits (inpainting), outpainting, with learned embeddings and LoRA',
+    positionals: [
+      { name: 'image', describe: 'The picture to edit (jpg, png, webp)', required: true },
+      { name: 'prompt', describe: 'What the result should show', required: true },
+    ],
+    options: EDIT_OPTIONS,
   },
   bench: {
     name: 'bench',
@@ -267,7 +317,7 @@ export const COMMANDS = {
   info: {
     name: 'info',
     describe: 'Versions, compute backend; what a model, a Textual Inversion embedding or a LoRA file holds; the parameters stored in a PNG',
-    positional: { name: 'file', describe: 'A model folder or checkpoint (same as --model), an embedding or LoRA file, or a PNG', required: false },
+    positionals: [{ name: 'file', describe: 'A model folder or checkpoint (same as --model), an embedding or LoRA file, or a PNG', required: false }],
     options: INFO_OPTIONS,
   },
 } as const satisfies Record<string, CommandSpec>;

@@ -28,6 +28,7 @@ export type OptionsOf<L extends readonly OptionSpec[]> = {
 export type InvertOptions = OptionsOf<(typeof COMMANDS)['invert']['options']>;
 export type DreamboothOptions = OptionsOf<(typeof COMMANDS)['dreambooth']['options']>;
 export type GenerateOptions = OptionsOf<(typeof COMMANDS)['generate']['options']>;
+export type EditOptions = OptionsOf<(typeof COMMANDS)['edit']['options']>;
 export type BenchOptions = OptionsOf<(typeof COMMANDS)['bench']['options']>;
 export type InfoOptions = OptionsOf<(typeof COMMANDS)['info']['options']>;
 
@@ -35,6 +36,7 @@ export interface CommandOptions {
   invert: InvertOptions;
   dreambooth: DreamboothOptions;
   generate: GenerateOptions;
+  edit: EditOptions;
   bench: BenchOptions;
   info: InfoOptions;
 }

@@ -63,10 +63,31 @@ export interface DenoiseInput {
   latents: tf.Tensor4D;
   /** Fresh standard-normal noise for step i, for ancestral/stochastic schedulers. */
   noise?: (step: number, shape: number[]) => tf.Tensor;
+  /**
+   * Image-to-image: the loop starts at timesteps[startIndex] (the scheduler's begin index is set
+   * there) and `latents` are already noised to that level, so they are not scaled by
+   * initNoiseSigma. Default 0 with standard-normal latents.
+   */
+  startIndex?: number;
+  /** `latents` are the start of the loop as they are (noised already, see startIndex). */
+  latentsNoised?: boolean;
+  /**
+   * Channels the UNet takes after the latents, [B, h, w, k], the same at every step (an
+   * inpainting model's mask and masked-image latents); repeated for the guidance branches.
+   */
+  unetExtra?: tf.Tensor4D;
+  /**
+   * After each scheduler step (index i into the scheduler's timesteps): the latents to go on
+   * with, made from the stepped ones (Blended Latent Diffusion pastes the noised input outside
+   * the mask). Runs inside the step's tidy.
+   */
+  afterStep?: (index: number, latents: tf.Tensor4D) => tf.Tensor4D;
 }
 
 export interface DenoiseStep {
+  /** Steps run so far − 1 (0 for the first step the loop runs, whatever its start index). */
   step: number;
+  /** Steps the loop runs. */
   total: number;
   timestep: number;
   /** Latents after this step (owned by the loop; clone to keep). */
@@ -85,16 +106,21 @@ export function* denoise(model: StableDiffusion, input: DenoiseInput): Generator
   if (guided && !input.negativeEmbeds) throw new Error('denoise: guidance > 1 needs negativeEmbeds');
   // 1. Conditioning batch: [uncond, cond] as diffusers concatenates it.
   const context = guided ? tf.concat([input.negativeEmbeds!, input.promptEmbeds], 0) : tf.clone(input.promptEmbeds);
-  // 2. Initial latents x_T = σ_init · z.
-  let latents = tf.mul(input.latents, scheduler.initNoiseSigma) as tf.Tensor4D;
+  // 2. Initial latents x_T = σ_init · z (image-to-image: the input's latents noised to t_start).
+  const start = input.startIndex ?? 0;
+  if (start > 0) scheduler.setBeginIndex(start);
+  let latents = (input.latentsNoised ? tf.clone(input.latents) : tf.mul(input.latents, scheduler.initNoiseSigma)) as tf.Tensor4D;
+  const extra = input.unetExtra ? (guided ? tf.concat([input.unetExtra, input.unetExtra], 0) : tf.clone(input.unetExtra)) : undefined;
   let unetOutput: tf.Tensor4D | undefined;
-  const total = scheduler.timesteps.length;
+  const count = scheduler.timesteps.length;
   try {
-    for (let i = 0; i < total; i++) {
+    for (let i = start; i < count; i++) {
       const t = scheduler.timesteps[i]!;
       const [next, out] = tf.tidy(() => {
-        // 3. Duplicate the latents for the two guidance branches and scale for the scheduler.
-        const modelIn = scheduler.scaleModelInput(guided ? tf.concat([latents, latents], 0) : latents, t) as tf.Tensor4D;
+        // 3. Duplicate the latents for the two guidance branches and scale for the scheduler
+        //    (an inpainting model's extra channels join after scaling, as diffusers concatenates).
+        const scaled = scheduler.scaleModelInput(guided ? tf.concat([latents, latents], 0) : latents, t) as tf.Tensor4D;
+        const modelIn = extra ? (tf.concat([scaled, extra], 3) as tf.Tensor4D) : scaled;
         // 4. Predict the noise ε_θ(x_t, t, c).
         const pred = unetForward(model.unet.params, model.unet.config, modelIn, t, context as tf.Tensor3D);
         // 5. Classifier-free guidance (Ho & Salimans 2022, eq. 6).
@@ -104,15 +130,16 @@ export function* denoise(model: StableDiffusion, input: DenoiseInput): Generator
           eps = tf.add(uncond!, tf.mul(tf.sub(cond!, uncond!), guidance));
         }
         // 6. x_t → x_{t−1} with the scheduler's update rule.
-        const noise = scheduler.needsNoise ? input.noise?.(i, latents.shape) : undefined;
+        const noise = scheduler.needsNoise ? input.noise?.(i - start, latents.shape) : undefined;
         if (scheduler.needsNoise && !noise) throw new Error(`denoise: scheduler ${scheduler.kind} needs noise for step ${i}`);
-        return [scheduler.step(eps, t, latents, noise).prevSample as tf.Tensor4D, pred];
+        const stepped = scheduler.step(eps, t, latents, noise).prevSample as tf.Tensor4D;
+        return [input.afterStep ? input.afterStep(i, stepped) : stepped, pred];
       });
       latents.dispose();
       unetOutput?.dispose();
       latents = next;
       unetOutput = out;
-      yield { step: i, total, timestep: t, latents, unetOutput };
+      yield { step: i - start, total: count - start, timestep: t, latents, unetOutput };
     }
     unetOutput?.dispose();
     unetOutput = undefined;
@@ -121,6 +148,7 @@ export function* denoise(model: StableDiffusion, input: DenoiseInput): Generator
     return result;
   } finally {
     context.dispose();
+    extra?.dispose();
     latents?.dispose();
     unetOutput?.dispose();
   }

@@ -302,6 +302,13 @@ export function trainingSigmas(alphasCumprod: Float32Array): Float32Array {
  * Index of timestep t in the schedule for the first step: the second match when t repeats (so a
  * run started mid-schedule, as img2img does, does not skip a σ), else the first.
  */
+/** timesteps[index], refusing an index outside the schedule. */
+export function timestepAt(timesteps: readonly number[], index: number): number {
+  const t = timesteps[index];
+  if (!Number.isInteger(index) || t === undefined) throw new RangeError(`timestep index ${index} is outside the scheduler's ${timesteps.length} steps`);
+  return t;
+}
+
 export function indexForTimestep(timesteps: readonly number[], t: number): number | undefined {
   const matches = timesteps.flatMap((v, i) => (v === t ? [i] : []));
   return matches.length > 1 ? matches[1] : matches[0];
@@ -378,6 +385,16 @@ export interface Scheduler {
   /** The model input for timestep t (a new tensor, also when the scheduler leaves it unscaled). */
   scaleModelInput(sample: tf.Tensor, t: number): tf.Tensor;
   step(modelOutput: tf.Tensor, t: number, sample: tf.Tensor, noise?: tf.Tensor): StepOutput;
+  /**
+   * Clean latents x_0 noised to the level of timesteps[index], as diffusers' add_noise at that
+   * timestep: image-to-image starts there, and blended edits re-noise the kept region to it.
+   */
+  addNoise(original: tf.Tensor, noise: tf.Tensor, index: number): tf.Tensor;
+  /**
+   * The loop starts at timesteps[index] instead of the first (diffusers' set_begin_index, which
+   * image-to-image calls with t_start): schedulers that count their steps start counting there.
+   */
+  setBeginIndex(index: number): void;
   /** Frees the tensors the scheduler holds across steps; it cannot step afterwards. */
   dispose(): void;
 }

@@ -10,6 +10,7 @@ import {
   requireNoise,
   schedulerConfigFor,
   spacedTimesteps,
+  timestepAt,
   unsupported,
   type NoiseSchedule,
   type Scheduler,
@@ -17,6 +18,7 @@ import {
   type StepOutput,
 } from './common.js';
 import { f32, sqrt32 } from './numerics.js';
+import { addNoise } from './ddpm.js';
 
 export interface DdimOptions {
   /** η of eq. 16: 0 = deterministic DDIM, 1 = DDPM's variance. */
@@ -87,6 +89,16 @@ export class DdimScheduler implements Scheduler {
       if (this.needsNoise) prev = tf.add(prev, tf.mul(noise!, std));
       return { prevSample: prev, predOriginalSample: x0 };
     });
+  }
+
+  /** √ᾱ_t·x_0 + √(1−ᾱ_t)·ε at t = timesteps[index]. */
+  addNoise(original: tf.Tensor, noise: tf.Tensor, index: number): tf.Tensor {
+    return addNoise(this.schedule, original, noise, timestepAt(this.timesteps, index));
+  }
+
+  /** Keeps no step count: nothing to set. */
+  setBeginIndex(index: number): void {
+    timestepAt(this.timesteps, index);
   }
 
   dispose(): void {}

@@ -10,6 +10,7 @@ import {
   requireNoise,
   schedulerConfigFor,
   spacedTimesteps,
+  timestepAt,
   unsupported,
   type NoiseSchedule,
   type PredictionType,
@@ -133,6 +134,16 @@ export class DdpmScheduler implements Scheduler {
       if (t > 0) prev = tf.add(prev, tf.mul(noise!, std));
       return { prevSample: prev, predOriginalSample: x0 };
     });
+  }
+
+  /** √ᾱ_t·x_0 + √(1−ᾱ_t)·ε at t = timesteps[index]. */
+  addNoise(original: tf.Tensor, noise: tf.Tensor, index: number): tf.Tensor {
+    return addNoise(this.schedule, original, noise, timestepAt(this.timesteps, index));
+  }
+
+  /** Keeps no step count: nothing to set. */
+  setBeginIndex(index: number): void {
+    timestepAt(this.timesteps, index);
   }
 
   dispose(): void {}

@@ -11,6 +11,7 @@ import * as tf from '@tensorflow/tfjs';
 import {
   checkInferenceSteps,
   indexForTimestep,
+  timestepAt,
   noiseSchedule,
   schedulerConfigFor,
   trainingSigmas,
@@ -214,6 +215,18 @@ export class DpmSolverMultistepScheduler implements Scheduler {
     const c2 = f32(t.sigma * f32(f32(f32(ep1 - h) / h2) - 0.5));
     const x = tf.sub(tf.mul(sample, f32(t.alpha / s0.alpha)), tf.mul(m0, f32(t.sigma * ep1)));
     return tf.sub(tf.sub(x, tf.mul(d1, c1)), tf.mul(d2, c2));
+  }
+
+  /** α_t·x_0 + σ_t·ε with α_t = 1/√(σ²+1), σ_t = σ·α_t at σ = sigmas[index]. */
+  addNoise(original: tf.Tensor, noise: tf.Tensor, index: number): tf.Tensor {
+    timestepAt(this.timesteps, index);
+    const { alpha, sigma } = alphaSigma(this.sigmas[index]!);
+    return tf.tidy(() => tf.add(tf.mul(original, alpha), tf.mul(noise, sigma)));
+  }
+
+  setBeginIndex(index: number): void {
+    timestepAt(this.timesteps, index);
+    this.stepIndex = index;
   }
 
   dispose(): void {

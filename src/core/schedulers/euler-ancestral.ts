@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import {
   checkInferenceSteps,
   indexForTimestep,
+  timestepAt,
   noiseSchedule,
   requireNoise,
   schedulerConfigFor,
@@ -105,6 +106,18 @@ export class EulerAncestralScheduler implements Scheduler {
     });
     this.stepIndex = i + 1;
     return out;
+  }
+
+  /** x_0 + σ·ε at σ = sigmas[index] (the loop divides by √(σ²+1) in scaleModelInput). */
+  addNoise(original: tf.Tensor, noise: tf.Tensor, index: number): tf.Tensor {
+    timestepAt(this.timesteps, index);
+    const sigma = this.sigmas[index]!;
+    return tf.tidy(() => tf.add(original, tf.mul(noise, sigma)));
+  }
+
+  setBeginIndex(index: number): void {
+    timestepAt(this.timesteps, index);
+    this.stepIndex = index;
   }
 
   dispose(): void {}

@@ -11,6 +11,7 @@ import {
   noiseSchedule,
   schedulerConfigFor,
   spacedTimesteps,
+  timestepAt,
   unsupported,
   type NoiseSchedule,
   type Scheduler,
@@ -18,6 +19,7 @@ import {
   type StepOutput,
 } from './common.js';
 import { f32, sqrt32 } from './numerics.js';
+import { addNoise } from './ddpm.js';
 
 export class PndmScheduler implements Scheduler {
   readonly kind = 'pndm' as const;
@@ -110,6 +112,16 @@ export class PndmScheduler implements Scheduler {
     const sampleCoeff = sqrt32(f32(acpPrev / acpT));
     const denom = f32(f32(acpT * sqrt32(betaProdPrev)) + sqrt32(f32(f32(acpT * betaProdT) * acpPrev)));
     return tf.sub(tf.mul(sample, sampleCoeff), tf.div(tf.mul(eps, f32(acpPrev - acpT)), denom));
+  }
+
+  /** √ᾱ_t·x_0 + √(1−ᾱ_t)·ε at t = timesteps[index]. */
+  addNoise(original: tf.Tensor, noise: tf.Tensor, index: number): tf.Tensor {
+    return addNoise(this.schedule, original, noise, timestepAt(this.timesteps, index));
+  }
+
+  /** PLMS counts the steps it has run, from wherever the loop starts (diffusers has no begin index for it). */
+  setBeginIndex(index: number): void {
+    timestepAt(this.timesteps, index);
   }
 
   dispose(): void {

@@ -1,0 +1,171 @@
+/**
+ * `edit`: change an existing picture — image-to-image, a masked edit (Blended Latent Diffusion
+ * on an ordinary model, or an inpainting model's own conditioning), outpainting — with learned
+ * embeddings and LoRA, into PNG files that carry AUTOMATIC1111's img2img parameters text.
+ */
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { describeBackend, useBackend, type BackendChoice, type BackendReport } from '../backend/select.js';
+import { throwIfDeviceError } from '../backend/webgpu-kernels.js';
+import { formatInfotext } from '../core/infotext.js';
+import { disposeModel } from '../core/model.js';
+import { vaeLatentFactor } from '../core/models/vae.js';
+import { editLoop, encodeEditPrompts, planEdit, type EditRequest } from '../core/pipeline/edit.js';
+import { decodeLatentsRaw } from '../core/pipeline/text-to-image.js';
+import { A1111_SAMPLER_NAMES } from '../core/schedulers/index.js';
+import { InterruptedError, PainterError, UsageError } from '../errors.js';
+import { parseOutpaint, readEditImage, readNoiseFile } from '../io/edit-inputs.js';
+import { embeddingsDir } from '../io/embedding-library.js';
+import { readEmbeddingFile } from '../io/embeddings.js';
+import { modelHash } from '../io/file-hash.js';
+import { loadModel } from '../io/load-model.js';
+import { checkOutputDir } from '../io/output-dir.js';
+import { resolveModelPath } from '../io/paths.js';
+import { encodePng, writeNewPng } from '../io/png-out.js';
+import { resolveConfig } from '../options/resolve.js';
+import { MAX_SEED } from '../options/table.js';
+import type { OptionInput } from '../options/types.js';
+import { applyConcepts, libraryEmbeddings, type LoadedConcepts } from './concepts.js';
+import { promptWarnings } from './generate.js';
+import { breathe, phaseClock, type Hooks } from './hooks.js';
+import { checkMemoryBudget } from './memory-check.js';
+
+export type EditInput = OptionInput<'edit'> & {
+  /** The picture to edit. */
+  image: string;
+  prompt: string;
+  backend?: BackendChoice;
+};
+
+export interface EditResult {
+  files: { file: string; seed: number }[];
+  outDir: string;
+  /** img2img, blend (a mask on an ordinary model) or inpaint (an inpainting model). */
+  mode: string;
+  width: number;
+  height: number;
+  timings: { loadMs: number; editMs: number };
+  backend: BackendReport;
+}
+
+/** Decoded latents as 8-bit RGB (diffusers' postprocess), refusing NaN or infinite values. */
+async function toPixels(final: tf.Tensor4D, model: Parameters<typeof decodeLatentsRaw>[0], seed: number): Promise<Uint8Array> {
+  const [pixels, finite] = tf.tidy(() => {
+    const raw = decodeLatentsRaw(model, final);
+    return [tf.round(tf.mul(tf.clipByValue(tf.add(tf.mul(raw, 0.5), 0.5), 0, 1), 255)).toInt(), tf.all(tf.less(tf.abs(raw), Infinity))];
+  });
+  try {
+    const [data, ok] = await Promise.all([pixels.data(), finite.data()]);
+    throwIfDeviceError();
+    if (!ok[0]) throw new PainterError(`editing produced NaN or infinite values (seed ${seed}), so no PNG was written for it; the model's weights may hold corrupt values, or a setting is extreme`);
+    return Uint8Array.from(data as Int32Array);
+  } finally {
+    tf.dispose([pixels, finite]);
+  }
+}
+
+export async function edit(input: EditInput, hooks: Hooks = {}): Promise<EditResult> {
+  const { image: imageFile, prompt, backend: choice, ...passed } = input;
+  const o = resolveConfig('edit', passed);
+  const outDir = path.resolve(o.out);
+  checkOutputDir(outDir, '--out');
+  if (o.maskBlur > 0 && o.mask === undefined) throw new UsageError('--mask-blur needs --mask');
+  if (o.noise !== undefined && o.count > 1) throw new UsageError('--noise gives the random draws of one result; use it with --count 1');
+  const lastSeed = o.seed + o.count - 1;
+  if (lastSeed > MAX_SEED) throw new UsageError(`--seed ${o.seed} with --count ${o.count} would need seeds up to ${lastSeed}, beyond the largest seed ${MAX_SEED}; choose a smaller --seed`);
+  const outpaint = o.outpaint !== undefined ? parseOutpaint(o.outpaint) : undefined;
+  const draws = o.noise !== undefined ? readNoiseFile(o.noise) : undefined;
+  const backend = await useBackend(choice);
+  const modelPath = resolveModelPath(o.model);
+  const t0 = Date.now();
+  const base = loadModel(modelPath, { config: o.config, arch: o.arch });
+  let concepts: LoadedConcepts | undefined;
+  try {
+    const picture = await readEditImage(imageFile, vaeLatentFactor(base.vae.config), { mask: o.mask, maskBlur: o.maskBlur, outpaint });
+    for (const n of picture.notes) hooks.info?.(n);
+    checkMemoryBudget({ command: 'generate', options: { width: picture.width, height: picture.height, guidance: o.guidance } }, modelPath, backend, { configDir: o.config });
+    const warn = (m: string) => hooks.warn?.(m);
+    const conceptRequest = { embeddings: o.embedding ?? [], token: o.token, loras: o.lora ?? [], library: [] as string[] };
+    const given = new Set(conceptRequest.embeddings.map((f) => readEmbeddingFile(f, { token: conceptRequest.token }).token));
+    const library = libraryEmbeddings(base, embeddingsDir(o.embeddingsDir), [prompt, o.negative], given, warn);
+    conceptRequest.library = library.map((l) => l.file);
+    for (const l of library) hooks.info?.(`${l.token} from ${l.file}`);
+    concepts = applyConcepts(base, conceptRequest);
+    const model = concepts.model;
+    const plan = planEdit(model, { steps: o.steps, strength: o.strength, mask: picture.mask });
+    if (plan.mode === 'inpaint' && outpaint && o.mask === undefined) hooks.info?.('inpainting model: the new area is painted from the mask and the picture around it');
+    promptWarnings(model, prompt, o.negative, warn);
+    const loadMs = Date.now() - t0;
+    hooks.info?.(`backend ${describeBackend(backend)}`);
+    hooks.info?.(`${plan.mode === 'img2img' ? 'image-to-image' : plan.mode === 'blend' ? 'masked edit (Blended Latent Diffusion)' : 'inpainting model'}: ${plan.stepsRun} of ${o.steps} steps at strength ${o.strength}`);
+    const req: EditRequest = {
+      prompt,
+      negativePrompt: o.negative,
+      steps: o.steps,
+      guidance: o.guidance,
+      scheduler: o.scheduler,
+      seed: o.seed,
+      clipSkip: o.clipSkip,
+      strength: o.strength,
+      width: picture.width,
+      height: picture.height,
+      image: picture.pixels,
+      ...(picture.mask && { mask: picture.mask }),
+      ...(draws && { draws }),
+    };
+    const hash = modelHash(modelPath);
+    const files: { file: string; seed: number }[] = [];
+    const t1 = Date.now();
+    const cond = encodeEditPrompts(model, req);
+    const progress = phaseClock(hooks, 'edit');
+    try {
+      for (let i = 0; i < o.count; i++) {
+        const loop = editLoop(model, req, i, cond);
+        let r = loop.next();
+        while (!r.done) {
+          progress(r.value.step + 1, r.value.total, `image ${i + 1}/${o.count} · step`);
+          await breathe();
+          if (hooks.shouldStop?.()) {
+            loop.return(undefined as unknown as tf.Tensor4D);
+            throw new InterruptedError(`interrupted; ${files.length} complete image(s) kept in ${outDir}, no partial file written`);
+          }
+          r = loop.next();
+        }
+        const seed = o.seed + i;
+        let pixels: Uint8Array;
+        try {
+          pixels = await toPixels(r.value, model, seed);
+        } finally {
+          r.value.dispose();
+        }
+        const text = formatInfotext({
+          prompt: [prompt, ...Object.entries(concepts.loraScales).map(([name, scale]) => `<lora:${name}:${scale}>`)].join(' '),
+          negativePrompt: o.negative,
+          steps: o.steps,
+          sampler: A1111_SAMPLER_NAMES[o.scheduler],
+          cfgScale: o.guidance,
+          seed,
+          width: picture.width,
+          height: picture.height,
+          modelHash: hash,
+          model: path.basename(modelPath).replace(/\.safetensors$/, ''),
+          clipSkip: o.clipSkip > 0 ? o.clipSkip + 1 : undefined,
+          tiHashes: concepts.tiHashes,
+          loraHashes: concepts.loraHashes,
+          // A1111's img2img parameters: the strength, and the mask blur of an inpainting run.
+          extra: { 'Denoising strength': String(o.strength), ...(picture.mask && { 'Mask blur': String(o.maskBlur) }), Version: 'painter' },
+        });
+        const png = await encodePng(pixels, picture.width, picture.height, { parameters: text });
+        const file = writeNewPng(outDir, String(seed), png);
+        files.push({ file, seed });
+        hooks.file?.({ kind: 'image', path: file, seed });
+      }
+    } finally {
+      tf.dispose([cond.prompt, cond.negative ?? []].flat());
+    }
+    return { files, outDir, mode: plan.mode, width: picture.width, height: picture.height, timings: { loadMs, editMs: Date.now() - t1 }, backend };
+  } finally {
+    concepts?.dispose();
+    disposeModel(base);
+  }
+}
