@@ -8,6 +8,9 @@
 // progress and stop requests through hooks, and what they wrote as the result.
 export { generate, type GenerateInput, type GenerateResult } from './app/generate.js';
 export { edit, type EditInput, type EditResult } from './app/edit.js';
+export { ddimInvertImage, type DdimInvertInput, type DdimInvertResult } from './app/ddim-invert.js';
+export { ddimInvert, type InversionInput, type InversionStep } from './core/pipeline/ddim-inversion.js';
+export { DdimInverseScheduler } from './core/schedulers/ddim-inverse.js';
 export { editLoop, encodeEditPrompts, planEdit, prepareEdit, type EditDraws, type EditMode, type EditPlan, type EditRequest } from './core/pipeline/edit.js';
 export { invert, type InvertInput, type InvertResult } from './app/invert.js';
 export { dreambooth, type DreamboothInput, type DreamboothResult } from './app/dreambooth.js';

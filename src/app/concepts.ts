@@ -11,7 +11,7 @@ import type { StableDiffusion } from '../core/model.js';
 import type { PipelinePart } from '../core/pipeline/generate.js';
 import { tokenId } from '../core/tokenizer/clip-tokenizer.js';
 import { PainterError, UsageError } from '../errors.js';
-import { findEmbeddings } from '../io/embedding-library.js';
+import { embeddingsDir, findEmbeddings } from '../io/embedding-library.js';
 import { readEmbeddingFile } from '../io/embeddings.js';
 import { shortHash } from '../io/file-hash.js';
 import { readLoraFile } from '../io/lora-files.js';
@@ -115,4 +115,26 @@ export function applyConcepts(base: StableDiffusion, req: ConceptRequest, parts?
       for (const c of cleanups.reverse()) c();
     },
   };
+}
+
+/** The concept flags a command takes (generate, edit, ddim-invert). */
+export interface ConceptOptions {
+  embedding?: string[];
+  token?: string;
+  lora?: string[];
+  embeddingsDir?: string;
+}
+
+/**
+ * The concepts a command asks for — its `--embedding` and `--lora` files, and the embeddings
+ * folder's files whose trigger word `texts` use (each said through `info`) — applied to `base`.
+ */
+export function loadConcepts(base: StableDiffusion, o: ConceptOptions, texts: readonly string[], hooks: { warn?: (m: string) => void; info?: (m: string) => void }): LoadedConcepts {
+  const warn = (m: string) => hooks.warn?.(m);
+  const request: ConceptRequest = { embeddings: o.embedding ?? [], token: o.token, loras: o.lora ?? [] };
+  const given = new Set(request.embeddings.map((f) => readEmbeddingFile(f, { token: request.token }).token));
+  const library = libraryEmbeddings(base, embeddingsDir(o.embeddingsDir), texts, given, warn);
+  for (const l of library) hooks.info?.(`${l.token} from ${l.file}`);
+  request.library = library.map((l) => l.file);
+  return applyConcepts(base, request);
 }

@@ -46,6 +46,8 @@ async function runCommand(name: CommandName, args: Args): Promise<void> {
       return (await import('./commands/generate.js')).generateCommand(args);
     case 'edit':
       return (await import('./commands/edit.js')).editCommand(args);
+    case 'ddim-invert':
+      return (await import('./commands/ddim-invert.js')).ddimInvertCommand(args);
     case 'bench':
       return (await import('./commands/bench.js')).benchCommand(args);
     case 'info':

@@ -206,6 +206,14 @@ export const DREAMBOOTH_OPTIONS = [
   ...TRAINING_AFTER_LR,
 ] as const satisfies readonly OptionSpec[];
 
+/** Learned concepts a sampling command loads. */
+const CONCEPT_OPTIONS = [
+  { name: 'embedding', type: 'string[]', describe: 'Textual Inversion file(s): painter, diffusers learned_embeds, AUTOMATIC1111 .pt/.safetensors' },
+  { name: 'token', type: 'string', describe: 'Prompt token for a single --embedding (default: from the file)' },
+  EMBEDDINGS_DIR,
+  { name: 'lora', type: 'string[]', describe: 'LoRA file(s) as FILE[:SCALE] (diffusers or kohya naming)' },
+] as const satisfies readonly OptionSpec[];
+
 export const GENERATE_OPTIONS = [
   MODEL,
   CONFIG,
@@ -220,10 +228,7 @@ export const GENERATE_OPTIONS = [
   { name: 'width', type: 'integer', min: 8, describe: "Image width in pixels (multiple of the latent factor; default: the model's size)" },
   { name: 'height', type: 'integer', min: 8, describe: "Image height in pixels (multiple of the latent factor; default: the model's size)" },
   { name: 'out', type: 'string', default: './outputs', describe: 'Output folder for PNG files' },
-  { name: 'embedding', type: 'string[]', describe: 'Textual Inversion file(s): painter, diffusers learned_embeds, AUTOMATIC1111 .pt/.safetensors' },
-  { name: 'token', type: 'string', describe: 'Prompt token for a single --embedding (default: from the file)' },
-  EMBEDDINGS_DIR,
-  { name: 'lora', type: 'string[]', describe: 'LoRA file(s) as FILE[:SCALE] (diffusers or kohya naming)' },
+  ...CONCEPT_OPTIONS,
   { name: 'clip-skip', type: 'integer', min: 0, max: 11, default: 0, describe: "Use the text encoder's output this many layers before the last" },
   { name: 'latents', type: 'string', describe: 'Initial latents: a safetensors file with one tensor [B, C, h, w] (NCHW), for exact reproduction across tools' },
   { ...JSON_OUTPUT, describe: 'Print files, seeds and timings as JSON on stdout' },
@@ -252,10 +257,7 @@ export const EDIT_OPTIONS = [
   SEED,
   { name: 'count', type: 'integer', min: 1, default: 1, describe: 'Number of results (seeds seed, seed+1, …)' },
   { name: 'out', type: 'string', default: './outputs', describe: 'Output folder for PNG files' },
-  { name: 'embedding', type: 'string[]', describe: 'Textual Inversion file(s): painter, diffusers learned_embeds, AUTOMATIC1111 .pt/.safetensors' },
-  { name: 'token', type: 'string', describe: 'Prompt token for a single --embedding (default: from the file)' },
-  EMBEDDINGS_DIR,
-  { name: 'lora', type: 'string[]', describe: 'LoRA file(s) as FILE[:SCALE] (diffusers or kohya naming)' },
+  ...CONCEPT_OPTIONS,
   { name: 'clip-skip', type: 'integer', min: 0, max: 11, default: 0, describe: "Use the text encoder's output this many layers before the last" },
   {
     name: 'noise',
@@ -263,6 +265,22 @@ export const EDIT_OPTIONS = [
     describe: 'Random draws from a safetensors file instead of the seed, for exact reproduction across tools: posterior, noise, posterior_masked, step_noise (NCHW; keys an edit does not use are ignored)',
   },
   { ...JSON_OUTPUT, describe: 'Print files, seeds and timings as JSON on stdout' },
+] as const satisfies readonly OptionSpec[];
+
+export const DDIM_INVERT_OPTIONS = [
+  MODEL,
+  CONFIG,
+  ARCH,
+  { name: 'prompt', type: 'string', default: '', describe: 'Prompt the picture is inverted with (use the same when regenerating or editing)' },
+  { name: 'steps', type: 'integer', min: 1, max: 1000, default: 50, describe: 'Inversion steps (regenerate with the same number of DDIM steps)' },
+  { name: 'guidance', type: 'number', min: 0, default: 1, describe: 'Classifier-free guidance during inversion (1: none, as diffusers inverts)' },
+  { name: 'negative', type: 'string', default: '', describe: 'Negative prompt (with --guidance above 1)' },
+  { name: 'out', type: 'string', describe: 'The noise file to write: one tensor [1, C, h, w] (NCHW) for generate --latents (default: ./IMAGE-inverted.safetensors)' },
+  SEED,
+  { name: 'noise', type: 'string', describe: "The VAE posterior draw from a safetensors file (key posterior, NCHW) instead of the seed's" },
+  ...CONCEPT_OPTIONS,
+  { name: 'clip-skip', type: 'integer', min: 0, max: 11, default: 0, describe: "Use the text encoder's output this many layers before the last" },
+  { ...JSON_OUTPUT, describe: 'Print the noise file and timings as JSON on stdout' },
 ] as const satisfies readonly OptionSpec[];
 
 export const BENCH_OPTIONS = [
@@ -308,6 +326,12 @@ export const COMMANDS = {
       { name: 'prompt', describe: 'What the result should show', required: true },
     ],
     options: EDIT_OPTIONS,
+  },
+  'ddim-invert': {
+    name: 'ddim-invert',
+    describe: 'DDIM inversion: the noise from which DDIM regenerates a real picture (for generate --latents)',
+    positionals: [{ name: 'image', describe: 'The picture to invert (jpg, png, webp)', required: true }],
+    options: DDIM_INVERT_OPTIONS,
   },
   bench: {
     name: 'bench',

@@ -29,6 +29,7 @@ export type InvertOptions = OptionsOf<(typeof COMMANDS)['invert']['options']>;
 export type DreamboothOptions = OptionsOf<(typeof COMMANDS)['dreambooth']['options']>;
 export type GenerateOptions = OptionsOf<(typeof COMMANDS)['generate']['options']>;
 export type EditOptions = OptionsOf<(typeof COMMANDS)['edit']['options']>;
+export type DdimInvertOptions = OptionsOf<(typeof COMMANDS)['ddim-invert']['options']>;
 export type BenchOptions = OptionsOf<(typeof COMMANDS)['bench']['options']>;
 export type InfoOptions = OptionsOf<(typeof COMMANDS)['info']['options']>;
 
@@ -37,6 +38,7 @@ export interface CommandOptions {
   dreambooth: DreamboothOptions;
   generate: GenerateOptions;
   edit: EditOptions;
+  'ddim-invert': DdimInvertOptions;
   bench: BenchOptions;
   info: InfoOptions;
 }

@@ -109,8 +109,8 @@ class Draws {
   }
 }
 
-/** The input as latents: scaling_factor · (mean + std·posterior). */
-function encodeLatents(model: StableDiffusion, image: tf.Tensor4D, posterior: tf.Tensor4D): tf.Tensor4D {
+/** A picture as latents: scaling_factor · (mean + std·posterior), NHWC. */
+export function encodeLatents(model: StableDiffusion, image: tf.Tensor4D, posterior: tf.Tensor4D): tf.Tensor4D {
   return tf.tidy(() => {
     const p = vaeEncode(model.vae.params, model.vae.config, image);
     return tf.mul(vaeSample(p, posterior), model.vae.config.scaling_factor) as tf.Tensor4D;

@@ -403,6 +403,18 @@ export interface Scheduler {
  * x̂_0 from the model output at ᾱ_t (DDPM eq. 15 for ε; Salimans & Ho 2022 §4 for v):
  * ε: (x_t − √(1−ᾱ_t)·ε)/√ᾱ_t;  sample: the output itself;  v: √ᾱ_t·x_t − √(1−ᾱ_t)·v.
  */
+/** ε̂ from the model output at ᾱ_t: the output itself, (x_t − √ᾱ_t·x̂_0)/√(1−ᾱ_t), or √ᾱ_t·v + √(1−ᾱ_t)·x_t. */
+export function predictEpsilon(predictionType: PredictionType, modelOutput: tf.Tensor, sample: tf.Tensor, sqrtAlphaProd: number, sqrtBetaProd: number): tf.Tensor {
+  switch (predictionType) {
+    case 'epsilon':
+      return modelOutput;
+    case 'sample':
+      return tf.div(tf.sub(sample, tf.mul(modelOutput, sqrtAlphaProd)), sqrtBetaProd);
+    case 'v_prediction':
+      return tf.add(tf.mul(modelOutput, sqrtAlphaProd), tf.mul(sample, sqrtBetaProd));
+  }
+}
+
 export function predictOriginalSample(
   predictionType: PredictionType,
   modelOutput: tf.Tensor,

@@ -6,6 +6,7 @@ import * as tf from '@tensorflow/tfjs';
 import {
   alphaCumprodAt,
   noiseSchedule,
+  predictEpsilon,
   predictOriginalSample,
   requireNoise,
   schedulerConfigFor,
@@ -71,18 +72,7 @@ export class DdimScheduler implements Scheduler {
     return tf.tidy(() => {
       let x0 = predictOriginalSample(c.prediction_type, modelOutput, sample, sqrtAcpT, sqrtBetaProdT);
       // ε̂ consistent with the (unclipped) model output
-      let eps: tf.Tensor;
-      switch (c.prediction_type) {
-        case 'epsilon':
-          eps = modelOutput;
-          break;
-        case 'sample':
-          eps = tf.div(tf.sub(sample, tf.mul(modelOutput, sqrtAcpT)), sqrtBetaProdT);
-          break;
-        case 'v_prediction':
-          eps = tf.add(tf.mul(modelOutput, sqrtAcpT), tf.mul(sample, sqrtBetaProdT));
-          break;
-      }
+      const eps = predictEpsilon(c.prediction_type, modelOutput, sample, sqrtAcpT, sqrtBetaProdT);
       if (c.clip_sample) x0 = tf.clipByValue(x0, -c.clip_sample_range, c.clip_sample_range);
       // eq. 12: x_{t−1} = √ᾱ_{t−1}·x̂_0 + √(1−ᾱ_{t−1}−σ_t²)·ε̂ + σ_t·z
       let prev = tf.add(tf.mul(x0, sqrt32(acpPrev)), tf.mul(eps, dirCoeff));
