@@ -115,4 +115,22 @@ describe('DDIM inversion', () => {
     expected.dispose();
     expect(err).toBeLessThanOrEqual(2);
   });
+
+  it('painter edit --source redraws the photo from its inversion: the reconstruction as diffusers regenerates it, then the edit', async () => {
+    const input = path.join(tmp, 'input.png');
+    const noise = path.join(tmp, 'posterior.safetensors');
+    expect(fs.existsSync(input) && fs.existsSync(noise)).toBe(true);
+    const r = await runCli(['edit', input, 'a photo of a dog', '--source', PROMPT, '--model', TINY_SD_A, '--steps', '10', '--guidance', '1', '--noise', noise, '--out', path.join(tmp, 'p2p'), '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout) as { mode: string; files: { file: string; prompt: string }[] };
+    expect(out.mode).toBe('prompt-to-prompt');
+    expect(out.files.map((f) => f.prompt)).toEqual([PROMPT, 'a photo of a dog']);
+    const [rec, edited] = await Promise.all(out.files.map(async (f) => Float32Array.from((await sharp(f.file).raw().toBuffer()).values())));
+    const expected = tf.tidy(() => tf.mul(decodeLatents(model, nchwToNhwc(ref(refs, 'inversion.regen_final_latents'))), 255));
+    const err = tf.tidy(() => tf.max(tf.abs(tf.sub(tf.tensor4d(rec!, [1, 64, 64, 3]), expected))).dataSync()[0]!);
+    expected.dispose();
+    expect(err).toBeLessThanOrEqual(2);
+    expect(edited!.some((v, i) => v !== rec![i])).toBe(true);
+  });
 });
+

@@ -24,6 +24,7 @@ import { resolveConfig } from '../options/resolve.js';
 import { MAX_SEED } from '../options/table.js';
 import type { OptionInput } from '../options/types.js';
 import { loadConcepts, type LoadedConcepts } from './concepts.js';
+import { sourceEdit } from './edit-source.js';
 import { promptWarnings } from './generate.js';
 import { breathe, phaseClock, type Hooks } from './hooks.js';
 import { checkMemoryBudget } from './memory-check.js';
@@ -36,9 +37,10 @@ export type EditInput = OptionInput<'edit'> & {
 };
 
 export interface EditResult {
-  files: { file: string; seed: number }[];
+  /** The PNG files written, with their seeds and prompts (with --source: the reconstruction first). */
+  files: { file: string; seed: number; prompt: string }[];
   outDir: string;
-  /** img2img, blend (a mask on an ordinary model) or inpaint (an inpainting model). */
+  /** img2img, blend (a mask on an ordinary model), inpaint (an inpainting model) or prompt-to-prompt (--source). */
   mode: string;
   width: number;
   height: number;
@@ -68,6 +70,8 @@ export async function edit(input: EditInput, hooks: Hooks = {}): Promise<EditRes
   const outDir = path.resolve(o.out);
   checkOutputDir(outDir, '--out');
   if (o.maskBlur > 0 && o.mask === undefined) throw new UsageError('--mask-blur needs --mask');
+  if (o.source !== undefined && (o.mask !== undefined || o.outpaint !== undefined)) throw new UsageError('--source redraws the whole picture with Prompt-to-Prompt; leave out --mask and --outpaint');
+  if (o.source !== undefined && o.count > 1) throw new UsageError('--source inverts the picture to one noise, so it makes one edit; leave out --count');
   if (o.noise !== undefined && o.count > 1) throw new UsageError('--noise gives the random draws of one result; use it with --count 1');
   const lastSeed = o.seed + o.count - 1;
   if (lastSeed > MAX_SEED) throw new UsageError(`--seed ${o.seed} with --count ${o.count} would need seeds up to ${lastSeed}, beyond the largest seed ${MAX_SEED}; choose a smaller --seed`);
@@ -90,7 +94,7 @@ export async function edit(input: EditInput, hooks: Hooks = {}): Promise<EditRes
     promptWarnings(model, prompt, o.negative, warn);
     const loadMs = Date.now() - t0;
     hooks.info?.(`backend ${describeBackend(backend)}`);
-    hooks.info?.(`${plan.mode === 'img2img' ? 'image-to-image' : plan.mode === 'blend' ? 'masked edit (Blended Latent Diffusion)' : 'inpainting model'}: ${plan.stepsRun} of ${o.steps} steps at strength ${o.strength}`);
+    if (o.source === undefined) hooks.info?.(`${plan.mode === 'img2img' ? 'image-to-image' : plan.mode === 'blend' ? 'masked edit (Blended Latent Diffusion)' : 'inpainting model'}: ${plan.stepsRun} of ${o.steps} steps at strength ${o.strength}`);
     const req: EditRequest = {
       prompt,
       negativePrompt: o.negative,
@@ -107,10 +111,49 @@ export async function edit(input: EditInput, hooks: Hooks = {}): Promise<EditRes
       ...(draws && { draws }),
     };
     const hash = modelHash(modelPath);
-    const files: { file: string; seed: number }[] = [];
+    const files: EditResult['files'] = [];
     const t1 = Date.now();
-    const cond = encodeEditPrompts(model, req);
     const progress = phaseClock(hooks, 'edit');
+    const loras = Object.entries(concepts.loraScales).map(([name, scale]) => `<lora:${name}:${scale}>`);
+    const write = async (pixels: Uint8Array, seed: number, shown: string, extra: Record<string, string>, scheduler: typeof o.scheduler) => {
+      const text = formatInfotext({
+        prompt: [shown, ...loras].join(' '),
+        negativePrompt: o.negative,
+        steps: o.steps,
+        sampler: A1111_SAMPLER_NAMES[scheduler],
+        cfgScale: o.guidance,
+        seed,
+        width: picture.width,
+        height: picture.height,
+        modelHash: hash,
+        model: path.basename(modelPath).replace(/\.safetensors$/, ''),
+        clipSkip: o.clipSkip > 0 ? o.clipSkip + 1 : undefined,
+        tiHashes: concepts!.tiHashes,
+        loraHashes: concepts!.loraHashes,
+        extra: { ...extra, Version: 'painter' },
+      });
+      const png = await encodePng(pixels, picture.width, picture.height, { parameters: text });
+      const file = writeNewPng(outDir, String(seed), png);
+      files.push({ file, seed, prompt: shown });
+      hooks.file?.({ kind: 'image', path: file, seed });
+    };
+    const stopped = () => new InterruptedError(`interrupted; ${files.length} complete image(s) kept in ${outDir}, no partial file written`);
+    if (o.source !== undefined) {
+      // Prompt-to-Prompt on the picture: the reconstruction first, then the edit.
+      const events = sourceEdit(model, picture, { ...o, source: o.source, target: prompt, draws });
+      for await (const event of events) {
+        if (event.kind === 'invert') progress(event.step, event.steps, 'inversion step');
+        else if (event.kind === 'step') progress(event.step, event.steps, 'step');
+        else {
+          const edited = files.length > 0;
+          await write(event.image.pixels, event.image.seed, edited ? prompt : o.source, edited ? { 'Prompt-to-Prompt': `source "${o.source}" cross ${o.crossReplace} self ${o.selfReplace}` } : {}, 'ddim');
+        }
+        await breathe();
+        if (hooks.shouldStop?.()) throw stopped();
+      }
+      return { files, outDir, mode: 'prompt-to-prompt', width: picture.width, height: picture.height, timings: { loadMs, editMs: Date.now() - t1 }, backend };
+    }
+    const cond = encodeEditPrompts(model, req);
     try {
       for (let i = 0; i < o.count; i++) {
         const loop = editLoop(model, req, i, cond);
@@ -120,7 +163,7 @@ export async function edit(input: EditInput, hooks: Hooks = {}): Promise<EditRes
           await breathe();
           if (hooks.shouldStop?.()) {
             loop.return(undefined as unknown as tf.Tensor4D);
-            throw new InterruptedError(`interrupted; ${files.length} complete image(s) kept in ${outDir}, no partial file written`);
+            throw stopped();
           }
           r = loop.next();
         }
@@ -131,27 +174,8 @@ export async function edit(input: EditInput, hooks: Hooks = {}): Promise<EditRes
         } finally {
           r.value.dispose();
         }
-        const text = formatInfotext({
-          prompt: [prompt, ...Object.entries(concepts.loraScales).map(([name, scale]) => `<lora:${name}:${scale}>`)].join(' '),
-          negativePrompt: o.negative,
-          steps: o.steps,
-          sampler: A1111_SAMPLER_NAMES[o.scheduler],
-          cfgScale: o.guidance,
-          seed,
-          width: picture.width,
-          height: picture.height,
-          modelHash: hash,
-          model: path.basename(modelPath).replace(/\.safetensors$/, ''),
-          clipSkip: o.clipSkip > 0 ? o.clipSkip + 1 : undefined,
-          tiHashes: concepts.tiHashes,
-          loraHashes: concepts.loraHashes,
-          // A1111's img2img parameters: the strength, and the mask blur of an inpainting run.
-          extra: { 'Denoising strength': String(o.strength), ...(picture.mask && { 'Mask blur': String(o.maskBlur) }), Version: 'painter' },
-        });
-        const png = await encodePng(pixels, picture.width, picture.height, { parameters: text });
-        const file = writeNewPng(outDir, String(seed), png);
-        files.push({ file, seed });
-        hooks.file?.({ kind: 'image', path: file, seed });
+        // A1111's img2img parameters: the strength, and the mask blur of an inpainting run.
+        await write(pixels, seed, prompt, { 'Denoising strength': String(o.strength), ...(picture.mask && { 'Mask blur': String(o.maskBlur) }) }, o.scheduler);
       }
     } finally {
       tf.dispose([cond.prompt, cond.negative ?? []].flat());

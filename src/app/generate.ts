@@ -8,6 +8,8 @@ import * as path from 'node:path';
 import { describeBackend, useBackend, type BackendChoice, type BackendReport } from '../backend/select.js';
 import { formatInfotext } from '../core/infotext.js';
 import { disposeModel, type StableDiffusion } from '../core/model.js';
+import { samplePromptToPrompt, type PromptToPromptRequest } from '../core/pipeline/generate-p2p.js';
+import { chooseEdit } from '../core/pipeline/prompt-to-prompt.js';
 import { sampleImages, sampleImagesPhased, truncatedText, type GenerateRequest, type PartLoader, type PipelinePart } from '../core/pipeline/generate.js';
 import { A1111_SAMPLER_NAMES } from '../core/schedulers/index.js';
 import { modelImageSize, modelLatentGrid } from '../core/sizes.js';
@@ -35,8 +37,8 @@ export type GenerateInput = OptionInput<'generate'> & {
 };
 
 export interface GenerateResult {
-  /** The PNG files written, in image order, with their seeds. */
-  files: { file: string; seed: number }[];
+  /** The PNG files written, in image order, with their seeds (and prompts, with --p2p: the source's image first). */
+  files: { file: string; seed: number; prompt?: string }[];
   outDir: string;
   timings: { loadMs: number; generateMs: number; perImageMs: number };
   backend: BackendReport;
@@ -61,9 +63,29 @@ export function promptWarnings(model: StableDiffusion, prompt: string, negative:
   }
 }
 
+/** --p2p, --cross-replace, --self-replace and --reweight as a Prompt-to-Prompt request (undefined without --p2p or --reweight). */
+function promptToPrompt(o: { p2p?: string; crossReplace: number; selfReplace: number; reweight?: string[] }, prompt: string): PromptToPromptRequest | undefined {
+  if (o.p2p === undefined && !o.reweight?.length) return undefined;
+  const reweight = (o.reweight ?? []).map((arg) => {
+    const m = /^(.+)=(-?\d+(?:\.\d+)?)$/.exec(arg);
+    if (!m) throw new UsageError(`--reweight ${arg}: give WORD=FACTOR, e.g. cat=2`);
+    return { word: m[1]!, weight: Number(m[2]) };
+  });
+  const target = o.p2p ?? prompt;
+  chooseEdit(prompt, target, reweight.length > 0);
+  return { target, crossReplace: o.crossReplace, selfReplace: o.selfReplace, reweight };
+}
+
+/** The Prompt-to-Prompt settings an edited image's parameters text records. */
+function p2pText(source: string, p: PromptToPromptRequest): string {
+  const weights = (p.reweight ?? []).map((r) => ` ${r.word}=${r.weight}`).join('');
+  return `source "${source}" cross ${p.crossReplace} self ${p.selfReplace}${weights ? ` reweight${weights}` : ''}`;
+}
+
 export async function generate(input: GenerateInput, hooks: Hooks = {}): Promise<GenerateResult> {
   const { prompt, backend: choice, ...passed } = input;
   const o = resolveConfig('generate', passed);
+  const p2p = promptToPrompt(o, prompt);
   const outDir = path.resolve(o.out);
   checkOutputDir(outDir, '--out');
   const backend = await useBackend(choice);
@@ -122,7 +144,7 @@ export async function generate(input: GenerateInput, hooks: Hooks = {}): Promise
     };
     const hash = modelHash(modelPath);
     hooks.info?.(`backend ${describeBackend(backend)}`);
-    const files: { file: string; seed: number }[] = [];
+    const files: GenerateResult['files'] = [];
     const t1 = Date.now();
     if (phased) warn('the whole model does not fit in memory; generating with one component loaded at a time');
     const applied = concepts;
@@ -131,16 +153,25 @@ export async function generate(input: GenerateInput, hooks: Hooks = {}): Promise
       concepts = undefined;
       disposeModel(base);
     };
-    const events = phased ? sampleImagesPhased(phasedLoader(modelPath, loadOpts, conceptRequest, model, releaseFirst), request) : sampleImages(model, request);
+    if (p2p && phased) throw new PainterError('--p2p draws two images together and needs the whole model in memory, which it does not fit; use a smaller --width/--height');
+    const events = p2p
+      ? samplePromptToPrompt(model, request, p2p)
+      : phased
+        ? sampleImagesPhased(phasedLoader(modelPath, loadOpts, conceptRequest, model, releaseFirst), request)
+        : sampleImages(model, request);
     const progress = phaseClock(hooks, 'generate');
+    // With --p2p every seed gives the source image, then the edited one.
+    const seen = new Set<number>();
     for await (const event of events) {
       if (event.kind === 'step') {
         progress(event.step, event.steps, `images ${event.images[0]! + 1}–${event.images.at(-1)! + 1}/${count} · step`);
       } else {
         const img = event.image;
+        const edited = p2p !== undefined && seen.has(img.index);
+        seen.add(img.index);
         const text = formatInfotext({
           // AUTOMATIC1111 writes a LoRA into the prompt as <lora:name:scale>, and loads it from there.
-          prompt: [prompt, ...Object.entries(applied.loraScales).map(([name, scale]) => `<lora:${name}:${scale}>`)].join(' '),
+          prompt: [edited ? p2p.target : prompt, ...Object.entries(applied.loraScales).map(([name, scale]) => `<lora:${name}:${scale}>`)].join(' '),
           negativePrompt: o.negative,
           steps: request.steps,
           sampler: A1111_SAMPLER_NAMES[request.scheduler],
@@ -153,11 +184,11 @@ export async function generate(input: GenerateInput, hooks: Hooks = {}): Promise
           clipSkip: request.clipSkip > 0 ? request.clipSkip + 1 : undefined,
           tiHashes: applied.tiHashes,
           loraHashes: applied.loraHashes,
-          extra: { Version: 'painter' },
+          extra: { ...(edited && { 'Prompt-to-Prompt': p2pText(prompt, p2p) }), Version: 'painter' },
         });
         const png = await encodePng(img.pixels, img.width, img.height, { parameters: text });
         const file = writeNewPng(outDir, String(img.seed), png);
-        files.push({ file, seed: img.seed });
+        files.push({ file, seed: img.seed, ...(p2p && { prompt: edited ? p2p.target : prompt }) });
         hooks.file?.({ kind: 'image', path: file, seed: img.seed });
       }
       await breathe();

@@ -153,13 +153,16 @@ export interface AttentionOptions {
    * backward pass, so a taped run keeps only Q, K and V (with UNet gradient checkpointing).
    */
   checkpointSlices?: boolean;
+  /** Edits the probabilities before they weigh the values (inference only; see AttentionControl). */
+  editProbs?: (probs: tf.Tensor, queries: number) => tf.Tensor;
 }
 
 /** softmax(q·kᵀ + mask)·v on heads already split: [B, H, Lq, d]. */
-function attend(qh: tf.Tensor, kh: tf.Tensor, vh: tf.Tensor, mask?: tf.Tensor): tf.Tensor4D {
+function attend(qh: tf.Tensor, kh: tf.Tensor, vh: tf.Tensor, mask?: tf.Tensor, edit?: (probs: tf.Tensor) => tf.Tensor): tf.Tensor4D {
   let scores: tf.Tensor = tf.matMul(qh, kh, false, true);
   if (mask) scores = tf.add(scores, mask);
-  return tf.matMul(tf.softmax(scores, -1), vh) as tf.Tensor4D;
+  const probs = tf.softmax(scores, -1);
+  return tf.matMul(edit ? edit(probs) : probs, vh) as tf.Tensor4D;
 }
 
 /** One slice of attention under tf.customGrad: recomputed in the backward pass. */
@@ -192,7 +195,9 @@ export function attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, heads: numbe
   const vh = splitHeads(v, heads);
   const [b, h, lq] = qh.shape;
   const rows = attentionSliceRows(b, h, lq, kh.shape[2]);
-  const run = opts.checkpointSlices ? attendCheckpointed : attend;
+  if (opts.editProbs && opts.checkpointSlices) throw new Error('attention: editProbs is for inference, not checkpointed training');
+  const edit = opts.editProbs ? (p: tf.Tensor) => opts.editProbs!(p, lq) : undefined;
+  const run = opts.checkpointSlices ? attendCheckpointed : (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor, m?: tf.Tensor) => attend(a, b, c, m, edit);
   if (rows >= lq) return mergeHeads(run(qh, kh, vh, mask));
   const slices: tf.Tensor[] = [];
   for (let start = 0; start < lq; start += rows) {

@@ -231,6 +231,14 @@ export const GENERATE_OPTIONS = [
   ...CONCEPT_OPTIONS,
   { name: 'clip-skip', type: 'integer', min: 0, max: 11, default: 0, describe: "Use the text encoder's output this many layers before the last" },
   { name: 'latents', type: 'string', describe: 'Initial latents: a safetensors file with one tensor [B, C, h, w] (NCHW), for exact reproduction across tools' },
+  {
+    name: 'p2p',
+    type: 'string',
+    describe: 'Prompt-to-Prompt: also draw this edited prompt from the same noise, keeping the layout (a word swap for as many words, else a refinement); writes both images',
+  },
+  { name: 'cross-replace', type: 'number', min: 0, max: 1, default: 0.4, describe: "Prompt-to-Prompt: share of the steps whose cross-attention comes from the source prompt" },
+  { name: 'self-replace', type: 'number', min: 0, max: 1, default: 0.4, describe: "Prompt-to-Prompt: share of the steps whose self-attention (maps of at most 16×16) is the source's" },
+  { name: 'reweight', type: 'string[]', describe: 'Prompt-to-Prompt: scale the attention to a word of the edited prompt, WORD=FACTOR (repeatable); alone, reweights the prompt itself' },
   { ...JSON_OUTPUT, describe: 'Print files, seeds and timings as JSON on stdout' },
 ] as const satisfies readonly OptionSpec[];
 
@@ -250,6 +258,13 @@ export const EDIT_OPTIONS = [
   { name: 'mask', type: 'string', describe: 'Mask image: white is repainted, black kept (any image, binarised at 50%); required by an inpainting model (9-channel UNet)' },
   { name: 'mask-blur', type: 'integer', min: 0, default: 0, describe: 'Gaussian blur of the mask in pixels before it is binarised (rounds its corners)' },
   { name: 'outpaint', type: 'string', describe: 'Extend the canvas by LEFT,TOP,RIGHT,BOTTOM pixels and paint the new area (e.g. 0,0,64,0)' },
+  {
+    name: 'source',
+    type: 'string',
+    describe: 'Prompt-to-Prompt on the picture: a prompt describing it; the picture is DDIM-inverted with it, then redrawn with PROMPT keeping its layout (writes the reconstruction and the edit; DDIM, all --steps)',
+  },
+  { name: 'cross-replace', type: 'number', min: 0, max: 1, default: 0.4, describe: 'With --source: share of the steps whose cross-attention comes from the source prompt' },
+  { name: 'self-replace', type: 'number', min: 0, max: 1, default: 0.4, describe: "With --source: share of the steps whose self-attention (maps of at most 16×16) is the source's" },
   { name: 'negative', type: 'string', default: '', describe: 'Negative prompt (what the image should not show)' },
   { name: 'steps', type: 'integer', min: 1, max: 1000, default: 30, describe: 'Denoising steps of the full schedule (strength × steps of them run)' },
   { name: 'guidance', type: 'number', min: 0, default: 7.5, describe: 'Classifier-free guidance scale (1 skips the unconditional pass)' },

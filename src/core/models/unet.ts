@@ -15,6 +15,7 @@ import { PainterError } from '../../errors.js';
 import { configObject, FieldReader } from '../config-fields.js';
 import { conv2d, groupNormSilu, linear, silu } from '../ops.js';
 import { param, type ParamShapes, type Params } from '../params.js';
+import type { AttentionControl } from './attention-control.js';
 import { checkpointed, type CheckpointOptions } from './checkpoint.js';
 import { timestepEmbedding } from './timestep-embedding.js';
 import {
@@ -363,6 +364,8 @@ export interface UNetForwardOptions {
    * of kept. Off (undefined) by default; the output is the same either way.
    */
   checkpoint?: CheckpointOptions;
+  /** A hook on every attention's probabilities (Prompt-to-Prompt); inference only. */
+  attentionControl?: AttentionControl;
 }
 
 /**
@@ -379,7 +382,7 @@ export function unetForward(
   options: UNetForwardOptions = {},
 ): tf.Tensor4D {
   const plan = unetPlan(config);
-  const s = plan.settings;
+  const s = options.attentionControl ? { ...plan.settings, attentionControl: options.attentionControl } : plan.settings;
   const [batch, , , channels] = sample.shape;
   if (channels !== config.in_channels) {
     throw new Error(`unetForward: sample has ${channels} channels, the UNet takes ${config.in_channels} (NHWC expected)`);

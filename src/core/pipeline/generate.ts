@@ -55,13 +55,13 @@ export function truncatedText(model: StableDiffusion, prompt: string): string | 
   return e.truncated ? e.truncatedText : undefined;
 }
 
-interface Conditioning {
+export interface Conditioning {
   prompt: tf.Tensor3D;
   negative?: tf.Tensor3D;
 }
 
 /** Phase 1: the prompt embeddings (text encoder). */
-function encodeRequest(model: StableDiffusion, req: GenerateRequest): Conditioning {
+export function encodeRequest(model: StableDiffusion, req: GenerateRequest): Conditioning {
   const textOpts = { clipSkip: req.clipSkip, tokenEmbedding: req.tokenEmbedding, extraTokens: req.extraTokens };
   const prompt = encodePrompts(model, [req.prompt], textOpts);
   const negative = req.guidance > 1 ? encodePrompts(model, [req.negativePrompt], textOpts) : undefined;
@@ -122,7 +122,7 @@ function* denoiseBatch(model: StableDiffusion, req: GenerateRequest, cond: Condi
 }
 
 /** Phase 3 for one batch: VAE decode to 8-bit RGB images (disposes the latents). */
-async function* decodeBatch(model: StableDiffusion, req: GenerateRequest, indices: number[], final: tf.Tensor4D): AsyncGenerator<GenerateEvent, void, void> {
+export async function* decodeBatch(model: StableDiffusion, req: GenerateRequest, indices: number[], final: tf.Tensor4D): AsyncGenerator<GenerateEvent, void, void> {
   const [pixels, finite] = tf.tidy(() => {
     const raw = decodeLatentsRaw(model, final);
     // |x| < ∞ is false for NaN and ±∞ alike: per image, whether every value is finite.

@@ -7,6 +7,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { StableDiffusion } from '../model.js';
 import { clipTextForward } from '../models/clip-text.js';
+import type { AttentionControl } from '../models/attention-control.js';
 import { unetForward } from '../models/unet.js';
 import { vaeDecode } from '../models/vae.js';
 import { modelLatentGrid, modelPromptLength } from '../sizes.js';
@@ -82,6 +83,8 @@ export interface DenoiseInput {
    * the mask). Runs inside the step's tidy.
    */
   afterStep?: (index: number, latents: tf.Tensor4D) => tf.Tensor4D;
+  /** A hook on the UNet's attention (Prompt-to-Prompt); its `step` is set before each step. */
+  attentionControl?: AttentionControl & { step: number };
 }
 
 export interface DenoiseStep {
@@ -122,7 +125,9 @@ export function* denoise(model: StableDiffusion, input: DenoiseInput): Generator
         const scaled = scheduler.scaleModelInput(guided ? tf.concat([latents, latents], 0) : latents, t) as tf.Tensor4D;
         const modelIn = extra ? (tf.concat([scaled, extra], 3) as tf.Tensor4D) : scaled;
         // 4. Predict the noise ε_θ(x_t, t, c).
-        const pred = unetForward(model.unet.params, model.unet.config, modelIn, t, context as tf.Tensor3D);
+        const control = input.attentionControl;
+        if (control) control.step = i - start;
+        const pred = unetForward(model.unet.params, model.unet.config, modelIn, t, context as tf.Tensor3D, control ? { attentionControl: control } : {});
         // 5. Classifier-free guidance (Ho & Salimans 2022, eq. 6).
         let eps: tf.Tensor = pred;
         if (guided) {

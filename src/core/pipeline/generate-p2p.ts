@@ -1,0 +1,63 @@
+/**
+ * Prompt-to-Prompt sampling as users ask for it: for each seed, the source prompt's image and the
+ * edited prompt's image from the same noise (pipeline/prompt-to-prompt.ts controls the edited
+ * one's attention). Events as sampleImages': two images per seed, the source's first.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { StableDiffusion } from '../model.js';
+import { Rng } from '../random.js';
+import { modelLatentGrid, modelPromptLength } from '../sizes.js';
+import { createScheduler } from '../schedulers/index.js';
+import { decodeBatch, encodeRequest, type GenerateEvent, type GenerateRequest } from './generate.js';
+import { PromptToPromptControl } from './prompt-to-prompt.js';
+import { denoise } from './text-to-image.js';
+
+export interface PromptToPromptRequest {
+  target: string;
+  crossReplace: number;
+  selfReplace: number;
+  reweight?: { word: string; weight: number }[];
+}
+
+export async function* samplePromptToPrompt(model: StableDiffusion, req: GenerateRequest, p2p: PromptToPromptRequest): AsyncGenerator<GenerateEvent, void, void> {
+  const { h, w, c } = modelLatentGrid(model, req.width, req.height);
+  const control = new PromptToPromptControl(
+    model.tokenizer,
+    { source: req.prompt, target: p2p.target, crossReplace: p2p.crossReplace, selfReplace: p2p.selfReplace, reweight: p2p.reweight, steps: req.steps, length: modelPromptLength(model) },
+    req.guidance > 1,
+  );
+  const source = encodeRequest(model, req);
+  const target = encodeRequest(model, { ...req, prompt: p2p.target });
+  const promptEmbeds = tf.concat([source.prompt, target.prompt], 0) as tf.Tensor3D;
+  const negativeEmbeds = source.negative ? (tf.concat([source.negative, target.negative!], 0) as tf.Tensor3D) : undefined;
+  tf.dispose([source.prompt, target.prompt, source.negative ?? [], target.negative ?? []].flat());
+  const perImage = c * h * w;
+  try {
+    for (let i = 0; i < req.count; i++) {
+      const rng = new Rng(req.seed + i);
+      const init = req.initLatents ? req.initLatents.subarray(i * perImage, (i + 1) * perImage) : rng.normals(perImage);
+      // Both prompts start from the same noise, and share each step's ancestral noise.
+      const latents = tf.tidy(() => tf.tile(tf.tensor4d(init, [1, c, h, w]).transpose([0, 2, 3, 1]), [2, 1, 1, 1]) as tf.Tensor4D);
+      const scheduler = createScheduler(req.scheduler, model.scheduler, req.steps);
+      const noise = (_step: number, shape: number[]) => tf.tile(tf.tensor4d(rng.normals(shape.slice(1).reduce((a, b) => a * b, 1)), [1, ...shape.slice(1)] as [number, number, number, number]), [2, 1, 1, 1]);
+      const loop = denoise(model, { scheduler, promptEmbeds, negativeEmbeds, guidance: req.guidance, latents, noise, attentionControl: control });
+      let final: tf.Tensor4D;
+      try {
+        let r = loop.next();
+        while (!r.done) {
+          yield { kind: 'step', step: r.value.step + 1, steps: r.value.total, images: [i] };
+          r = loop.next();
+        }
+        final = r.value;
+      } finally {
+        loop.return(undefined as unknown as tf.Tensor4D);
+        scheduler.dispose();
+        latents.dispose();
+      }
+      yield* decodeBatch(model, req, [i, i], final);
+    }
+  } finally {
+    control.dispose();
+    tf.dispose([promptEmbeds, negativeEmbeds ?? []].flat());
+  }
+}
