@@ -225,6 +225,30 @@ describe('painter edit', () => {
     expect(err).toBeLessThanOrEqual(2);
   });
 
+  it('--paste-back keeps every pixel outside the mask as the input has it', async () => {
+    const input = await png('pb-in.png', 'input.image', editing);
+    const mask = await png('pb-mask.png', 'input.mask_rect', editing, true);
+    const r = await runCli(['edit', input, 'a cat', '--model', TINY_SD_A, '--steps', '4', '--strength', '1', '--mask', mask, '--paste-back', '--out', path.join(tmp, 'pb'), '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const [out, inp, m] = await Promise.all(
+      [(JSON.parse(r.stdout) as { files: { file: string }[] }).files[0]!.file, input, mask].map(async (f, i) => (await (i === 2 ? sharp(f).extractChannel(0) : sharp(f)).raw().toBuffer()) as Buffer),
+    );
+    let outside = 0;
+    let changedInside = 0;
+    for (let p = 0; p < 64 * 64; p++) {
+      const same = [0, 1, 2].every((c) => out![p * 3 + c] === inp![p * 3 + c]);
+      if (m![p]! < 128) {
+        outside++;
+        expect(same).toBe(true);
+      } else if (!same) changedInside++;
+    }
+    expect(outside).toBeGreaterThan(0);
+    expect(changedInside).toBeGreaterThan(0);
+    const bad = await runCli(['edit', input, 'a cat', '--model', TINY_SD_A, '--paste-back']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--paste-back needs --mask or --outpaint/);
+  });
+
   it('writes A1111 img2img parameters and refuses bad input with one line', async () => {
     const input = await png('in.png', 'input.image', editing);
     const ok = await runCli(['edit', input, 'a cat', '--model', TINY_SD_A, '--steps', '4', '--out', path.join(tmp, 'params'), '--json']);

@@ -29,6 +29,9 @@ import { addTokens } from '../src/core/tokenizer/clip-tokenizer.js';
 import { diffusionLoss } from '../src/core/training/loss.js';
 import { readEmbeddingFile } from '../src/io/embeddings.js';
 import { loadModel } from '../src/io/load-model.js';
+import { parsePythonJson } from '../src/io/load-weights.js';
+import { editLoop, encodeEditPrompts, type EditRequest } from '../src/core/pipeline/edit.js';
+import { PromptToPromptControl } from '../src/core/pipeline/prompt-to-prompt.js';
 import { readLoraFile } from '../src/io/lora-files.js';
 import { loadSafetensors, writeSafetensors, type HostTensor } from '../src/io/safetensors.js';
 import { FIXTURES, hostToTensor, nchwToNhwc, nhwcToNchw, REFERENCE, relErrorAsync, ROOT, TINY_SD_A, type CliRun } from './helpers.js';
@@ -326,6 +329,68 @@ describe.skipIf(problem !== undefined)(TITLE, () => {
     expect(imageErr).toBeLessThan(1e-3);
     expect(pixels).toBeLessThan(2);
   }, 300_000);
+
+  describe('editing against diffusers (latents 1e-3, pixels 2/255)', () => {
+    /** HWC host pixels of an NCHW reference image in [−1, 1] (or a mask). */
+    const hwc = (t: HostTensor) => {
+      const [, c, h, w] = t.shape as [number, number, number, number];
+      const d = t.data as Float32Array;
+      const out = new Float32Array(c * h * w);
+      for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) for (let k = 0; k < c; k++) out[(y * w + x) * c + k] = d[k * h * w + y * w + x]!;
+      return out;
+    };
+    const finish = async (name: string, r: Map<string, HostTensor>, final: tf.Tensor4D) => {
+      const image = decodeLatents(model, final);
+      const expected = device(r, `${name}.image`, true);
+      const latentErr = track(`${name}.final_latents`, await errorAgainst(final, r, `${name}.final_latents`));
+      const pixels = track(`${name}.image_pixels/255`, (await maxAbsDiff(image, expected)) * 255);
+      tf.dispose([image, expected, final]);
+      expect(latentErr).toBeLessThan(1e-3);
+      expect(pixels).toBeLessThan(2);
+    };
+
+    it.each(['img2img.ddim_s060', 'blend.irregular_s075'])('%s', async (name) => {
+      const r = hostReference('editing.safetensors');
+      const info = (parsePythonJson(fs.readFileSync(path.join(REFERENCE, 'editing.json'), 'utf8')) as { cases: Record<string, { prompt: string; negative_prompt: string; strength: number; mask?: string }> }).cases[name]!;
+      const draw = (k: string) => (r.has(`${name}.${k}`) ? (host(r, `${name}.${k}`).data as Float32Array) : undefined);
+      const req: EditRequest = {
+        prompt: info.prompt,
+        negativePrompt: info.negative_prompt,
+        steps: 10,
+        guidance: 7.5,
+        scheduler: 'ddim',
+        seed: 0,
+        clipSkip: 0,
+        strength: info.strength,
+        width: 64,
+        height: 64,
+        image: hwc(host(r, 'input.image')),
+        draws: { posterior: draw('posterior_noise') ?? draw('posterior_noise_image'), noise: draw('noise'), posteriorMasked: draw('posterior_noise_masked_image') },
+        ...(info.mask && { mask: hwc(host(r, info.mask)) }),
+      };
+      const cond = encodeEditPrompts(model, req);
+      const loop = editLoop(model, req, 0, cond);
+      let s = loop.next();
+      while (!s.done) s = loop.next();
+      tf.dispose([cond.prompt, cond.negative ?? []].flat());
+      await finish(name, r, s.value);
+    }, 300_000);
+
+    it('p2p.replace (Prompt-to-Prompt word swap)', async () => {
+      const r = hostReference('editing.safetensors');
+      const prompts = ['a photo of a cat on a green background', 'a photo of a dog on a green background'];
+      const control = new PromptToPromptControl(model.tokenizer, { source: prompts[0]!, target: prompts[1]!, crossReplace: 0.4, selfReplace: 0.4, steps: 10, length: 77 }, true);
+      const promptEmbeds = encodePrompts(model, prompts);
+      const negativeEmbeds = encodePrompts(model, ['', '']);
+      const latents = device(r, 'p2p.replace.init_latents', true) as tf.Tensor4D;
+      const loop = denoise(model, { scheduler: createScheduler('ddim', model.scheduler, 10), promptEmbeds, negativeEmbeds, guidance: 7.5, latents, attentionControl: control });
+      let s = loop.next();
+      while (!s.done) s = loop.next();
+      control.dispose();
+      tf.dispose([promptEmbeds, negativeEmbeds, latents]);
+      await finish('p2p.replace', r, s.value);
+    }, 300_000);
+  });
 
   describe('training gradients (one backward pass through text encoder and UNet, 1e-4)', () => {
     const got = { loss: 0, lossRef: 0, convIn: 0, tiRow: 0 };

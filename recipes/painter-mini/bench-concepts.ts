@@ -214,12 +214,12 @@ export const BENCH_DEFAULTS: Omit<ConceptBenchSettings, 'model' | 'classifier' |
 // ---------------------------------------------------------------------------------------------
 // Measurements
 
-interface Classifier {
+export interface Classifier {
   params: Params;
   config: ClassifierConfig;
 }
 
-function classify(clf: Classifier, images: readonly Uint8Array[], size: number): Reading[] {
+export function classify(clf: Classifier, images: readonly Uint8Array[], size: number): Reading[] {
   const s = clf.config.imageSize;
   const readings: Reading[] = [];
   for (let i = 0; i < images.length; i += 64) {

@@ -11,16 +11,9 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { LABEL_CLASSES, LABEL_NAMES, type LabelName } from './world.js';
-import { PainterError, conv2d, groupNormSilu, linear, param, type ParamShapes, type Params } from '../../src/index.js';
+import { PainterError, attributeClassifierForward, type AttributeClassifierConfig, attributeClassifierShapes, type ParamShapes, type Params } from '../../src/index.js';
 
-export interface ClassifierConfig {
-  /** Side of the square RGB input, pixels (divisible by 2^levels). */
-  imageSize: number;
-  /** Channels of each level; the first is also conv_in's width. */
-  widths: number[];
-  normGroups: number;
-  normEps: number;
-}
+export type ClassifierConfig = AttributeClassifierConfig;
 
 export const CLASSIFIER_DEFAULTS: ClassifierConfig = { imageSize: 32, widths: [16, 32, 64], normGroups: 8, normEps: 1e-5 };
 
@@ -68,55 +61,12 @@ export function classifierConfigJson(cfg: ClassifierConfig): Record<string, unkn
 
 export function classifierParamShapes(cfg: ClassifierConfig): ParamShapes {
   checkConfig(cfg, 'classifier config');
-  const s: ParamShapes = new Map();
-  const w = cfg.widths;
-  s.set('conv_in.weight', [3, 3, 3, w[0]!]);
-  s.set('conv_in.bias', [w[0]!]);
-  let c = w[0]!;
-  w.forEach((out, i) => {
-    const b = `blocks.${i}`;
-    s.set(`${b}.norm1.weight`, [c]);
-    s.set(`${b}.norm1.bias`, [c]);
-    s.set(`${b}.conv1.weight`, [3, 3, c, c]);
-    s.set(`${b}.conv1.bias`, [c]);
-    s.set(`${b}.norm2.weight`, [c]);
-    s.set(`${b}.norm2.bias`, [c]);
-    s.set(`${b}.downsample.weight`, [3, 3, c, out]);
-    s.set(`${b}.downsample.bias`, [out]);
-    c = out;
-  });
-  s.set('norm_out.weight', [c]);
-  s.set('norm_out.bias', [c]);
-  for (const name of LABEL_NAMES) {
-    s.set(`heads.${name}.weight`, [2 * c, numClasses(name)]);
-    s.set(`heads.${name}.bias`, [numClasses(name)]);
-  }
-  return s;
+  return attributeClassifierShapes(cfg, Object.fromEntries(LABEL_NAMES.map((name) => [name, numClasses(name)])));
 }
 
 /** Logits [N, classes] per attribute for images [N, S, S, 3] in [-1, 1]. */
 export function classifierForward(p: Params, cfg: ClassifierConfig, images: tf.Tensor4D): ClassifierLogits {
-  const [, h, w, ch] = images.shape;
-  if (h !== cfg.imageSize || w !== cfg.imageSize || ch !== 3) {
-    throw new Error(`classifierForward: expected [N, ${cfg.imageSize}, ${cfg.imageSize}, 3] images, got [${images.shape.join(', ')}]`);
-  }
-  const g = cfg.normGroups;
-  const eps = cfg.normEps;
-  let x = conv2d(images, param(p, 'conv_in.weight'), param(p, 'conv_in.bias'), 1, 1);
-  cfg.widths.forEach((_, i) => {
-    const b = `blocks.${i}`;
-    // Residual 3×3 conv at this resolution, then a stride-2 conv (PyTorch padding 1) to halve it.
-    const hdn = conv2d(groupNormSilu(x, g, param(p, `${b}.norm1.weight`), param(p, `${b}.norm1.bias`), eps), param(p, `${b}.conv1.weight`), param(p, `${b}.conv1.bias`), 1, 1);
-    x = tf.add(x, hdn);
-    x = conv2d(groupNormSilu(x, g, param(p, `${b}.norm2.weight`), param(p, `${b}.norm2.bias`), eps), param(p, `${b}.downsample.weight`), param(p, `${b}.downsample.bias`), 2, 1);
-  });
-  // Mean and max pooling side by side: the mean reads what fills the image (the background), the
-  // max whether a feature occurs anywhere (an object's colour or stripes, however small it is).
-  const feat = groupNormSilu(x, g, param(p, 'norm_out.weight'), param(p, 'norm_out.bias'), eps);
-  const pooled = tf.concat([tf.mean(feat, [1, 2]), tf.max(feat, [1, 2])], 1);
-  const out = {} as ClassifierLogits;
-  for (const name of LABEL_NAMES) out[name] = linear(pooled, param(p, `heads.${name}.weight`), param(p, `heads.${name}.bias`)) as tf.Tensor2D;
-  return out;
+  return attributeClassifierForward(p, cfg, LABEL_NAMES, images) as ClassifierLogits;
 }
 
 /**

@@ -64,12 +64,21 @@ async function toPixels(final: tf.Tensor4D, model: Parameters<typeof decodeLaten
   }
 }
 
+/** The input's pixels (RGB in [−1, 1]) written over the result where the mask keeps them. */
+export function pasteBack(result: Uint8Array, input: Float32Array, mask: Float32Array): void {
+  for (let p = 0; p < mask.length; p++) {
+    if (mask[p]) continue;
+    for (let c = 0; c < 3; c++) result[p * 3 + c] = Math.round(((input[p * 3 + c]! + 1) / 2) * 255);
+  }
+}
+
 export async function edit(input: EditInput, hooks: Hooks = {}): Promise<EditResult> {
   const { image: imageFile, prompt, backend: choice, ...passed } = input;
   const o = resolveConfig('edit', passed);
   const outDir = path.resolve(o.out);
   checkOutputDir(outDir, '--out');
   if (o.maskBlur > 0 && o.mask === undefined) throw new UsageError('--mask-blur needs --mask');
+  if (o.pasteBack && o.mask === undefined && o.outpaint === undefined) throw new UsageError('--paste-back needs --mask or --outpaint');
   if (o.source !== undefined && (o.mask !== undefined || o.outpaint !== undefined)) throw new UsageError('--source redraws the whole picture with Prompt-to-Prompt; leave out --mask and --outpaint');
   if (o.source !== undefined && o.count > 1) throw new UsageError('--source inverts the picture to one noise, so it makes one edit; leave out --count');
   if (o.noise !== undefined && o.count > 1) throw new UsageError('--noise gives the random draws of one result; use it with --count 1');
@@ -174,6 +183,7 @@ export async function edit(input: EditInput, hooks: Hooks = {}): Promise<EditRes
         } finally {
           r.value.dispose();
         }
+        if (o.pasteBack && picture.mask) pasteBack(pixels, picture.pixels, picture.mask);
         // A1111's img2img parameters: the strength, and the mask blur of an inpainting run.
         await write(pixels, seed, prompt, { 'Denoising strength': String(o.strength), ...(picture.mask && { 'Mask blur': String(o.maskBlur) }) }, o.scheduler);
       }

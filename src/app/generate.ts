@@ -10,6 +10,8 @@ import { formatInfotext } from '../core/infotext.js';
 import { disposeModel, type StableDiffusion } from '../core/model.js';
 import { samplePromptToPrompt, type PromptToPromptRequest } from '../core/pipeline/generate-p2p.js';
 import { chooseEdit } from '../core/pipeline/prompt-to-prompt.js';
+import { classifierGuidance, parseClassifierTarget } from '../core/pipeline/classifier-guidance.js';
+import { loadImageClassifier } from '../io/load-classifier.js';
 import { sampleImages, sampleImagesPhased, truncatedText, type GenerateRequest, type PartLoader, type PipelinePart } from '../core/pipeline/generate.js';
 import { A1111_SAMPLER_NAMES } from '../core/schedulers/index.js';
 import { modelImageSize, modelLatentGrid } from '../core/sizes.js';
@@ -28,7 +30,7 @@ import type { OptionInput } from '../options/types.js';
 import { applyConcepts, libraryEmbeddings, type ConceptRequest, type LoadedConcepts } from './concepts.js';
 import { breathe, phaseClock, type Hooks } from './hooks.js';
 import { checkMemoryBudget } from './memory-check.js';
-import { resolveModelPath } from '../io/paths.js';
+import { packageRoot, resolveModelPath } from '../io/paths.js';
 
 export type GenerateInput = OptionInput<'generate'> & {
   prompt: string;
@@ -74,6 +76,15 @@ function promptToPrompt(o: { p2p?: string; crossReplace: number; selfReplace: nu
   const target = o.p2p ?? prompt;
   chooseEdit(prompt, target, reweight.length > 0);
   return { target, crossReplace: o.crossReplace, selfReplace: o.selfReplace, reweight };
+}
+
+/** --classify as a guidance hook (undefined without it). */
+function classifierGuide(o: { classify?: string[]; classifier?: string; classifierScale: number; scheduler: string }, model: StableDiffusion) {
+  if (!o.classify?.length) return undefined;
+  if (o.scheduler === 'euler-a') throw new UsageError('--classify needs integer timesteps; use --scheduler ddim, pndm or dpm++2m');
+  const clf = loadImageClassifier(o.classifier ?? path.join(packageRoot(), 'fixtures', 'mini-classifier'));
+  const targets = o.classify.map((t) => parseClassifierTarget(clf, t));
+  return classifierGuidance(model, clf, targets, o.classifierScale);
 }
 
 /** The Prompt-to-Prompt settings an edited image's parameters text records. */
@@ -153,6 +164,9 @@ export async function generate(input: GenerateInput, hooks: Hooks = {}): Promise
       concepts = undefined;
       disposeModel(base);
     };
+    const guide = classifierGuide(o, model);
+    if (guide && (phased || p2p)) throw new UsageError(`--classify needs the whole model in memory and one prompt; leave out ${p2p ? '--p2p/--reweight' : 'a size this large'}`);
+    if (guide) request.guide = guide;
     if (p2p && phased) throw new PainterError('--p2p draws two images together and needs the whole model in memory, which it does not fit; use a smaller --width/--height');
     const events = p2p
       ? samplePromptToPrompt(model, request, p2p)
@@ -184,7 +198,11 @@ export async function generate(input: GenerateInput, hooks: Hooks = {}): Promise
           clipSkip: request.clipSkip > 0 ? request.clipSkip + 1 : undefined,
           tiHashes: applied.tiHashes,
           loraHashes: applied.loraHashes,
-          extra: { ...(edited && { 'Prompt-to-Prompt': p2pText(prompt, p2p) }), Version: 'painter' },
+          extra: {
+            ...(edited && { 'Prompt-to-Prompt': p2pText(prompt, p2p) }),
+            ...(guide && { 'Classifier guidance': `${o.classify!.join(' ')} scale ${o.classifierScale}` }),
+            Version: 'painter',
+          },
         });
         const png = await encodePng(img.pixels, img.width, img.height, { parameters: text });
         const file = writeNewPng(outDir, String(img.seed), png);

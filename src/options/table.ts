@@ -238,6 +238,13 @@ export const GENERATE_OPTIONS = [
   },
   { name: 'cross-replace', type: 'number', min: 0, max: 1, default: 0.4, describe: "Prompt-to-Prompt: share of the steps whose cross-attention comes from the source prompt" },
   { name: 'self-replace', type: 'number', min: 0, max: 1, default: 0.4, describe: "Prompt-to-Prompt: share of the steps whose self-attention (maps of at most 16×16) is the source's" },
+  {
+    name: 'classify',
+    type: 'string[]',
+    describe: 'Classifier guidance: steer sampling toward ATTRIBUTE=CLASS read by --classifier from the predicted clean image (e.g. colour=orange; repeatable)',
+  },
+  { name: 'classifier', type: 'string', describe: "Attribute classifier folder for --classify (default: the bundled painter-mini classifier, fixtures/mini-classifier)" },
+  { name: 'classifier-scale', type: 'number', min: 0, default: 10, describe: 'Classifier guidance scale s: ε̂ − √(1−ᾱ)·s·∇ log p(class | x̂₀)' },
   { name: 'reweight', type: 'string[]', describe: 'Prompt-to-Prompt: scale the attention to a word of the edited prompt, WORD=FACTOR (repeatable); alone, reweights the prompt itself' },
   { ...JSON_OUTPUT, describe: 'Print files, seeds and timings as JSON on stdout' },
 ] as const satisfies readonly OptionSpec[];
@@ -257,6 +264,12 @@ export const EDIT_OPTIONS = [
   },
   { name: 'mask', type: 'string', describe: 'Mask image: white is repainted, black kept (any image, binarised at 50%); required by an inpainting model (9-channel UNet)' },
   { name: 'mask-blur', type: 'integer', min: 0, default: 0, describe: 'Gaussian blur of the mask in pixels before it is binarised (rounds its corners)' },
+  {
+    name: 'paste-back',
+    type: 'boolean',
+    default: false,
+    describe: "Put the picture's own pixels back outside the mask (as AUTOMATIC1111 does); without it the output is the decoded latents, as diffusers', whose decoder spreads the edit a little over the whole picture",
+  },
   { name: 'outpaint', type: 'string', describe: 'Extend the canvas by LEFT,TOP,RIGHT,BOTTOM pixels and paint the new area (e.g. 0,0,64,0)' },
   {
     name: 'source',

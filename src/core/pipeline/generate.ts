@@ -34,6 +34,8 @@ export interface GenerateRequest {
   tokenEmbedding?: tf.Tensor;
   /** Learned rows appended at an offset (Textual Inversion during training). */
   extraTokens?: { offset: number; rows: tf.Tensor };
+  /** Classifier guidance on the model output (pipeline/classifier-guidance.ts). */
+  guide?: (t: number, latents: tf.Tensor4D, output: tf.Tensor) => tf.Tensor;
 }
 
 export interface GeneratedImage {
@@ -105,7 +107,7 @@ function* denoiseBatch(model: StableDiffusion, req: GenerateRequest, cond: Condi
     rngs.forEach((r, i) => data.set(r.normals(hh * ww * cc), i * hh * ww * cc));
     return tf.tensor4d(data, [n, hh, ww, cc]);
   };
-  const loop = denoise(model, { scheduler, promptEmbeds, negativeEmbeds, guidance: req.guidance, latents, noise });
+  const loop = denoise(model, { scheduler, promptEmbeds, negativeEmbeds, guidance: req.guidance, latents, noise, guide: req.guide });
   try {
     let r = loop.next();
     while (!r.done) {

@@ -83,6 +83,11 @@ export interface DenoiseInput {
    * the mask). Runs inside the step's tidy.
    */
   afterStep?: (index: number, latents: tf.Tensor4D) => tf.Tensor4D;
+  /**
+   * Classifier guidance: the (guided) model output at timestep t for latents x_t → the output the
+   * scheduler steps with. Runs inside the step's tidy.
+   */
+  guide?: (t: number, latents: tf.Tensor4D, output: tf.Tensor) => tf.Tensor;
   /** A hook on the UNet's attention (Prompt-to-Prompt); its `step` is set before each step. */
   attentionControl?: AttentionControl & { step: number };
 }
@@ -134,6 +139,7 @@ export function* denoise(model: StableDiffusion, input: DenoiseInput): Generator
           const [uncond, cond] = tf.split(pred, 2, 0);
           eps = tf.add(uncond!, tf.mul(tf.sub(cond!, uncond!), guidance));
         }
+        if (input.guide) eps = input.guide(t, latents, eps);
         // 6. x_t → x_{t−1} with the scheduler's update rule.
         const noise = scheduler.needsNoise ? input.noise?.(i - start, latents.shape) : undefined;
         if (scheduler.needsNoise && !noise) throw new Error(`denoise: scheduler ${scheduler.kind} needs noise for step ${i}`);
