@@ -1,13 +1,15 @@
 #!/usr/bin/env node
 // painter-mini's editing benchmark: masked edits and Prompt-to-Prompt swaps scored by the
 // attribute classifier; prints the table.
-// Usage: npm run bench:edits -- [--seeds N] [--steps N] [--guidance X] [--model DIR] [--out DIR]
+// Usage: npm run bench:edits -- [--seeds N] [--steps N] [--guidance X] [--cross-replace F] [--self-replace F]
+//   [--embedding FILE [--token T]] [--model DIR] [--out DIR]
 import { runDistMain } from './run-dist.mjs';
 
 await runDistMain(
   'recipes/painter-mini/bench-edits.js',
   `painter-mini editing benchmark: a masked recolouring (Blended Latent Diffusion) and a Prompt-to-Prompt
 object swap per scene, scored by fixtures/mini-classifier.
-Usage: npm run bench:edits -- [--seeds N] [--steps N] [--guidance X] [--model DIR] [--out DIR]
+Usage: npm run bench:edits -- [--seeds N] [--steps N] [--guidance X] [--cross-replace F] [--self-replace F]
+  [--embedding FILE [--token T]] [--model DIR] [--out DIR]
 Results go to --out (default runs/bench-edits): results.json, table.md, edits.png.`,
 );

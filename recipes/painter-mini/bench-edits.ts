@@ -23,6 +23,7 @@ import { numberArg } from './script-args.js';
 import { loadClassifier } from './train-classifier.js';
 import { caption, COLOUR_NAMES, OBJECT_KINDS, sampleScene, type Scene } from './world.js';
 import {
+  applyConcepts,
   bundledModelPath,
   classifierGuidance,
   loadImageClassifier,
@@ -58,11 +59,14 @@ export interface EditBenchSettings {
   classifierScale: number;
   crossReplace: number;
   selfReplace: number;
+  /** A learned embedding (e.g. the quick start's <cat>) to paint into each scene's object mask. */
+  embedding?: { file: string; token: string; object: string; colour: string };
 }
 
 interface SceneResult {
   seed: number;
   caption: string;
+  concept?: { prompt: string; object: string; colour: string };
   maskedEdit: { asked: string; read: string; outsideError: number; vaeError: number; awayError: number; vaeAwayError: number };
   guidance: { prompt: string; asked: string; without: string; with: string };
   swap: { source: string; target: string; object: string; background: string; sourceBackground: string; plainBackground: string; plainObject: string };
@@ -177,6 +181,8 @@ export async function runEditBench(s: EditBenchSettings, log: (line: string) => 
   const model = loadModel(s.model);
   const size = modelImageSize(model);
   const results: SceneResult[] = [];
+  const concept = s.embedding ? applyConcepts(model, { embeddings: [s.embedding.file], token: s.embedding.token, loras: [] }) : undefined;
+  const conceptSheet: Uint8Array[] = [];
   const sheet: Uint8Array[] = [];
   const read = (images: Uint8Array[]): Reading[] => classify(clf, images, size);
   try {
@@ -208,6 +214,16 @@ export async function runEditBench(s: EditBenchSettings, log: (line: string) => 
       const [unguided] = await collect(sampleImages(model, cgReq));
       const [guided] = await collect(sampleImages(model, { ...cgReq, guide: classifierGuidance(model, guideClf, [parseClassifierTarget(guideClf, `colour=${asked}`)], s.classifierScale) }));
       const [rEdit, rSource, rSwap, rPlain, rUnguided, rGuided] = read([edited, source!, swapped!, plain!, unguided!, guided!]);
+      // The learned subject painted into the scene, where its object was (a roomier mask).
+      let conceptResult: SceneResult['concept'];
+      if (concept && s.embedding) {
+        const where = text.match(/ (on|against) an? .*$/)?.[0] ?? '';
+        const prompt = `a ${s.embedding.token}${where}`;
+        const painted = await maskedEdit(concept.model, rgb, await grownMask(scene, size, 3), prompt, 400 + k, s);
+        const [rc] = read([painted]);
+        conceptResult = { prompt, object: rc!['object']!, colour: rc!['colour']! };
+        if (k < 6) conceptSheet.push(rgb, painted);
+      }
       results.push({
         seed: k,
         caption: text,
@@ -219,6 +235,7 @@ export async function runEditBench(s: EditBenchSettings, log: (line: string) => 
           awayError: meanError(edited, rgb, away),
           vaeAwayError: meanError(recon, rgb, away),
         },
+        ...(conceptResult && { concept: conceptResult }),
         guidance: { prompt: plainPrompt, asked, without: rUnguided!['colour']!, with: rGuided!['colour']! },
         swap: { source: bare, target, object: rSwap!['object']!, background: rSwap!['backgroundColour']!, sourceBackground: rSource!['backgroundColour']!, plainBackground: rPlain!['backgroundColour']!, plainObject: rPlain!['object']! },
       });
@@ -227,6 +244,7 @@ export async function runEditBench(s: EditBenchSettings, log: (line: string) => 
       log(`scene ${k}: "${text}" → colour ${asked} read ${rEdit!['colour']}; swap to "${target}": object ${rSwap!['object']}, background ${rSwap!['backgroundColour']} (source ${rSource!['backgroundColour']})`);
     }
   } finally {
+    concept?.dispose();
     disposeModel(model);
   }
   const n = results.length;
@@ -241,11 +259,20 @@ export async function runEditBench(s: EditBenchSettings, log: (line: string) => 
     `| masked edit: mean error outside the mask / the VAE's reconstruction error there (same posterior draw; 0–255) | ${mean((r) => r.maskedEdit.outsideError).toFixed(2)} / ${mean((r) => r.maskedEdit.vaeError).toFixed(2)} |`,
     `| … more than one latent cell (4 px) from the mask | ${mean((r) => r.maskedEdit.awayError).toFixed(2)} / ${mean((r) => r.maskedEdit.vaeAwayError).toFixed(2)} |`,
     `| classifier guidance (--classify colour=C, scale ${s.classifierScale}) on "a OBJECT": C read | ${pct(share((r) => r.guidance.with === r.guidance.asked))} (without: ${pct(share((r) => r.guidance.without === r.guidance.asked))}) |`,
+    ...(s.embedding
+      ? [
+          `| ${s.embedding.token} painted into the object's mask: ${s.embedding.object} read / ${s.embedding.colour} read | ${pct(share((r) => r.concept?.object === s.embedding!.object))} / ${pct(share((r) => r.concept?.colour === s.embedding!.colour))} |`,
+        ]
+      : []),
     `| Prompt-to-Prompt (cross ${s.crossReplace}, self ${s.selfReplace}) swap keeps the source's background colour | ${pct(share((r) => r.swap.background === r.swap.sourceBackground))} (plain target prompt, same seed: ${pct(share((r) => r.swap.plainBackground === r.swap.sourceBackground))}) |`,
     `| Prompt-to-Prompt swap shows the new object | ${pct(share((r) => r.swap.object === objectOf(r)))} (plain target prompt: ${pct(share((r) => r.swap.plainObject === objectOf(r)))}) |`,
   ].join('\n');
   await writeBytesAtomic(path.join(s.out, 'results.json'), JSON.stringify({ settings: s, results }, null, 1) + '\n');
   await writeBytesAtomic(path.join(s.out, 'table.md'), table + '\n');
+  if (conceptSheet.length > 0) {
+    const g = await imageGrid(conceptSheet, size, size, 4);
+    await writeBytesAtomic(path.join(s.out, 'concept-edits.png'), await sharp(g).resize({ width: 4 * 128, kernel: 'nearest' }).png().toBuffer());
+  }
   const grid = await imageGrid(sheet, size, size, 5);
   await writeBytesAtomic(path.join(s.out, 'edits.png'), await sharp(grid).resize({ width: 5 * 128, kernel: 'nearest' }).png().toBuffer());
   return { results, table };
@@ -260,6 +287,8 @@ export async function main(argv: string[], log: (line: string) => void = () => {
       guidance: { type: 'string' },
       'cross-replace': { type: 'string' },
       'self-replace': { type: 'string' },
+      embedding: { type: 'string' },
+      token: { type: 'string' },
       model: { type: 'string' },
       out: { type: 'string' },
     },
@@ -273,6 +302,8 @@ export async function main(argv: string[], log: (line: string) => void = () => {
     classifier: path.join(packageRoot(), 'fixtures', 'mini-classifier'),
     out: values.out ?? path.join('runs', 'bench-edits'),
     classifierScale: 10,
+    // The quick start's subject: an orange cat (with purple stripes).
+    ...(values.embedding !== undefined && { embedding: { file: values.embedding, token: values.token ?? '<cat>', object: 'cat', colour: 'orange' } }),
     crossReplace: numberArg(values['cross-replace'], 'cross-replace', 0.4, 'weight'),
     selfReplace: numberArg(values['self-replace'], 'self-replace', 0.4, 'weight'),
   };
