@@ -63,7 +63,7 @@ function buildParser(argv: string[]): Argv {
   let y = declare(
     yargs(argv)
       .scriptName('painter')
-      .usage('$0 <command> [options]\n\nPersonalize latent-diffusion text-to-image models: Textual Inversion, DreamBooth, LoRA.'),
+      .usage('$0 <command> [options]\n\nPersonalize latent-diffusion text-to-image models (Textual Inversion, DreamBooth, LoRA) and edit pictures with them.'),
     [BACKEND_OPTION],
     true,
   );
