@@ -10,9 +10,8 @@ import { throwIfDeviceError } from '../backend/webgpu-kernels.js';
 import { disposeModel } from '../core/model.js';
 import { vaeLatentFactor } from '../core/models/vae.js';
 import { ddimInvert } from '../core/pipeline/ddim-inversion.js';
-import { encodeLatents } from '../core/pipeline/edit.js';
+import { latentsToNchw, pictureLatents } from '../core/pipeline/edit.js';
 import { encodePrompts } from '../core/pipeline/text-to-image.js';
-import { Rng } from '../core/random.js';
 import { InterruptedError, PainterError } from '../errors.js';
 import { readEditImage, readNoiseFile } from '../io/edit-inputs.js';
 import { loadModel } from '../io/load-model.js';
@@ -72,16 +71,10 @@ export async function ddimInvertImage(input: DdimInvertInput, hooks: Hooks = {})
     const c = model.vae.config.latent_channels;
     const f = vaeLatentFactor(model.vae.config);
     const [h, w] = [picture.height / f, picture.width / f];
-    const posterior = posteriorGiven ?? new Rng(o.seed).normals(c * h * w);
-    if (posterior.length !== c * h * w) throw new PainterError(`--noise ${o.noise}: "posterior" holds ${posterior.length} values; this picture needs [1, ${c}, ${h}, ${w}] (${c * h * w})`);
     const textOpts = { clipSkip: o.clipSkip };
     const promptEmbeds = encodePrompts(model, [o.prompt], textOpts);
     const negativeEmbeds = o.guidance > 1 ? encodePrompts(model, [o.negative], textOpts) : undefined;
-    const latents = tf.tidy(() => {
-      const image = tf.tensor4d(picture.pixels, [1, picture.height, picture.width, 3]);
-      const noise = tf.tensor4d(posterior, [1, c, h, w]).transpose([0, 2, 3, 1]) as tf.Tensor4D;
-      return encodeLatents(model, image, noise);
-    });
+    const latents = pictureLatents(model, picture, o.seed, posteriorGiven);
     const loop = ddimInvert(model, { latents, promptEmbeds, negativeEmbeds, guidance: o.guidance, steps: o.steps });
     const progress = phaseClock(hooks, 'ddim-invert');
     let inverted: tf.Tensor4D;
@@ -98,10 +91,7 @@ export async function ddimInvertImage(input: DdimInvertInput, hooks: Hooks = {})
       loop.return(undefined as unknown as tf.Tensor4D);
       tf.dispose([latents, promptEmbeds, negativeEmbeds ?? []].flat());
     }
-    const nchw = tf.tidy(() => inverted.transpose([0, 3, 1, 2]));
-    inverted.dispose();
-    const data = (await nchw.data()) as Float32Array;
-    nchw.dispose();
+    const data = await latentsToNchw(inverted);
     throwIfDeviceError();
     if (!data.every(Number.isFinite)) throw new PainterError('the inversion produced NaN or infinite values, so no noise file was written; the model may hold corrupt weights');
     await writeSafetensors(out, { latents: { shape: [1, c, h, w], data } }, { 'painter.prompt': o.prompt, 'painter.steps': String(o.steps), 'painter.guidance': String(o.guidance) });

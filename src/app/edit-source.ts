@@ -6,14 +6,11 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { StableDiffusion } from '../core/model.js';
-import { vaeLatentFactor } from '../core/models/vae.js';
 import { ddimInvert } from '../core/pipeline/ddim-inversion.js';
-import { encodeLatents, type EditDraws } from '../core/pipeline/edit.js';
+import { latentsToNchw, pictureLatents, type EditDraws } from '../core/pipeline/edit.js';
 import type { GenerateEvent } from '../core/pipeline/generate.js';
 import { samplePromptToPrompt } from '../core/pipeline/generate-p2p.js';
 import { encodePrompts } from '../core/pipeline/text-to-image.js';
-import { Rng } from '../core/random.js';
-import { PainterError } from '../errors.js';
 import type { EditImage } from '../io/edit-inputs.js';
 
 export interface SourceEditSettings {
@@ -31,14 +28,7 @@ export interface SourceEditSettings {
 
 /** Events: an 'invert' step per inversion step, then generate's events for the pair. */
 export async function* sourceEdit(model: StableDiffusion, picture: EditImage, s: SourceEditSettings): AsyncGenerator<GenerateEvent | { kind: 'invert'; step: number; steps: number }, void, void> {
-  const c = model.vae.config.latent_channels;
-  const f = vaeLatentFactor(model.vae.config);
-  const [h, w] = [picture.height / f, picture.width / f];
-  const posterior = s.draws?.posterior ?? new Rng(s.seed).normals(c * h * w);
-  if (posterior.length !== c * h * w) throw new PainterError(`the given posterior holds ${posterior.length} values; this picture needs [1, ${c}, ${h}, ${w}]`);
-  const latents = tf.tidy(() =>
-    encodeLatents(model, tf.tensor4d(picture.pixels, [1, picture.height, picture.width, 3]), tf.tensor4d(posterior, [1, c, h, w]).transpose([0, 2, 3, 1]) as tf.Tensor4D),
-  );
+  const latents = pictureLatents(model, picture, s.seed, s.draws?.posterior);
   const promptEmbeds = encodePrompts(model, [s.source], { clipSkip: s.clipSkip });
   const loop = ddimInvert(model, { latents, promptEmbeds, guidance: 1, steps: s.steps });
   let inverted: tf.Tensor4D;
@@ -53,10 +43,7 @@ export async function* sourceEdit(model: StableDiffusion, picture: EditImage, s:
     loop.return(undefined as unknown as tf.Tensor4D);
     tf.dispose([latents, promptEmbeds]);
   }
-  const nchw = tf.tidy(() => inverted.transpose([0, 3, 1, 2]));
-  inverted.dispose();
-  const initLatents = (await nchw.data()) as Float32Array;
-  nchw.dispose();
+  const initLatents = await latentsToNchw(inverted);
   const request = {
     prompt: s.source,
     negativePrompt: s.negative,

@@ -6,13 +6,10 @@
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { describeBackend, useBackend, type BackendChoice, type BackendReport } from '../backend/select.js';
-import { throwIfDeviceError } from '../backend/webgpu-kernels.js';
-import { formatInfotext } from '../core/infotext.js';
-import { disposeModel } from '../core/model.js';
+import { disposeModel, type StableDiffusion } from '../core/model.js';
 import { vaeLatentFactor } from '../core/models/vae.js';
 import { editLoop, encodeEditPrompts, planEdit, type EditRequest } from '../core/pipeline/edit.js';
-import { decodeLatentsRaw } from '../core/pipeline/text-to-image.js';
-import { A1111_SAMPLER_NAMES } from '../core/schedulers/index.js';
+import { decodeToPixels } from '../core/pipeline/generate.js';
 import { InterruptedError, PainterError, UsageError } from '../errors.js';
 import { parseOutpaint, readEditImage, readNoiseFile } from '../io/edit-inputs.js';
 import { modelHash } from '../io/file-hash.js';
@@ -25,7 +22,7 @@ import { MAX_SEED } from '../options/table.js';
 import type { OptionInput } from '../options/types.js';
 import { loadConcepts, type LoadedConcepts } from './concepts.js';
 import { sourceEdit } from './edit-source.js';
-import { promptWarnings } from './generate.js';
+import { imageParameters, promptWarnings } from './generate.js';
 import { breathe, phaseClock, type Hooks } from './hooks.js';
 import { checkMemoryBudget } from './memory-check.js';
 
@@ -48,20 +45,11 @@ export interface EditResult {
   backend: BackendReport;
 }
 
-/** Decoded latents as 8-bit RGB (diffusers' postprocess), refusing NaN or infinite values. */
-async function toPixels(final: tf.Tensor4D, model: Parameters<typeof decodeLatentsRaw>[0], seed: number): Promise<Uint8Array> {
-  const [pixels, finite] = tf.tidy(() => {
-    const raw = decodeLatentsRaw(model, final);
-    return [tf.round(tf.mul(tf.clipByValue(tf.add(tf.mul(raw, 0.5), 0.5), 0, 1), 255)).toInt(), tf.all(tf.less(tf.abs(raw), Infinity))];
-  });
-  try {
-    const [data, ok] = await Promise.all([pixels.data(), finite.data()]);
-    throwIfDeviceError();
-    if (!ok[0]) throw new PainterError(`editing produced NaN or infinite values (seed ${seed}), so no PNG was written for it; the model's weights may hold corrupt values, or a setting is extreme`);
-    return Uint8Array.from(data as Int32Array);
-  } finally {
-    tf.dispose([pixels, finite]);
-  }
+/** Decoded latents as 8-bit RGB (diffusers' postprocess), refusing NaN or infinite values; disposes them. */
+async function toPixels(final: tf.Tensor4D, model: StableDiffusion, seed: number): Promise<Uint8Array> {
+  const { data, finite } = await decodeToPixels(model, final);
+  if (!finite[0]) throw new PainterError(`editing produced NaN or infinite values (seed ${seed}), so no PNG was written for it; the model's weights may hold corrupt values, or a setting is extreme`);
+  return Uint8Array.from(data);
 }
 
 /** The input's pixels (RGB in [−1, 1]) written over the result where the mask keeps them. */
@@ -123,24 +111,8 @@ export async function edit(input: EditInput, hooks: Hooks = {}): Promise<EditRes
     const files: EditResult['files'] = [];
     const t1 = Date.now();
     const progress = phaseClock(hooks, 'edit');
-    const loras = Object.entries(concepts.loraScales).map(([name, scale]) => `<lora:${name}:${scale}>`);
     const write = async (pixels: Uint8Array, seed: number, shown: string, extra: Record<string, string>, scheduler: typeof o.scheduler) => {
-      const text = formatInfotext({
-        prompt: [shown, ...loras].join(' '),
-        negativePrompt: o.negative,
-        steps: o.steps,
-        sampler: A1111_SAMPLER_NAMES[scheduler],
-        cfgScale: o.guidance,
-        seed,
-        width: picture.width,
-        height: picture.height,
-        modelHash: hash,
-        model: path.basename(modelPath).replace(/\.safetensors$/, ''),
-        clipSkip: o.clipSkip > 0 ? o.clipSkip + 1 : undefined,
-        tiHashes: concepts!.tiHashes,
-        loraHashes: concepts!.loraHashes,
-        extra: { ...extra, Version: 'painter' },
-      });
+      const text = imageParameters({ ...o, prompt: shown, scheduler, seed, width: picture.width, height: picture.height, modelPath, modelHash: hash, concepts: concepts!, extra });
       const png = await encodePng(pixels, picture.width, picture.height, { parameters: text });
       const file = writeNewPng(outDir, String(seed), png);
       files.push({ file, seed, prompt: shown });
@@ -177,12 +149,7 @@ export async function edit(input: EditInput, hooks: Hooks = {}): Promise<EditRes
           r = loop.next();
         }
         const seed = o.seed + i;
-        let pixels: Uint8Array;
-        try {
-          pixels = await toPixels(r.value, model, seed);
-        } finally {
-          r.value.dispose();
-        }
+        const pixels = await toPixels(r.value, model, seed);
         if (o.pasteBack && picture.mask) pasteBack(pixels, picture.pixels, picture.mask);
         // A1111's img2img parameters: the strength, and the mask blur of an inpainting run.
         await write(pixels, seed, prompt, { 'Denoising strength': String(o.strength), ...(picture.mask && { 'Mask blur': String(o.maskBlur) }) }, o.scheduler);

@@ -8,12 +8,13 @@ import * as path from 'node:path';
 import { describeBackend, useBackend, type BackendChoice, type BackendReport } from '../backend/select.js';
 import { formatInfotext } from '../core/infotext.js';
 import { disposeModel, type StableDiffusion } from '../core/model.js';
+import { disposeParams } from '../core/params.js';
 import { samplePromptToPrompt, type PromptToPromptRequest } from '../core/pipeline/generate-p2p.js';
 import { chooseEdit } from '../core/pipeline/prompt-to-prompt.js';
 import { classifierGuidance, parseClassifierTarget } from '../core/pipeline/classifier-guidance.js';
 import { loadImageClassifier } from '../io/load-classifier.js';
 import { sampleImages, sampleImagesPhased, truncatedText, type GenerateRequest, type PartLoader, type PipelinePart } from '../core/pipeline/generate.js';
-import { A1111_SAMPLER_NAMES } from '../core/schedulers/index.js';
+import { A1111_SAMPLER_NAMES, type SchedulerKind } from '../core/schedulers/index.js';
 import { modelImageSize, modelLatentGrid } from '../core/sizes.js';
 import { tokenId } from '../core/tokenizer/clip-tokenizer.js';
 import { InterruptedError, PainterError, UsageError } from '../errors.js';
@@ -78,13 +79,58 @@ function promptToPrompt(o: { p2p?: string; crossReplace: number; selfReplace: nu
   return { target, crossReplace: o.crossReplace, selfReplace: o.selfReplace, reweight };
 }
 
-/** --classify as a guidance hook (undefined without it). */
+/** What an image's AUTOMATIC1111 parameters text says (the settings it was made with). */
+export interface ImageSettings {
+  prompt: string;
+  negative: string;
+  steps: number;
+  scheduler: SchedulerKind;
+  guidance: number;
+  seed: number;
+  width: number;
+  height: number;
+  clipSkip: number;
+  modelPath: string;
+  modelHash: string;
+  concepts: LoadedConcepts;
+  /** Further pairs (before "Version"). */
+  extra: Record<string, string>;
+}
+
+/** The parameters text painter writes into a PNG, as AUTOMATIC1111 writes and reads it. */
+export function imageParameters(s: ImageSettings): string {
+  return formatInfotext({
+    // AUTOMATIC1111 writes a LoRA into the prompt as <lora:name:scale>, and loads it from there.
+    prompt: [s.prompt, ...Object.entries(s.concepts.loraScales).map(([name, scale]) => `<lora:${name}:${scale}>`)].join(' '),
+    negativePrompt: s.negative,
+    steps: s.steps,
+    sampler: A1111_SAMPLER_NAMES[s.scheduler],
+    cfgScale: s.guidance,
+    seed: s.seed,
+    width: s.width,
+    height: s.height,
+    modelHash: s.modelHash,
+    model: path.basename(s.modelPath).replace(/\.safetensors$/, ''),
+    clipSkip: s.clipSkip > 0 ? s.clipSkip + 1 : undefined,
+    tiHashes: s.concepts.tiHashes,
+    loraHashes: s.concepts.loraHashes,
+    extra: { ...s.extra, Version: 'painter' },
+  });
+}
+
+/** --classify as a guidance hook and the classifier's release (undefined without it). */
 function classifierGuide(o: { classify?: string[]; classifier?: string; classifierScale: number; scheduler: string }, model: StableDiffusion) {
   if (!o.classify?.length) return undefined;
   if (o.scheduler === 'euler-a') throw new UsageError('--classify needs integer timesteps; use --scheduler ddim, pndm or dpm++2m');
   const clf = loadImageClassifier(o.classifier ?? path.join(packageRoot(), 'fixtures', 'mini-classifier'));
-  const targets = o.classify.map((t) => parseClassifierTarget(clf, t));
-  return classifierGuidance(model, clf, targets, o.classifierScale);
+  const dispose = () => disposeParams(clf.params);
+  try {
+    const targets = o.classify.map((t) => parseClassifierTarget(clf, t));
+    return { guide: classifierGuidance(model, clf, targets, o.classifierScale), dispose };
+  } catch (e) {
+    dispose();
+    throw e;
+  }
 }
 
 /** The Prompt-to-Prompt settings an edited image's parameters text records. */
@@ -111,6 +157,7 @@ export async function generate(input: GenerateInput, hooks: Hooks = {}): Promise
   const firstParts: PipelinePart[] | undefined = phased ? ['text_encoder'] : undefined;
   const base = loadModel(modelPath, { ...loadOpts, parts: firstParts });
   let concepts: LoadedConcepts | undefined;
+  let classifier: ReturnType<typeof classifierGuide>;
   try {
     const warn = (m: string) => hooks.warn?.(m);
     const given = new Set(conceptRequest.embeddings.map((f) => readEmbeddingFile(f, { token: conceptRequest.token }).token));
@@ -164,7 +211,8 @@ export async function generate(input: GenerateInput, hooks: Hooks = {}): Promise
       concepts = undefined;
       disposeModel(base);
     };
-    const guide = classifierGuide(o, model);
+    classifier = classifierGuide(o, model);
+    const guide = classifier?.guide;
     if (guide && (phased || p2p)) throw new UsageError(`--classify needs the whole model in memory and one prompt; leave out ${p2p ? '--p2p/--reweight' : 'a size this large'}`);
     if (guide) request.guide = guide;
     if (p2p && phased) throw new PainterError('--p2p draws two images together and needs the whole model in memory, which it does not fit; use a smaller --width/--height');
@@ -183,25 +231,17 @@ export async function generate(input: GenerateInput, hooks: Hooks = {}): Promise
         const img = event.image;
         const edited = p2p !== undefined && seen.has(img.index);
         seen.add(img.index);
-        const text = formatInfotext({
-          // AUTOMATIC1111 writes a LoRA into the prompt as <lora:name:scale>, and loads it from there.
-          prompt: [edited ? p2p.target : prompt, ...Object.entries(applied.loraScales).map(([name, scale]) => `<lora:${name}:${scale}>`)].join(' '),
-          negativePrompt: o.negative,
-          steps: request.steps,
-          sampler: A1111_SAMPLER_NAMES[request.scheduler],
-          cfgScale: request.guidance,
+        const text = imageParameters({
+          ...request,
+          prompt: edited ? p2p.target : prompt,
+          negative: o.negative,
           seed: img.seed,
-          width,
-          height,
+          modelPath,
           modelHash: hash,
-          model: path.basename(modelPath).replace(/\.safetensors$/, ''),
-          clipSkip: request.clipSkip > 0 ? request.clipSkip + 1 : undefined,
-          tiHashes: applied.tiHashes,
-          loraHashes: applied.loraHashes,
+          concepts: applied,
           extra: {
             ...(edited && { 'Prompt-to-Prompt': p2pText(prompt, p2p) }),
             ...(guide && { 'Classifier guidance': `${o.classify!.join(' ')} scale ${o.classifierScale}` }),
-            Version: 'painter',
           },
         });
         const png = await encodePng(img.pixels, img.width, img.height, { parameters: text });
@@ -215,6 +255,7 @@ export async function generate(input: GenerateInput, hooks: Hooks = {}): Promise
     const generateMs = Date.now() - t1;
     return { files, outDir, timings: { loadMs, generateMs, perImageMs: generateMs / count }, backend };
   } finally {
+    classifier?.dispose();
     concepts?.dispose();
     disposeModel(base);
   }

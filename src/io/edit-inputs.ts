@@ -50,21 +50,33 @@ async function decode(file: string, what: string, pipeline: (s: sharp.Sharp) => 
   }
 }
 
+/** The picture's size as it is displayed (EXIF orientations 5–8 swap the sides), from its header. */
+async function orientedSize(file: string): Promise<{ width: number; height: number }> {
+  let m: sharp.Metadata;
+  try {
+    m = await sharp(file).metadata();
+    if (!m.width || !m.height) throw new Error('no image size in the file');
+  } catch (e) {
+    throw new PainterError(`IMAGE ${file}: cannot read this image (${(e as Error).message.split('\n')[0]}); give a jpg, png or webp file`);
+  }
+  return (m.orientation ?? 1) >= 5 ? { width: m.height, height: m.width } : { width: m.width, height: m.height };
+}
+
 /**
  * The picture and its mask at a size the model takes: each side rounded down to a multiple of
  * `factor` (said in `notes`), the mask resized to the picture, both padded by the outpainting
  * margin (the picture's edge pixels repeated, the mask white there).
  */
 export async function readEditImage(file: string, factor: number, opts: { mask?: string; maskBlur?: number; outpaint?: Margin } = {}): Promise<EditImage> {
-  const meta = await decode(file, 'IMAGE', (s) => s.removeAlpha().toColourspace('srgb'));
+  const shown = await orientedSize(file);
   const notes: string[] = [];
   const m = opts.outpaint ?? { left: 0, top: 0, right: 0, bottom: 0 };
   // The padded canvas must be a multiple of the factor: the picture takes what the margin leaves.
-  const width = floorTo(meta.info.width + m.left + m.right, factor) - m.left - m.right;
-  const height = floorTo(meta.info.height + m.top + m.bottom, factor) - m.top - m.bottom;
+  const width = floorTo(shown.width + m.left + m.right, factor) - m.left - m.right;
+  const height = floorTo(shown.height + m.top + m.bottom, factor) - m.top - m.bottom;
   if (width < 1 || height < 1) throw new UsageError(`--outpaint: the margin leaves no room for ${file} at multiples of ${factor} px; use a smaller margin`);
-  if (width !== meta.info.width || height !== meta.info.height) {
-    notes.push(`${file} is ${meta.info.width}×${meta.info.height}; resized to ${width}×${height} so the ${m.left + m.right + m.top + m.bottom > 0 ? 'extended canvas' : 'picture'} is a multiple of the model's ${factor} px latent cell`);
+  if (width !== shown.width || height !== shown.height) {
+    notes.push(`${file} is ${shown.width}×${shown.height}; resized to ${width}×${height} so the ${m.left + m.right + m.top + m.bottom > 0 ? 'extended canvas' : 'picture'} is a multiple of the model's ${factor} px latent cell`);
   }
   const resized = await decode(file, 'IMAGE', (s) =>
     s

@@ -54,6 +54,8 @@ export class MemoryTrace {
   private largestPathTensor = 0;
   /** The largest transient a checkpointed block's backward needs (its recomputed, taped run). */
   private recomputePeak = 0;
+  /** Σ bytes of the gradients of trainable weights the traced code used. */
+  private weightGradBytes = 0;
 
   /** Whether the code runs under a gradient tape (a training step); off inside a checkpointed forward. */
   taped: boolean;
@@ -161,9 +163,6 @@ export class MemoryTrace {
     }
     return out;
   }
-
-  /** Σ bytes of the gradients of trainable weights the traced code used. */
-  private weightGradBytes = 0;
 
   /** tf.tidy: frees everything allocated inside except the buffers behind `fn`'s result. */
   tidy<T extends Sym | Sym[]>(fn: () => T): T {

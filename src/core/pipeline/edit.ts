@@ -16,7 +16,8 @@ import { PainterError } from '../../errors.js';
 import type { StableDiffusion } from '../model.js';
 import { vaeEncode, vaeLatentFactor, vaeSample } from '../models/vae.js';
 import { Rng } from '../random.js';
-import { createScheduler, type Scheduler, type SchedulerKind } from '../schedulers/index.js';
+import { createScheduler, type Scheduler } from '../schedulers/index.js';
+import type { GenerateRequest } from './generate.js';
 import { denoise, encodePrompts } from './text-to-image.js';
 
 export type EditMode = 'img2img' | 'blend' | 'inpaint';
@@ -33,14 +34,8 @@ export interface EditDraws {
   stepNoise?: Float32Array;
 }
 
-export interface EditRequest {
-  prompt: string;
-  negativePrompt: string;
-  steps: number;
-  guidance: number;
-  scheduler: SchedulerKind;
-  seed: number;
-  clipSkip: number;
+/** What text-to-image also takes: prompts, sampler, seed (image i uses seed + i). */
+export interface EditRequest extends Pick<GenerateRequest, 'prompt' | 'negativePrompt' | 'steps' | 'guidance' | 'scheduler' | 'seed' | 'clipSkip' | 'tokenEmbedding'> {
   /** How much of the schedule runs: 1 starts from (nearly) pure noise, 0.3 keeps most of the input. */
   strength: number;
   width: number;
@@ -50,8 +45,6 @@ export interface EditRequest {
   /** 1 = repaint, 0 = keep, per pixel (width × height), already binarised. */
   mask?: Float32Array;
   draws?: EditDraws;
-  /** Token-embedding table override (learned embeddings). */
-  tokenEmbedding?: tf.Tensor;
 }
 
 export interface EditPlan {
@@ -115,6 +108,30 @@ export function encodeLatents(model: StableDiffusion, image: tf.Tensor4D, poster
     const p = vaeEncode(model.vae.params, model.vae.config, image);
     return tf.mul(vaeSample(p, posterior), model.vae.config.scaling_factor) as tf.Tensor4D;
   });
+}
+
+/**
+ * A picture (RGB row-major HWC in [−1, 1]) as latents, NHWC: its VAE posterior sampled with the
+ * given draw (NCHW [1, C, h, w]) or with its seed's generator.
+ */
+export function pictureLatents(model: StableDiffusion, picture: { pixels: Float32Array; width: number; height: number }, seed: number, posterior?: Float32Array): tf.Tensor4D {
+  const f = vaeLatentFactor(model.vae.config);
+  const [c, h, w] = [model.vae.config.latent_channels, picture.height / f, picture.width / f];
+  return tf.tidy(() => {
+    const image = tf.tensor4d(picture.pixels, [1, picture.height, picture.width, 3]);
+    return encodeLatents(model, image, fromNchw(posterior ?? new Rng(seed).normals(c * h * w), c, h, w, 'posterior'));
+  });
+}
+
+/** Latents [1, h, w, C] as the NCHW host array files and `initLatents` hold; disposes them. */
+export async function latentsToNchw(latents: tf.Tensor4D): Promise<Float32Array> {
+  const nchw = tf.tidy(() => latents.transpose([0, 3, 1, 2]));
+  latents.dispose();
+  try {
+    return (await nchw.data()) as Float32Array;
+  } finally {
+    nchw.dispose();
+  }
 }
 
 /** The pixel mask at the latent grid, as diffusers' F.interpolate (nearest): mask[i·f, j·f]. */

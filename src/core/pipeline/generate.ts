@@ -124,7 +124,11 @@ function* denoiseBatch(model: StableDiffusion, req: GenerateRequest, cond: Condi
 }
 
 /** Phase 3 for one batch: VAE decode to 8-bit RGB images (disposes the latents). */
-export async function* decodeBatch(model: StableDiffusion, req: GenerateRequest, indices: number[], final: tf.Tensor4D): AsyncGenerator<GenerateEvent, void, void> {
+/**
+ * Final latents decoded to 8-bit RGB (row-major HWC per image) and, per image, whether every
+ * decoded value was finite; read with `await data()`. Disposes the latents.
+ */
+export async function decodeToPixels(model: StableDiffusion, final: tf.Tensor4D): Promise<{ data: Int32Array; finite: Uint8Array }> {
   const [pixels, finite] = tf.tidy(() => {
     const raw = decodeLatentsRaw(model, final);
     // |x| < ∞ is false for NaN and ±∞ alike: per image, whether every value is finite.
@@ -134,14 +138,17 @@ export async function* decodeBatch(model: StableDiffusion, req: GenerateRequest,
     return [px, ok];
   });
   final.dispose();
-  let data: Int32Array;
-  let ok: Uint8Array;
   try {
-    [data, ok] = (await Promise.all([pixels.data(), finite.data()])) as [Int32Array, Uint8Array];
+    const [data, ok] = (await Promise.all([pixels.data(), finite.data()])) as [Int32Array, Uint8Array];
+    throwIfDeviceError();
+    return { data, finite: ok };
   } finally {
     tf.dispose([pixels, finite]);
   }
-  throwIfDeviceError();
+}
+
+export async function* decodeBatch(model: StableDiffusion, req: GenerateRequest, indices: number[], final: tf.Tensor4D): AsyncGenerator<GenerateEvent, void, void> {
+  const { data, finite: ok } = await decodeToPixels(model, final);
   const size = req.width * req.height * 3;
   for (let i = 0; i < indices.length; i++) {
     if (!ok[i]) {

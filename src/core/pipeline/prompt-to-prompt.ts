@@ -79,7 +79,9 @@ export function replacementMapper(tok: ClipTokenizer, source: string, target: st
   while (i < length && j < length) {
     if (k < src.length && src[k]![0] === i) {
       const [s, d] = [src[k]!, dst[k]!];
-      for (const a of s) for (const b of d) m[a * length + b] = s.length === d.length ? (s.indexOf(a) === d.indexOf(b) ? 1 : m[a * length + b]!) : 1 / d.length;
+      // Token to token when the words split alike; else every source token spread over the target's.
+      if (s.length === d.length) s.forEach((a, n) => (m[a * length + d[n]!] = 1));
+      else for (const a of s) for (const b of d) m[a * length + b] = 1 / d.length;
       k++;
       i += s.length;
       j += d.length;
@@ -163,7 +165,7 @@ export function chooseEdit(source: string, target: string, reweight: boolean): P
 
 /** The attention hook of one Prompt-to-Prompt generation: set `step` before each UNet call. */
 export class PromptToPromptControl implements AttentionControl {
-  readonly edit_: PromptToPromptEdit;
+  readonly editType: PromptToPromptEdit;
   step = 0;
   private readonly crossSteps: number;
   private readonly selfSteps: number;
@@ -184,13 +186,13 @@ export class PromptToPromptControl implements AttentionControl {
       if (!(v >= 0 && v <= 1)) throw new PainterError(`${flag} must be a fraction of the steps in [0, 1]; got ${v}`);
     }
     const reweight = (s.reweight ?? []).length > 0;
-    this.edit_ = chooseEdit(s.source, s.target, reweight);
+    this.editType = chooseEdit(s.source, s.target, reweight);
     // The pipeline's cross_replace_alpha has steps + 1 rows; self-replacement counts steps.
     this.crossSteps = Math.floor(s.crossReplace * (s.steps + 1));
     this.selfSteps = Math.floor(s.selfReplace * s.steps);
     const L = s.length;
-    if (this.edit_ === 'replace') this.replaceMap = tf.tensor2d(replacementMapper(tok, s.source, s.target, L), [L, L]);
-    if (this.edit_ === 'refine') {
+    if (this.editType === 'replace') this.replaceMap = tf.tensor2d(replacementMapper(tok, s.source, s.target, L), [L, L]);
+    if (this.editType === 'refine') {
       const r = refinementMapper(tok, s.source, s.target, L);
       // A missing source token (−1) reads the last position, as torch's negative index; its alpha is 0.
       this.refineMap = { index: tf.tensor1d(Int32Array.from(r.mapper, (i) => (i < 0 ? L + i : i)), 'int32'), alphas: tf.tensor1d(r.alphas) };
