@@ -21,7 +21,8 @@ export { editLoop, encodeEditPrompts, planEdit, prepareEdit, type EditDraws, typ
 export { invert, type InvertInput, type InvertResult } from './app/invert.js';
 export { dreambooth, type DreamboothInput, type DreamboothResult } from './app/dreambooth.js';
 export { benchmark, type BenchInput, type BenchResult } from './app/bench.js';
-export { systemInfo, fileInfo, pngParameters, type InfoReport, type FileInfo } from './app/info.js';
+export { systemInfo, fileInfo, type InfoReport, type FileInfo } from './app/info.js';
+export { pngParameters, settingsFromPng, settingsFromParameters } from './app/from-png.js';
 export { describeConceptFile, type ConceptFileInfo } from './io/concept-info.js';
 export { breathe, phaseClock, type Hooks, type Progress, type WrittenFile } from './app/hooks.js';
 export { applyConcepts, libraryEmbeddings, parseLoraArg, type ConceptRequest, type LoadedConcepts } from './app/concepts.js';
@@ -105,6 +106,12 @@ export {
   type DenoiseInput,
   type DenoiseStep,
 } from './core/pipeline/text-to-image.js';
+// AUTOMATIC1111's prompt language: emphasis, long prompts, BREAK, prompt editing, alternation
+export { parsePromptAttention, hasEmphasis, type PromptFragment } from './core/prompt/attention.js';
+export { promptSchedule, type ScheduledPrompt } from './core/prompt/schedule.js';
+export { promptChunks, EMPHASIS_MODES, type EmphasisMode, type PromptChunks } from './core/prompt/chunks.js';
+export { encodePromptSet, isPlainPrompt, type PromptEncodingOptions } from './core/prompt/encode.js';
+export { encodeRunConditioning, disposeConditioning, embedsAt, type RunConditioning, type ScheduledEmbeds } from './core/prompt/conditioning.js';
 export { sampleImages, sampleImagesPhased, type GenerateRequest, type GenerateEvent, type GeneratedImage } from './core/pipeline/generate.js';
 
 // Training: the objective, the optimizer, the engine (used by the methods and by recipes/painter-mini)

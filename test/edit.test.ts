@@ -12,7 +12,8 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { disposeModel, type StableDiffusion } from '../src/core/model.js';
-import { editLoop, encodeEditPrompts, planEdit, type EditRequest } from '../src/core/pipeline/edit.js';
+import { disposeConditioning } from '../src/core/prompt/conditioning.js';
+import { editLoop, encodeEditPrompts, planEdit, prepareEdit, type EditRequest } from '../src/core/pipeline/edit.js';
 import { decodeLatents } from '../src/core/pipeline/text-to-image.js';
 import type { SchedulerKind } from '../src/core/schedulers/index.js';
 import { PainterError } from '../src/errors.js';
@@ -105,7 +106,8 @@ function runCase(model: StableDiffusion, refs: Map<string, tf.Tensor>, name: str
     latents: tf.tidy(() => relError(nhwcToNchw(final), ref(refs, `${name}.final_latents`))),
     image: tf.tidy(() => tf.max(tf.abs(tf.sub(nhwcToNchw(image), ref(refs, `${name}.image`)))).dataSync()[0]! * 255),
   };
-  tf.dispose([final, image, cond.prompt, cond.negative ?? []].flat());
+  tf.dispose([final, image]);
+  disposeConditioning(cond);
   return errors;
 }
 
@@ -142,6 +144,28 @@ describe('edit plans', () => {
     expect(planEdit(base, { steps: 10, strength: 1 })).toEqual({ mode: 'img2img', startIndex: 0, stepsRun: 10 });
     expect(planEdit(base, { steps: 20, strength: 0.75, mask: new Float32Array(1) }).mode).toBe('blend');
     expect(planEdit(inpaintModel, { steps: 10, strength: 0.3, mask: new Float32Array(1) })).toEqual({ mode: 'inpaint', startIndex: 7, stepsRun: 3 });
+  });
+
+  it('start a sampler with two evaluations per step at t_start · order, and run it to the end', () => {
+    const req = { ...request(editing, 'img2img.ddim_s060', EDITING.cases['img2img.ddim_s060']!, 'heun'), strength: 0.6 };
+    const input = prepareEdit(base, req, 0);
+    // Heun over 10 steps has 19 timestep entries; diffusers' img2img runs timesteps[4 · 2:].
+    expect(input.scheduler.timesteps).toHaveLength(19);
+    expect(input.plan).toMatchObject({ startIndex: 8, stepsRun: 11 });
+    input.scheduler.dispose();
+    tf.dispose(input.owned);
+    const cond = encodeEditPrompts(base, req);
+    const loop = editLoop(base, req, 0, cond);
+    let evaluations = 0;
+    let r = loop.next();
+    while (!r.done) {
+      evaluations++;
+      r = loop.next();
+    }
+    expect(evaluations).toBe(11);
+    expect(tf.tidy(() => tf.all(tf.isFinite(r.value)).dataSync()[0])).toBe(1);
+    r.value.dispose();
+    disposeConditioning(cond);
   });
 
   it('refuse what cannot run, naming the flag', () => {

@@ -12,7 +12,7 @@ import * as zlib from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import sharp from 'sharp';
-import { pngParameters } from '../src/app/info.js';
+import { pngParameters } from '../src/app/from-png.js';
 import { formatInfotext } from '../src/core/infotext.js';
 import { isPainterError } from '../src/errors.js';
 import { readSourceImage } from '../src/io/dataset.js';

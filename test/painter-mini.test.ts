@@ -102,7 +102,8 @@ describe('painter-mini, the bundled model', () => {
       disposeModel(model);
       for (const t of clf.params.values()) t.dispose();
     }
-  });
+    // 16 images of 20 steps: ~40 s alone, three times that beside the other test files.
+  }, 300_000);
 
   it('runs the README quick start: invert on fixtures/cat-photos, then generate finds <cat> by itself', () => {
     const emb = path.join(tmp, 'embeddings');

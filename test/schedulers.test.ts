@@ -165,7 +165,7 @@ describe('scheduler config', () => {
     const disk = JSON.parse(fs.readFileSync(CONFIG_FILE, 'utf8')) as object;
     const c = (o: Record<string, unknown>): SchedulerConfig => parseSchedulerConfig({ ...disk, ...o }, 'c.json');
     expect(() => createScheduler('pndm', c({ skip_prk_steps: false }), 10)).toThrow(/skip_prk_steps/);
-    expect(() => createScheduler('dpm++2m', c({ use_karras_sigmas: true }), 10)).toThrow(/use_karras_sigmas/);
+    expect(() => createScheduler('dpm++2m', c({ use_lu_lambdas: true }), 10)).toThrow(/use_lu_lambdas/);
     expect(() => createScheduler('dpm++2m', c({ algorithm_type: 'sde-dpmsolver++' }), 10)).toThrow(PainterError);
     expect(() => createScheduler('ddim', c({ thresholding: true }), 10)).toThrow(PainterError);
     expect(() => createScheduler('euler-a', c({ prediction_type: 'sample' }), 10)).toThrow(PainterError);

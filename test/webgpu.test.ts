@@ -31,6 +31,7 @@ import { readEmbeddingFile } from '../src/io/embeddings.js';
 import { loadModel } from '../src/io/load-model.js';
 import { parsePythonJson } from '../src/io/load-weights.js';
 import { editLoop, encodeEditPrompts, type EditRequest } from '../src/core/pipeline/edit.js';
+import { disposeConditioning } from '../src/core/prompt/conditioning.js';
 import { PromptToPromptControl } from '../src/core/pipeline/prompt-to-prompt.js';
 import { readLoraFile } from '../src/io/lora-files.js';
 import { loadSafetensors, writeSafetensors, type HostTensor } from '../src/io/safetensors.js';
@@ -372,7 +373,7 @@ describe.skipIf(problem !== undefined)(TITLE, () => {
       const loop = editLoop(model, req, 0, cond);
       let s = loop.next();
       while (!s.done) s = loop.next();
-      tf.dispose([cond.prompt, cond.negative ?? []].flat());
+      disposeConditioning(cond);
       await finish(name, r, s.value);
     }, 300_000);
 

@@ -30,6 +30,7 @@ import {
   parseClassifierTarget,
   decodeLatents,
   disposeModel,
+  disposeConditioning,
   editLoop,
   encodeEditPrompts,
   imageGrid,
@@ -155,7 +156,8 @@ async function maskedEdit(model: StableDiffusion, rgb: Uint8Array, mask: Float32
   while (!r.done) r = loop.next();
   const image = decodeLatents(model, r.value);
   const out = toUint8(image);
-  tf.dispose([image, r.value, cond.prompt, cond.negative ?? []].flat());
+  tf.dispose([image, r.value]);
+  disposeConditioning(cond);
   return out;
 }
 

@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { applyEmbeddings, multiVectorTokens } from '../core/embeddings.js';
 import { applyLora, disposeLora } from '../core/lora.js';
 import type { StableDiffusion } from '../core/model.js';
+import { extractLoraTags } from '../core/prompt/extra-networks.js';
 import type { PipelinePart } from '../core/pipeline/generate.js';
 import { tokenId } from '../core/tokenizer/clip-tokenizer.js';
 import { PainterError, UsageError } from '../errors.js';
@@ -50,6 +51,36 @@ export function parseLoraArg(arg: string): { file: string; scale: number } {
 
 function stem(file: string): string {
   return path.basename(file).replace(/\.(safetensors|pt|bin)$/i, '');
+}
+
+/** The LoRA folder: --lora-dir, else $PAINTER_LORAS, else ./loras. */
+export function loraDir(flag?: string, env: NodeJS.ProcessEnv = process.env): string {
+  if (flag) return path.resolve(flag);
+  const fromEnv = env['PAINTER_LORAS'];
+  return path.resolve(fromEnv ? fromEnv : 'loras');
+}
+
+/**
+ * A prompt's `<lora:NAME:SCALE>` tags (AUTOMATIC1111's syntax) taken out of its text and turned
+ * into `--lora FILE:SCALE` arguments: a `--lora` file of that name wins, else NAME.safetensors in
+ * the LoRA folder; a tag with neither is an error naming the folder.
+ */
+export function promptLoras(prompt: string, o: { lora?: string[]; loraDir?: string }): { prompt: string; loras: string[] } {
+  const { prompt: text, loras: tags } = extractLoraTags(prompt);
+  const given = o.lora ?? [];
+  const named = new Set(given.map((arg) => stem(parseLoraArg(arg).file)));
+  const found: string[] = [];
+  for (const tag of tags) {
+    if (named.has(tag.name)) continue;
+    const dir = loraDir(o.loraDir);
+    const file = path.join(dir, `${tag.name}.safetensors`);
+    if (!fs.existsSync(file)) {
+      throw new PainterError(`the prompt asks for <lora:${tag.name}:${tag.scale}>, but ${dir} holds no ${tag.name}.safetensors; pass --lora FILE or --lora-dir DIR`);
+    }
+    found.push(`${file}:${tag.scale}`);
+    named.add(tag.name);
+  }
+  return { prompt: text, loras: [...given, ...found] };
 }
 
 /**

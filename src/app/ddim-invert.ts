@@ -11,7 +11,7 @@ import { disposeModel } from '../core/model.js';
 import { vaeLatentFactor } from '../core/models/vae.js';
 import { ddimInvert } from '../core/pipeline/ddim-inversion.js';
 import { latentsToNchw, pictureLatents } from '../core/pipeline/edit.js';
-import { encodePrompts } from '../core/pipeline/text-to-image.js';
+import { encodePromptSet } from '../core/prompt/encode.js';
 import { InterruptedError, PainterError } from '../errors.js';
 import { readEditImage, readNoiseFile } from '../io/edit-inputs.js';
 import { loadModel } from '../io/load-model.js';
@@ -19,7 +19,7 @@ import { resolveModelPath } from '../io/paths.js';
 import { writeSafetensors } from '../io/safetensors.js';
 import { resolveConfig } from '../options/resolve.js';
 import type { OptionInput } from '../options/types.js';
-import { loadConcepts, type LoadedConcepts } from './concepts.js';
+import { loadConcepts, promptLoras, type LoadedConcepts } from './concepts.js';
 import { promptWarnings } from './generate.js';
 import { breathe, phaseClock, type Hooks } from './hooks.js';
 import { checkMemoryBudget } from './memory-check.js';
@@ -47,6 +47,7 @@ function quoteArg(s: string): string {
 export async function ddimInvertImage(input: DdimInvertInput, hooks: Hooks = {}): Promise<DdimInvertResult> {
   const { image: imageFile, backend: choice, ...passed } = input;
   const o = resolveConfig('ddim-invert', passed);
+  const { prompt, loras } = promptLoras(o.prompt, o);
   const out = path.resolve(o.out ?? `${path.basename(imageFile).replace(/\.[^.]+$/, '')}-inverted.safetensors`);
   if (!out.endsWith('.safetensors')) throw new PainterError(`--out ${o.out}: name a .safetensors file`);
   if (!fs.existsSync(path.dirname(out))) throw new PainterError(`--out ${o.out}: the folder ${path.dirname(out)} does not exist; create it or choose another path`);
@@ -62,18 +63,17 @@ export async function ddimInvertImage(input: DdimInvertInput, hooks: Hooks = {})
     for (const n of picture.notes) hooks.info?.(n);
     checkMemoryBudget({ command: 'generate', options: { width: picture.width, height: picture.height, guidance: o.guidance } }, modelPath, backend, { configDir: o.config });
     const warn = (m: string) => hooks.warn?.(m);
-    concepts = loadConcepts(base, o, [o.prompt, o.negative], hooks);
+    concepts = loadConcepts(base, { ...o, lora: loras }, [prompt, o.negative], hooks);
     const model = concepts.model;
-    promptWarnings(model, o.prompt, o.negative, warn);
+    promptWarnings(model, prompt, warn);
     hooks.info?.(`backend ${describeBackend(backend)}`);
     const loadMs = Date.now() - t0;
     const t1 = Date.now();
     const c = model.vae.config.latent_channels;
     const f = vaeLatentFactor(model.vae.config);
     const [h, w] = [picture.height / f, picture.width / f];
-    const textOpts = { clipSkip: o.clipSkip };
-    const promptEmbeds = encodePrompts(model, [o.prompt], textOpts);
-    const negativeEmbeds = o.guidance > 1 ? encodePrompts(model, [o.negative], textOpts) : undefined;
+    // Prompt and negative prompt in one set: long or weighted prompts pad them to one length.
+    const [promptEmbeds, negativeEmbeds] = encodePromptSet(model, o.guidance > 1 ? [prompt, o.negative] : [prompt], { clipSkip: o.clipSkip });
     const latents = pictureLatents(model, picture, o.seed, posteriorGiven);
     const loop = ddimInvert(model, { latents, promptEmbeds, negativeEmbeds, guidance: o.guidance, steps: o.steps });
     const progress = phaseClock(hooks, 'ddim-invert');

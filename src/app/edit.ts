@@ -8,6 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import { describeBackend, useBackend, type BackendChoice, type BackendReport } from '../backend/select.js';
 import { disposeModel, type StableDiffusion } from '../core/model.js';
 import { vaeLatentFactor } from '../core/models/vae.js';
+import { checkPromptSyntax, disposeConditioning } from '../core/prompt/conditioning.js';
 import { editLoop, encodeEditPrompts, planEdit, type EditRequest } from '../core/pipeline/edit.js';
 import { decodeToPixels } from '../core/pipeline/generate.js';
 import { InterruptedError, PainterError, UsageError } from '../errors.js';
@@ -20,9 +21,10 @@ import { encodePng, writeNewPng } from '../io/png-out.js';
 import { resolveConfig } from '../options/resolve.js';
 import { MAX_SEED } from '../options/table.js';
 import type { OptionInput } from '../options/types.js';
-import { loadConcepts, type LoadedConcepts } from './concepts.js';
+import { loadConcepts, promptLoras, type LoadedConcepts } from './concepts.js';
 import { sourceEdit } from './edit-source.js';
-import { imageParameters, promptWarnings } from './generate.js';
+import { imageParameters, promptWarnings, samplerChoice, samplerScheduleType } from './generate.js';
+import type { SchedulerKind } from '../core/schedulers/index.js';
 import { breathe, phaseClock, type Hooks } from './hooks.js';
 import { checkMemoryBudget } from './memory-check.js';
 
@@ -61,8 +63,11 @@ export function pasteBack(result: Uint8Array, input: Float32Array, mask: Float32
 }
 
 export async function edit(input: EditInput, hooks: Hooks = {}): Promise<EditResult> {
-  const { image: imageFile, prompt, backend: choice, ...passed } = input;
+  const { image: imageFile, prompt: givenPrompt, backend: choice, ...passed } = input;
   const o = resolveConfig('edit', passed);
+  const sampler = samplerChoice(o.scheduler, o.schedule, passed.schedule);
+  const { prompt, loras } = promptLoras(givenPrompt, o);
+  checkPromptSyntax([prompt, o.negative], o.steps, o.emphasis);
   const outDir = path.resolve(o.out);
   checkOutputDir(outDir, '--out');
   if (o.maskBlur > 0 && o.mask === undefined) throw new UsageError('--mask-blur needs --mask');
@@ -84,11 +89,11 @@ export async function edit(input: EditInput, hooks: Hooks = {}): Promise<EditRes
     for (const n of picture.notes) hooks.info?.(n);
     checkMemoryBudget({ command: 'generate', options: { width: picture.width, height: picture.height, guidance: o.guidance } }, modelPath, backend, { configDir: o.config });
     const warn = (m: string) => hooks.warn?.(m);
-    concepts = loadConcepts(base, o, [prompt, o.negative], hooks);
+    concepts = loadConcepts(base, { ...o, lora: loras }, [prompt, o.negative], hooks);
     const model = concepts.model;
     const plan = planEdit(model, { steps: o.steps, strength: o.strength, mask: picture.mask });
     if (plan.mode === 'inpaint' && outpaint && o.mask === undefined) hooks.info?.('inpainting model: the new area is painted from the mask and the picture around it');
-    promptWarnings(model, prompt, o.negative, warn);
+    promptWarnings(model, prompt, warn);
     const loadMs = Date.now() - t0;
     hooks.info?.(`backend ${describeBackend(backend)}`);
     if (o.source === undefined) hooks.info?.(`${plan.mode === 'img2img' ? 'image-to-image' : plan.mode === 'blend' ? 'masked edit (Blended Latent Diffusion)' : 'inpainting model'}: ${plan.stepsRun} of ${o.steps} steps at strength ${o.strength}`);
@@ -97,7 +102,9 @@ export async function edit(input: EditInput, hooks: Hooks = {}): Promise<EditRes
       negativePrompt: o.negative,
       steps: o.steps,
       guidance: o.guidance,
-      scheduler: o.scheduler,
+      scheduler: sampler.kind,
+      schedule: sampler.schedule,
+      emphasis: o.emphasis,
       seed: o.seed,
       clipSkip: o.clipSkip,
       strength: o.strength,
@@ -111,8 +118,9 @@ export async function edit(input: EditInput, hooks: Hooks = {}): Promise<EditRes
     const files: EditResult['files'] = [];
     const t1 = Date.now();
     const progress = phaseClock(hooks, 'edit');
-    const write = async (pixels: Uint8Array, seed: number, shown: string, extra: Record<string, string>, scheduler: typeof o.scheduler) => {
-      const text = imageParameters({ ...o, prompt: shown, scheduler, seed, width: picture.width, height: picture.height, modelPath, modelHash: hash, concepts: concepts!, extra });
+    const write = async (pixels: Uint8Array, seed: number, shown: string, extra: Record<string, string>, scheduler: SchedulerKind) => {
+      const scheduleType = samplerScheduleType(model, scheduler, scheduler === sampler.kind ? sampler.schedule : 'automatic');
+      const text = imageParameters({ ...o, prompt: shown, scheduler, scheduleType, seed, width: picture.width, height: picture.height, modelPath, modelHash: hash, concepts: concepts!, extra });
       const png = await encodePng(pixels, picture.width, picture.height, { parameters: text });
       const file = writeNewPng(outDir, String(seed), png);
       files.push({ file, seed, prompt: shown });
@@ -152,10 +160,10 @@ export async function edit(input: EditInput, hooks: Hooks = {}): Promise<EditRes
         const pixels = await toPixels(r.value, model, seed);
         if (o.pasteBack && picture.mask) pasteBack(pixels, picture.pixels, picture.mask);
         // A1111's img2img parameters: the strength, and the mask blur of an inpainting run.
-        await write(pixels, seed, prompt, { 'Denoising strength': String(o.strength), ...(picture.mask && { 'Mask blur': String(o.maskBlur) }) }, o.scheduler);
+        await write(pixels, seed, prompt, { 'Denoising strength': String(o.strength), ...(picture.mask && { 'Mask blur': String(o.maskBlur) }) }, sampler.kind);
       }
     } finally {
-      tf.dispose([cond.prompt, cond.negative ?? []].flat());
+      disposeConditioning(cond);
     }
     return { files, outDir, mode: plan.mode, width: picture.width, height: picture.height, timings: { loadMs, editMs: Date.now() - t1 }, backend };
   } finally {

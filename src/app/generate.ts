@@ -13,8 +13,11 @@ import { samplePromptToPrompt, type PromptToPromptRequest } from '../core/pipeli
 import { chooseEdit } from '../core/pipeline/prompt-to-prompt.js';
 import { classifierGuidance, parseClassifierTarget } from '../core/pipeline/classifier-guidance.js';
 import { loadImageClassifier } from '../io/load-classifier.js';
-import { sampleImages, sampleImagesPhased, truncatedText, type GenerateRequest, type PartLoader, type PipelinePart } from '../core/pipeline/generate.js';
-import { A1111_SAMPLER_NAMES, type SchedulerKind } from '../core/schedulers/index.js';
+import { sampleImages, sampleImagesPhased, type GenerateRequest, type PartLoader, type PipelinePart } from '../core/pipeline/generate.js';
+import { createScheduler, HAS_SIGMA_SCHEDULE, SCHEDULER_KINDS, schedulerConfigFor, type SchedulerKind } from '../core/schedulers/index.js';
+import { checkPromptSyntax } from '../core/prompt/conditioning.js';
+import { parseSamplerName, samplerLabel, scheduleTypeLabel, type SigmaSchedule } from '../core/schedulers/sampler-names.js';
+import type { EmphasisMode } from '../core/prompt/chunks.js';
 import { modelImageSize, modelLatentGrid } from '../core/sizes.js';
 import { tokenId } from '../core/tokenizer/clip-tokenizer.js';
 import { InterruptedError, PainterError, UsageError } from '../errors.js';
@@ -28,7 +31,8 @@ import { encodePng, writeNewPng } from '../io/png-out.js';
 import { resolveConfig } from '../options/resolve.js';
 import { MAX_SEED } from '../options/table.js';
 import type { OptionInput } from '../options/types.js';
-import { applyConcepts, libraryEmbeddings, type ConceptRequest, type LoadedConcepts } from './concepts.js';
+import { settingsFromPng } from './from-png.js';
+import { applyConcepts, libraryEmbeddings, promptLoras, type ConceptRequest, type LoadedConcepts } from './concepts.js';
 import { breathe, phaseClock, type Hooks } from './hooks.js';
 import { checkMemoryBudget } from './memory-check.js';
 import { packageRoot, resolveModelPath } from '../io/paths.js';
@@ -47,23 +51,14 @@ export interface GenerateResult {
   backend: BackendReport;
 }
 
-/** The start of a long text for a message: "a photo of … (412 more characters)". */
-function quoteStart(text: string, max: number): string {
-  return text.length <= max ? text : `${text.slice(0, max).trimEnd()}… (${text.length - max} more characters)`;
-}
-
 /** `<…>` words that no loaded embedding defines (a common typo or forgotten file). */
 function unknownPlaceholders(model: StableDiffusion, prompt: string): string[] {
   return [...new Set(prompt.match(/<[^<>\s]+>/g) ?? [])].filter((t) => tokenId(model.tokenizer, t) === undefined && !t.startsWith('<|'));
 }
 
-/** Warnings about a prompt before sampling: `<…>` words no embedding defines, text the encoder cuts. */
-export function promptWarnings(model: StableDiffusion, prompt: string, negative: string, warn: (m: string) => void): void {
+/** Warnings about a prompt before sampling: `<…>` words no embedding defines. Long prompts are read whole, in chunks. */
+export function promptWarnings(model: StableDiffusion, prompt: string, warn: (m: string) => void): void {
   for (const t of unknownPlaceholders(model, prompt)) warn(`the prompt uses ${t}, but no loaded embedding defines it; pass --embedding FILE`);
-  for (const [label, p] of [['prompt', prompt], ['negative prompt', negative]] as const) {
-    const cut = truncatedText(model, p);
-    if (cut) warn(`the ${label} is longer than the text encoder reads; this part was cut: "${quoteStart(cut, 60)}"`);
-  }
 }
 
 /** --p2p, --cross-replace, --self-replace and --reweight as a Prompt-to-Prompt request (undefined without --p2p or --reweight). */
@@ -85,11 +80,16 @@ export interface ImageSettings {
   negative: string;
   steps: number;
   scheduler: SchedulerKind;
+  /** A1111's "Schedule type" of the run (see samplerSchedule). */
+  scheduleType?: string;
   guidance: number;
   seed: number;
   width: number;
   height: number;
   clipSkip: number;
+  emphasis?: EmphasisMode;
+  /** The variation seed of this image and its strength. */
+  variation?: { seed: number; strength: number };
   modelPath: string;
   modelHash: string;
   concepts: LoadedConcepts;
@@ -104,7 +104,8 @@ export function imageParameters(s: ImageSettings): string {
     prompt: [s.prompt, ...Object.entries(s.concepts.loraScales).map(([name, scale]) => `<lora:${name}:${scale}>`)].join(' '),
     negativePrompt: s.negative,
     steps: s.steps,
-    sampler: A1111_SAMPLER_NAMES[s.scheduler],
+    sampler: samplerLabel(s.scheduler),
+    scheduleType: s.scheduleType,
     cfgScale: s.guidance,
     seed: s.seed,
     width: s.width,
@@ -112,16 +113,42 @@ export function imageParameters(s: ImageSettings): string {
     modelHash: s.modelHash,
     model: path.basename(s.modelPath).replace(/\.safetensors$/, ''),
     clipSkip: s.clipSkip > 0 ? s.clipSkip + 1 : undefined,
+    variationSeed: s.variation?.seed,
+    variationStrength: s.variation?.strength,
     tiHashes: s.concepts.tiHashes,
     loraHashes: s.concepts.loraHashes,
-    extra: { ...s.extra, Version: 'painter' },
+    // A1111's name for brackets read as text; its own default ("Original") is not written.
+    extra: { ...s.extra, ...(s.emphasis === 'none' && { Emphasis: 'None' }), Version: 'painter' },
   });
 }
 
+/**
+ * --scheduler (an A1111 label, an old label with its schedule, or painter's alias) and --schedule
+ * as a sampler kind and σ schedule; `explicitSchedule` is --schedule when the user passed it,
+ * which wins over a schedule named in the sampler.
+ */
+export function samplerChoice(name: string, schedule: SigmaSchedule, explicitSchedule?: SigmaSchedule): { kind: SchedulerKind; schedule: SigmaSchedule } {
+  const parsed = parseSamplerName(name);
+  if (!parsed) throw new UsageError(`--scheduler ${name}: not a sampler painter has`);
+  const chosen = explicitSchedule ?? parsed.schedule ?? schedule;
+  if (chosen !== 'automatic' && !HAS_SIGMA_SCHEDULE[parsed.kind]) {
+    const some = SCHEDULER_KINDS.filter((k) => HAS_SIGMA_SCHEDULE[k]).map((k) => `"${samplerLabel(k)}"`);
+    throw new UsageError(`--schedule ${chosen}: the ${samplerLabel(parsed.kind)} sampler has no ${chosen} schedule; use it with ${some.join(', ')}`);
+  }
+  return { kind: parsed.kind, schedule: chosen };
+}
+
+/** A1111's "Schedule type" for a run of `kind` with `schedule` on `model`'s scheduler config. */
+export function samplerScheduleType(model: StableDiffusion, kind: SchedulerKind, schedule: SigmaSchedule): string | undefined {
+  return scheduleTypeLabel(kind, schedule, schedulerConfigFor(model.scheduler, kind).timestep_spacing);
+}
+
 /** --classify as a guidance hook and the classifier's release (undefined without it). */
-function classifierGuide(o: { classify?: string[]; classifier?: string; classifierScale: number; scheduler: string }, model: StableDiffusion) {
+function classifierGuide(o: { classify?: string[]; classifier?: string; classifierScale: number; steps: number }, model: StableDiffusion, sampler: { kind: SchedulerKind; schedule: SigmaSchedule }) {
   if (!o.classify?.length) return undefined;
-  if (o.scheduler === 'euler-a') throw new UsageError('--classify needs integer timesteps; use --scheduler ddim, pndm or dpm++2m');
+  const probe = createScheduler(sampler.kind, model.scheduler, o.steps, { sigmas: sampler.schedule });
+  probe.dispose();
+  if (!probe.timesteps.every(Number.isInteger)) throw new UsageError(`--classify needs integer timesteps, which ${samplerLabel(sampler.kind)} does not use here; use --scheduler DDIM, PLMS, "DPM++ 2M" or UniPC`);
   const clf = loadImageClassifier(o.classifier ?? path.join(packageRoot(), 'fixtures', 'mini-classifier'));
   const dispose = () => disposeParams(clf.params);
   try {
@@ -140,8 +167,17 @@ function p2pText(source: string, p: PromptToPromptRequest): string {
 }
 
 export async function generate(input: GenerateInput, hooks: Hooks = {}): Promise<GenerateResult> {
-  const { prompt, backend: choice, ...passed } = input;
+  const { prompt: givenPrompt, backend: choice, ...flags } = input;
+  // --from-png: the PNG's settings under the flags actually passed.
+  const png = flags.fromPng !== undefined ? settingsFromPng(flags.fromPng) : undefined;
+  const passed = png ? { ...png.options, ...flags } : flags;
   const o = resolveConfig('generate', passed);
+  for (const key of png?.ignored ?? []) hooks.warn?.(`${flags.fromPng}: "${key}" is not reproduced by painter generate`);
+  if (o.subseedStrength > 0 && o.subseed === undefined) throw new UsageError('--subseed-strength needs --subseed SEED (the seed whose noise the images move toward)');
+  const sampler = samplerChoice(o.scheduler, o.schedule, flags.schedule);
+  // <lora:NAME:SCALE> tags load LoRAs and leave the text, as in AUTOMATIC1111.
+  const { prompt, loras } = promptLoras(givenPrompt || png?.prompt || '', o);
+  checkPromptSyntax([prompt, o.negative], o.steps, o.emphasis);
   const p2p = promptToPrompt(o, prompt);
   const outDir = path.resolve(o.out);
   checkOutputDir(outDir, '--out');
@@ -153,7 +189,7 @@ export async function generate(input: GenerateInput, hooks: Hooks = {}): Promise
   const phased = memory?.plan === 'phased';
   const t0 = Date.now();
   const loadOpts = { config: o.config, arch: o.arch };
-  const conceptRequest: ConceptRequest = { embeddings: o.embedding ?? [], token: o.token, loras: o.lora ?? [] };
+  const conceptRequest: ConceptRequest = { embeddings: o.embedding ?? [], token: o.token, loras };
   const firstParts: PipelinePart[] | undefined = phased ? ['text_encoder'] : undefined;
   const base = loadModel(modelPath, { ...loadOpts, parts: firstParts });
   let concepts: LoadedConcepts | undefined;
@@ -175,7 +211,7 @@ export async function generate(input: GenerateInput, hooks: Hooks = {}): Promise
     } catch (e) {
       throw new PainterError(`--width/--height: ${(e as Error).message}; choose multiples of it`);
     }
-    promptWarnings(model, prompt, o.negative, warn);
+    promptWarnings(model, prompt, warn);
     let count = o.count;
     let initLatents: Float32Array | undefined;
     if (o.latents !== undefined) {
@@ -191,7 +227,10 @@ export async function generate(input: GenerateInput, hooks: Hooks = {}): Promise
       negativePrompt: o.negative,
       steps: o.steps,
       guidance: o.guidance,
-      scheduler: o.scheduler,
+      scheduler: sampler.kind,
+      schedule: sampler.schedule,
+      emphasis: o.emphasis,
+      ...(o.subseed !== undefined && o.subseedStrength > 0 && { variation: { seed: o.subseed, strength: o.subseedStrength } }),
       seed: o.seed,
       count,
       batch: Math.min(o.batch, count),
@@ -211,7 +250,7 @@ export async function generate(input: GenerateInput, hooks: Hooks = {}): Promise
       concepts = undefined;
       disposeModel(base);
     };
-    classifier = classifierGuide(o, model);
+    classifier = classifierGuide(o, model, sampler);
     const guide = classifier?.guide;
     if (guide && (phased || p2p)) throw new UsageError(`--classify needs the whole model in memory and one prompt; leave out ${p2p ? '--p2p/--reweight' : 'a size this large'}`);
     if (guide) request.guide = guide;
@@ -236,6 +275,8 @@ export async function generate(input: GenerateInput, hooks: Hooks = {}): Promise
           prompt: edited ? p2p.target : prompt,
           negative: o.negative,
           seed: img.seed,
+          scheduleType: samplerScheduleType(model, sampler.kind, sampler.schedule),
+          ...(request.variation && { variation: { seed: request.variation.seed + img.index, strength: request.variation.strength } }),
           modelPath,
           modelHash: hash,
           concepts: applied,

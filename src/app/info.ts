@@ -8,7 +8,8 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { useBackend, type BackendChoice, type BackendReport } from '../backend/select.js';
 import { BACKENDS } from '../backend/table.js';
-import { parseInfotext, type GenerationParams } from '../core/infotext.js';
+import type { GenerationParams } from '../core/infotext.js';
+import { pngParameters, rerunFlags } from './from-png.js';
 import { PainterError } from '../errors.js';
 import { describeConceptFile, identifyFile, type ConceptFileInfo } from '../io/concept-info.js';
 import { describeModel, type ModelInfo } from '../io/model-info.js';
@@ -34,6 +35,8 @@ export interface PngInfo {
   file: string;
   text: string;
   parameters: GenerationParams;
+  /** The generate flags that make the image again, or why painter cannot. */
+  rerun: { flags: string } | { problem: string };
 }
 
 /** What `painter info FILE` reports: a PNG's parameters, an embedding or LoRA, or a model with the system. */
@@ -57,19 +60,6 @@ export async function systemInfo(modelPath?: string, choice?: BackendChoice): Pr
   };
 }
 
-/** The generation parameters a PNG carries (A1111's "parameters" text), raw and parsed. */
-export function pngParameters(file: string): { text: string; parameters: GenerationParams } {
-  let chunks: Record<string, string>;
-  try {
-    chunks = readPngText(fs.readFileSync(file));
-  } catch (e) {
-    throw new PainterError(`${file}: cannot read PNG metadata (${(e as Error).message})`);
-  }
-  const text = chunks['parameters'];
-  if (text === undefined) throw new PainterError(`${file}: no generation parameters stored in this PNG (no "parameters" text chunk)`);
-  return { text, parameters: parseInfotext(text) };
-}
-
 /**
  * Describes `file` by what it holds (not its extension): a model folder or checkpoint (with the
  * system report), a PNG's parameters, an embedding or a LoRA. Anything else is a PainterError
@@ -81,7 +71,7 @@ export async function fileInfo(file: string, choice?: BackendChoice): Promise<Fi
     case 'model':
       return { kind: 'model', ...(await systemInfo(file, choice)) };
     case 'png':
-      return { kind: 'png', file, ...pngParameters(file) };
+      return { kind: 'png', file, ...pngInfo(file) };
     case 'embedding':
       return describeConceptFile(file);
     case 'lora':
@@ -90,4 +80,10 @@ export async function fileInfo(file: string, choice?: BackendChoice): Promise<Fi
       await useBackend(choice);
       return describeConceptFile(file);
   }
+}
+
+/** A PNG's parameters and how `painter generate` makes it again. */
+function pngInfo(file: string): Omit<PngInfo, 'kind' | 'file'> {
+  const { text, parameters } = pngParameters(file);
+  return { text, parameters, rerun: rerunFlags(parameters, file) };
 }

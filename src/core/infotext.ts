@@ -10,12 +10,17 @@ export interface GenerationParams {
   steps: number;
   /** A1111 sampler name: "DDIM", "PLMS", "Euler a", "DPM++ 2M". */
   sampler: string;
+  /** A1111's "Schedule type" ("Karras", "Exponential", "SGM Uniform", …), where it records one. */
+  scheduleType?: string;
   cfgScale: number;
   seed: number;
   width: number;
   height: number;
   modelHash?: string;
   model?: string;
+  /** A1111's variation seed and its strength (written when the strength is above 0). */
+  variationSeed?: number;
+  variationStrength?: number;
   /** A1111 numbering: 1 = last layer (painter --clip-skip 0), 2 = penultimate, … */
   clipSkip?: number;
   tiHashes?: Record<string, string>;
@@ -47,12 +52,13 @@ export function formatInfotext(p: GenerationParams): string {
   const pairs: [string, string | number][] = [
     ['Steps', p.steps],
     ['Sampler', p.sampler],
-    ['CFG scale', p.cfgScale],
-    ['Seed', p.seed],
-    ['Size', `${p.width}x${p.height}`],
   ];
+  // The order of A1111's create_infotext.
+  if (p.scheduleType) pairs.push(['Schedule type', p.scheduleType]);
+  pairs.push(['CFG scale', p.cfgScale], ['Seed', p.seed], ['Size', `${p.width}x${p.height}`]);
   if (p.modelHash) pairs.push(['Model hash', p.modelHash]);
   if (p.model) pairs.push(['Model', p.model]);
+  if (p.variationStrength && p.variationSeed !== undefined) pairs.push(['Variation seed', p.variationSeed], ['Variation seed strength', p.variationStrength]);
   if (p.clipSkip && p.clipSkip > 1) pairs.push(['Clip skip', p.clipSkip]);
   if (p.tiHashes && Object.keys(p.tiHashes).length > 0) pairs.push(['TI hashes', hashList(p.tiHashes)]);
   if (p.loraHashes && Object.keys(p.loraHashes).length > 0) pairs.push(['Lora hashes', hashList(p.loraHashes)]);
@@ -103,6 +109,9 @@ export function parseInfotext(text: string): GenerationParams {
   };
   const [w, h] = (take('Size') ?? '0x0').split('x').map(Number);
   const clip = take('Clip skip');
+  const scheduleType = take('Schedule type');
+  const variationSeed = take('Variation seed');
+  const variationStrength = take('Variation seed strength');
   const ti = take('TI hashes');
   const lora = take('Lora hashes');
   return {
@@ -110,6 +119,7 @@ export function parseInfotext(text: string): GenerationParams {
     negativePrompt: negative.join('\n'),
     steps: Number(take('Steps') ?? 0),
     sampler: take('Sampler') ?? '',
+    scheduleType,
     cfgScale: Number(take('CFG scale') ?? 0),
     seed: Number(take('Seed') ?? 0),
     width: w ?? 0,
@@ -117,6 +127,8 @@ export function parseInfotext(text: string): GenerationParams {
     modelHash: take('Model hash'),
     model: take('Model'),
     clipSkip: clip === undefined ? undefined : Number(clip),
+    variationSeed: variationSeed === undefined ? undefined : Number(variationSeed),
+    variationStrength: variationStrength === undefined ? undefined : Number(variationStrength),
     tiHashes: ti === undefined ? undefined : parseHashList(ti),
     loraHashes: lora === undefined ? undefined : parseHashList(lora),
     extra: fields,

@@ -6,7 +6,8 @@
  */
 import { autoOrderText, BACKEND_CHOICES } from '../backend/table.js';
 import { BENCH_ITEMS } from '../bench/items.js';
-import type { SchedulerKind } from '../core/schedulers/common.js';
+import { EMPHASIS_MODES } from '../core/prompt/chunks.js';
+import { SAMPLER_NAMES, SIGMA_SCHEDULES } from '../core/schedulers/sampler-names.js';
 
 export type OptionType = 'string' | 'number' | 'integer' | 'boolean' | 'string[]';
 
@@ -88,8 +89,30 @@ const SEED = { name: 'seed', type: 'integer', min: 0, max: MAX_SEED, default: 0,
 
 const JSON_OUTPUT = { name: 'json', type: 'boolean', scope: 'cli', describe: 'Print the result as JSON on stdout' } as const satisfies OptionSpec;
 
-/** The samplers `generate` offers (DDPM, the training scheduler, is too slow to offer). */
-const SAMPLERS = ['ddim', 'pndm', 'euler-a', 'dpm++2m'] as const satisfies readonly SchedulerKind[];
+/** Sampler, schedule and prompt language, shared by the sampling commands. */
+const SAMPLING = [
+  {
+    name: 'scheduler',
+    type: 'string',
+    choices: SAMPLER_NAMES,
+    default: 'dpm++2m',
+    describe: "Sampler, by AUTOMATIC1111's name (\"DPM++ 2M\", \"Euler a\", \"UniPC\", \"LCM\" for LCM-distilled models, …) or painter's short one; an old A1111 name such as \"DPM++ 2M Karras\" also sets --schedule",
+  },
+  {
+    name: 'schedule',
+    type: 'string',
+    choices: SIGMA_SCHEDULES,
+    default: 'automatic',
+    describe: "Noise schedule (A1111's Schedule type): automatic follows the model's scheduler config; karras and exponential space the noise levels as k-diffusion does",
+  },
+  {
+    name: 'emphasis',
+    type: 'string',
+    choices: EMPHASIS_MODES,
+    default: 'lpw',
+    describe: "Prompt emphasis (word:1.2): lpw restores the mean over the whole prompt and cuts chunks at 75 tokens (diffusers' long-prompt-weighting pipeline); a1111 restores it per chunk and cuts after a comma, as AUTOMATIC1111; none reads brackets as text",
+  },
+] as const satisfies readonly OptionSpec[];
 
 const LR = { name: 'lr', type: 'number', above: 0, default: 5e-4, describe: 'Learning rate (AdamW)', presettable: true } as const satisfies OptionSpec;
 
@@ -212,6 +235,7 @@ const CONCEPT_OPTIONS = [
   { name: 'token', type: 'string', describe: 'Prompt token for a single --embedding (default: from the file)' },
   EMBEDDINGS_DIR,
   { name: 'lora', type: 'string[]', describe: 'LoRA file(s) as FILE[:SCALE] (diffusers or kohya naming)' },
+  { name: 'lora-dir', type: 'string', describe: 'Folder of LoRA files for <lora:NAME:SCALE> in prompts (default: $PAINTER_LORAS, else ./loras)' },
 ] as const satisfies readonly OptionSpec[];
 
 export const GENERATE_OPTIONS = [
@@ -221,7 +245,7 @@ export const GENERATE_OPTIONS = [
   { name: 'negative', type: 'string', default: '', describe: 'Negative prompt (what the image should not show)' },
   { name: 'steps', type: 'integer', min: 1, max: 1000, default: 30, describe: 'Denoising steps' },
   { name: 'guidance', type: 'number', min: 0, default: 7.5, describe: 'Classifier-free guidance scale (1 skips the unconditional pass)' },
-  { name: 'scheduler', type: 'string', choices: SAMPLERS, default: 'dpm++2m', describe: 'Sampler' },
+  ...SAMPLING,
   SEED,
   { name: 'count', type: 'integer', min: 1, default: 1, describe: 'Number of images (seeds seed, seed+1, …)' },
   { name: 'batch', type: 'integer', min: 1, default: 1, describe: 'Images computed together' },
@@ -231,6 +255,13 @@ export const GENERATE_OPTIONS = [
   ...CONCEPT_OPTIONS,
   { name: 'clip-skip', type: 'integer', min: 0, max: 11, default: 0, describe: "Use the text encoder's output this many layers before the last" },
   { name: 'latents', type: 'string', describe: 'Initial latents: a safetensors file with one tensor [B, C, h, w] (NCHW), for exact reproduction across tools' },
+  { name: 'subseed', type: 'integer', min: 0, max: MAX_SEED, describe: "Variation seed (A1111): each image's noise is moved toward the noise of this seed (+ its index) by --subseed-strength" },
+  { name: 'subseed-strength', type: 'number', min: 0, max: 1, default: 0, describe: 'Variation strength: 0 keeps the image of --seed, 1 gives the image of --subseed; small values give close variants' },
+  {
+    name: 'from-png',
+    type: 'string',
+    describe: "Re-run the settings stored in a PNG by painter or AUTOMATIC1111 (prompt, negative prompt, steps, sampler and schedule, CFG scale, seed, size, clip skip, variation seed, <lora:…> tags); flags you pass override them",
+  },
   {
     name: 'p2p',
     type: 'string',
@@ -281,7 +312,7 @@ export const EDIT_OPTIONS = [
   { name: 'negative', type: 'string', default: '', describe: 'Negative prompt (what the image should not show)' },
   { name: 'steps', type: 'integer', min: 1, max: 1000, default: 30, describe: 'Denoising steps of the full schedule (strength × steps of them run)' },
   { name: 'guidance', type: 'number', min: 0, default: 7.5, describe: 'Classifier-free guidance scale (1 skips the unconditional pass)' },
-  { name: 'scheduler', type: 'string', choices: SAMPLERS, default: 'dpm++2m', describe: 'Sampler' },
+  ...SAMPLING,
   SEED,
   { name: 'count', type: 'integer', min: 1, default: 1, describe: 'Number of results (seeds seed, seed+1, …)' },
   { name: 'out', type: 'string', default: './outputs', describe: 'Output folder for PNG files' },
@@ -343,7 +374,7 @@ export const COMMANDS = {
   generate: {
     name: 'generate',
     describe: 'Text-to-image with classifier-free guidance, learned embeddings and LoRA',
-    positionals: [{ name: 'prompt', describe: 'What to draw', required: true }],
+    positionals: [{ name: 'prompt', describe: "What to draw, in AUTOMATIC1111's prompt syntax (optional with --from-png)", required: false }],
     options: GENERATE_OPTIONS,
   },
   edit: {

@@ -129,7 +129,7 @@ function loraLines(l: LoraFileInfo): string[] {
 export function formatFileInfo(r: FileInfo): string[] {
   switch (r.kind) {
     case 'png':
-      return [r.text];
+      return [r.text, '', 'flags' in r.rerun ? `painter generate --from-png ${r.file} makes it again (${r.rerun.flags})` : `painter cannot make it again: ${r.rerun.problem}`];
     case 'embedding':
       return embeddingLines(r);
     case 'lora':
@@ -143,7 +143,7 @@ export function formatFileInfo(r: FileInfo): string[] {
 export function fileInfoJson(r: FileInfo): unknown {
   switch (r.kind) {
     case 'png':
-      return { file: r.file, parameters: r.parameters, text: r.text };
+      return { file: r.file, parameters: r.parameters, text: r.text, rerun: r.rerun };
     case 'embedding':
     case 'lora':
       return r;

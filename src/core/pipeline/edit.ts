@@ -18,7 +18,8 @@ import { vaeEncode, vaeLatentFactor, vaeSample } from '../models/vae.js';
 import { Rng } from '../random.js';
 import { createScheduler, type Scheduler } from '../schedulers/index.js';
 import type { GenerateRequest } from './generate.js';
-import { denoise, encodePrompts } from './text-to-image.js';
+import { denoise } from './text-to-image.js';
+import { encodeRunConditioning, type RunConditioning } from '../prompt/conditioning.js';
 
 export type EditMode = 'img2img' | 'blend' | 'inpaint';
 
@@ -35,7 +36,7 @@ export interface EditDraws {
 }
 
 /** What text-to-image also takes: prompts, sampler, seed (image i uses seed + i). */
-export interface EditRequest extends Pick<GenerateRequest, 'prompt' | 'negativePrompt' | 'steps' | 'guidance' | 'scheduler' | 'seed' | 'clipSkip' | 'tokenEmbedding'> {
+export interface EditRequest extends Pick<GenerateRequest, 'prompt' | 'negativePrompt' | 'steps' | 'guidance' | 'scheduler' | 'seed' | 'clipSkip' | 'tokenEmbedding' | 'emphasis' | 'schedule'> {
   /** How much of the schedule runs: 1 starts from (nearly) pure noise, 0.3 keeps most of the input. */
   strength: number;
   width: number;
@@ -162,12 +163,15 @@ export interface EditLoopInput {
  * diffusers' order.
  */
 export function prepareEdit(model: StableDiffusion, req: EditRequest, index: number): EditLoopInput {
-  const plan = planEdit(model, req);
+  const planned = planEdit(model, req);
   const f = vaeLatentFactor(model.vae.config);
   if (req.width % f !== 0 || req.height % f !== 0) throw new RangeError(`prepareEdit: ${req.width}×${req.height} is not a multiple of ${f}`);
   const grid = { c: model.vae.config.latent_channels, h: req.height / f, w: req.width / f };
   const draws = new Draws(new Rng(req.seed + index), index === 0 ? req.draws : undefined, grid);
-  const scheduler = createScheduler(req.scheduler, model.scheduler, req.steps);
+  const scheduler = createScheduler(req.scheduler, model.scheduler, req.steps, { sigmas: req.schedule });
+  // A sampler with several model evaluations per step (Heun) starts at step k's first entry.
+  const begin = planned.startIndex * (scheduler.order ?? 1);
+  const plan = { ...planned, startIndex: begin, stepsRun: scheduler.timesteps.length - begin };
   const owned: tf.Tensor[] = [];
   const keep = <T extends tf.Tensor>(t: T): T => (owned.push(t), t);
   const image = keep(tf.tensor4d(req.image, [1, req.height, req.width, 3]));
@@ -208,12 +212,11 @@ export function prepareEdit(model: StableDiffusion, req: EditRequest, index: num
 }
 
 /** The denoising loop of one edited image; yields after every step, returns the final latents. */
-export function* editLoop(model: StableDiffusion, req: EditRequest, index: number, cond: { prompt: tf.Tensor3D; negative?: tf.Tensor3D }) {
+export function* editLoop(model: StableDiffusion, req: EditRequest, index: number, cond: RunConditioning) {
   const input = prepareEdit(model, req, index);
   const loop = denoise(model, {
     scheduler: input.scheduler,
-    promptEmbeds: cond.prompt,
-    negativeEmbeds: cond.negative,
+    conditioning: cond,
     guidance: req.guidance,
     latents: input.latents,
     latentsNoised: input.latentsNoised,
@@ -236,9 +239,8 @@ export function* editLoop(model: StableDiffusion, req: EditRequest, index: numbe
   }
 }
 
-/** The prompt embeddings of an edit (the text encoder's phase). */
-export function encodeEditPrompts(model: StableDiffusion, req: EditRequest): { prompt: tf.Tensor3D; negative?: tf.Tensor3D } {
-  const opts = { clipSkip: req.clipSkip, tokenEmbedding: req.tokenEmbedding };
-  const prompt = encodePrompts(model, [req.prompt], opts);
-  return req.guidance > 1 ? { prompt, negative: encodePrompts(model, [req.negativePrompt], opts) } : { prompt };
+/** The prompt embeddings of an edit with their edit schedules (the text encoder's phase); free with disposeConditioning. */
+export function encodeEditPrompts(model: StableDiffusion, req: EditRequest): RunConditioning {
+  const opts = { clipSkip: req.clipSkip, tokenEmbedding: req.tokenEmbedding, emphasis: req.emphasis };
+  return encodeRunConditioning(model, req.prompt, req.guidance > 1 ? req.negativePrompt : undefined, req.steps, opts);
 }

@@ -8,9 +8,12 @@ import type { StableDiffusion } from '../model.js';
 import { Rng } from '../random.js';
 import { modelLatentGrid, modelPromptLength } from '../sizes.js';
 import { createScheduler } from '../schedulers/index.js';
-import { decodeBatch, encodeRequest, type GenerateEvent, type GenerateRequest } from './generate.js';
+import { PainterError } from '../../errors.js';
+import { isPlainPrompt } from '../prompt/encode.js';
+import { isEditedPrompt } from '../prompt/schedule.js';
+import { decodeBatch, type GenerateEvent, type GenerateRequest } from './generate.js';
 import { PromptToPromptControl } from './prompt-to-prompt.js';
-import { denoise } from './text-to-image.js';
+import { denoise, encodePrompts } from './text-to-image.js';
 
 export interface PromptToPromptRequest {
   target: string;
@@ -26,11 +29,16 @@ export async function* samplePromptToPrompt(model: StableDiffusion, req: Generat
     { source: req.prompt, target: p2p.target, crossReplace: p2p.crossReplace, selfReplace: p2p.selfReplace, reweight: p2p.reweight, steps: req.steps, length: modelPromptLength(model) },
     req.guidance > 1,
   );
-  const source = encodeRequest(model, req);
-  const target = encodeRequest(model, { ...req, prompt: p2p.target });
-  const promptEmbeds = tf.concat([source.prompt, target.prompt], 0) as tf.Tensor3D;
-  const negativeEmbeds = source.negative ? (tf.concat([source.negative, target.negative!], 0) as tf.Tensor3D) : undefined;
-  tf.dispose([source.prompt, target.prompt, source.negative ?? [], target.negative ?? []].flat());
+  for (const p of [req.prompt, p2p.target]) {
+    if (!isPlainPrompt(model, p) || isEditedPrompt(p)) {
+      throw new PainterError(
+        `Prompt-to-Prompt takes plain prompts of up to ${modelPromptLength(model) - 2} tokens, without (word:1.2), [from:to:when], [a|b] or BREAK; "${p}" is not one (use --reweight WORD=FACTOR to weight a word)`,
+      );
+    }
+  }
+  const textOpts = { clipSkip: req.clipSkip, tokenEmbedding: req.tokenEmbedding, extraTokens: req.extraTokens };
+  const promptEmbeds = encodePrompts(model, [req.prompt, p2p.target], textOpts);
+  const negativeEmbeds = req.guidance > 1 ? encodePrompts(model, [req.negativePrompt, req.negativePrompt], textOpts) : undefined;
   const perImage = c * h * w;
   try {
     for (let i = 0; i < req.count; i++) {
@@ -38,7 +46,7 @@ export async function* samplePromptToPrompt(model: StableDiffusion, req: Generat
       const init = req.initLatents ? req.initLatents.subarray(i * perImage, (i + 1) * perImage) : rng.normals(perImage);
       // Both prompts start from the same noise, and share each step's ancestral noise.
       const latents = tf.tidy(() => tf.tile(tf.tensor4d(init, [1, c, h, w]).transpose([0, 2, 3, 1]), [2, 1, 1, 1]) as tf.Tensor4D);
-      const scheduler = createScheduler(req.scheduler, model.scheduler, req.steps);
+      const scheduler = createScheduler(req.scheduler, model.scheduler, req.steps, { sigmas: req.schedule });
       const noise = (_step: number, shape: number[]) => tf.tile(tf.tensor4d(rng.normals(shape.slice(1).reduce((a, b) => a * b, 1)), [1, ...shape.slice(1)] as [number, number, number, number]), [2, 1, 1, 1]);
       const loop = denoise(model, { scheduler, promptEmbeds, negativeEmbeds, guidance: req.guidance, latents, noise, attentionControl: control });
       let final: tf.Tensor4D;

@@ -8,13 +8,15 @@
 import * as tf from '@tensorflow/tfjs';
 import type { StableDiffusion } from '../model.js';
 import { Rng } from '../random.js';
+import { slerpNoise } from '../variation-seed.js';
 import { modelLatentGrid, modelPromptLength } from '../sizes.js';
 import { createScheduler, type SchedulerKind } from '../schedulers/index.js';
-import { expandPrompt } from '../embeddings.js';
-import { encode } from '../tokenizer/clip-tokenizer.js';
+import type { SigmaSchedule } from '../schedulers/sampler-names.js';
+import { disposeConditioning, encodeRunConditioning, tileConditioning, type RunConditioning } from '../prompt/conditioning.js';
+import type { EmphasisMode } from '../prompt/chunks.js';
 import { throwIfDeviceError } from '../../backend/webgpu-kernels.js';
 import { PainterError } from '../../errors.js';
-import { decodeLatentsRaw, denoise, encodePrompts } from './text-to-image.js';
+import { decodeLatentsRaw, denoise } from './text-to-image.js';
 
 export interface GenerateRequest {
   prompt: string;
@@ -28,6 +30,12 @@ export interface GenerateRequest {
   width: number;
   height: number;
   clipSkip: number;
+  /** The σ spacing of σ-space samplers (default: the model's scheduler config). */
+  schedule?: SigmaSchedule;
+  /** AUTOMATIC1111's variation seed: image i's noise slerped toward that of `seed + i` by `strength`. */
+  variation?: { seed: number; strength: number };
+  /** How `(word:1.2)` emphasis is applied (default 'lpw'; 'none' reads it literally). */
+  emphasis?: EmphasisMode;
   /** Initial latents for all images, NCHW [count, C, h, w] (diffusers' layout), row-major. */
   initLatents?: Float32Array;
   /** Token-embedding table override (learned embeddings). */
@@ -51,23 +59,10 @@ export type GenerateEvent =
   | { kind: 'step'; step: number; steps: number; images: number[] }
   | { kind: 'image'; image: GeneratedImage };
 
-/** What the tokenizer will cut from a prompt (undefined when it fits). */
-export function truncatedText(model: StableDiffusion, prompt: string): string | undefined {
-  const e = encode(model.tokenizer, expandPrompt(prompt, model.tokenizer), { maxLength: modelPromptLength(model), padding: 'none', truncation: true });
-  return e.truncated ? e.truncatedText : undefined;
-}
-
-export interface Conditioning {
-  prompt: tf.Tensor3D;
-  negative?: tf.Tensor3D;
-}
-
-/** Phase 1: the prompt embeddings (text encoder). */
-export function encodeRequest(model: StableDiffusion, req: GenerateRequest): Conditioning {
-  const textOpts = { clipSkip: req.clipSkip, tokenEmbedding: req.tokenEmbedding, extraTokens: req.extraTokens };
-  const prompt = encodePrompts(model, [req.prompt], textOpts);
-  const negative = req.guidance > 1 ? encodePrompts(model, [req.negativePrompt], textOpts) : undefined;
-  return { prompt, negative };
+/** Phase 1: the prompt embeddings (text encoder), with their edit schedules over the steps. */
+export function encodeRequest(model: StableDiffusion, req: GenerateRequest): RunConditioning {
+  const textOpts = { clipSkip: req.clipSkip, tokenEmbedding: req.tokenEmbedding, extraTokens: req.extraTokens, emphasis: req.emphasis };
+  return encodeRunConditioning(model, req.prompt, req.guidance > 1 ? req.negativePrompt : undefined, req.steps, textOpts);
 }
 
 function batches(req: GenerateRequest): number[][] {
@@ -86,7 +81,7 @@ function checkInitLatents(model: StableDiffusion, req: GenerateRequest): void {
 }
 
 /** Phase 2 for one batch: denoise from seeded (or given) initial latents; returns the final latents. */
-function* denoiseBatch(model: StableDiffusion, req: GenerateRequest, cond: Conditioning, indices: number[]): Generator<GenerateEvent, tf.Tensor4D, void> {
+function* denoiseBatch(model: StableDiffusion, req: GenerateRequest, cond: RunConditioning, indices: number[]): Generator<GenerateEvent, tf.Tensor4D, void> {
   const { h, w, c } = modelLatentGrid(model, req.width, req.height);
   const perImage = c * h * w;
   const n = indices.length;
@@ -94,20 +89,23 @@ function* denoiseBatch(model: StableDiffusion, req: GenerateRequest, cond: Condi
   // Initial latents z_T ~ N(0, I), drawn per image in NCHW order (the layout --latents files use).
   const nchw = new Float32Array(n * perImage);
   indices.forEach((img, i) => {
-    const values = req.initLatents ? req.initLatents.subarray(img * perImage, (img + 1) * perImage) : rngs[i]!.normals(perImage);
+    let values = req.initLatents ? req.initLatents.subarray(img * perImage, (img + 1) * perImage) : rngs[i]!.normals(perImage);
+    if (req.variation && req.variation.strength > 0) {
+      // A1111's variation seed: the image's noise slerped toward the noise of subseed + i.
+      values = slerpNoise(req.variation.strength, values, new Rng(req.variation.seed + img).normals(perImage), [c, h, w]);
+    }
     nchw.set(values, i * perImage);
   });
   const latents = tf.tidy(() => tf.tensor4d(nchw, [n, c, h, w]).transpose([0, 2, 3, 1]) as tf.Tensor4D);
-  const scheduler = createScheduler(req.scheduler, model.scheduler, req.steps);
-  const promptEmbeds = tf.tidy(() => tf.tile(cond.prompt, [n, 1, 1]) as tf.Tensor3D);
-  const negativeEmbeds = cond.negative ? tf.tidy(() => tf.tile(cond.negative!, [n, 1, 1]) as tf.Tensor3D) : undefined;
+  const scheduler = createScheduler(req.scheduler, model.scheduler, req.steps, { sigmas: req.schedule });
+  const conditioning = tileConditioning(cond, n);
   const noise = (_step: number, shape: number[]) => {
     const [, hh, ww, cc] = shape as [number, number, number, number];
     const data = new Float32Array(n * hh * ww * cc);
     rngs.forEach((r, i) => data.set(r.normals(hh * ww * cc), i * hh * ww * cc));
     return tf.tensor4d(data, [n, hh, ww, cc]);
   };
-  const loop = denoise(model, { scheduler, promptEmbeds, negativeEmbeds, guidance: req.guidance, latents, noise, guide: req.guide });
+  const loop = denoise(model, { scheduler, conditioning, guidance: req.guidance, latents, noise, guide: req.guide });
   try {
     let r = loop.next();
     while (!r.done) {
@@ -118,8 +116,8 @@ function* denoiseBatch(model: StableDiffusion, req: GenerateRequest, cond: Condi
   } finally {
     loop.return(undefined as unknown as tf.Tensor4D);
     scheduler.dispose();
-    tf.dispose([latents, promptEmbeds]);
-    negativeEmbeds?.dispose();
+    latents.dispose();
+    disposeConditioning(conditioning);
   }
 }
 
@@ -173,7 +171,7 @@ export async function* sampleImages(model: StableDiffusion, req: GenerateRequest
       yield* decodeBatch(model, req, indices, final);
     }
   } finally {
-    tf.dispose([cond.prompt, cond.negative ?? []].flat());
+    disposeConditioning(cond);
   }
 }
 
@@ -191,7 +189,7 @@ export interface PartLoader {
  */
 export async function* sampleImagesPhased(loader: PartLoader, req: GenerateRequest): AsyncGenerator<GenerateEvent, void, void> {
   const text = loader.load(['text_encoder']);
-  let cond: Conditioning;
+  let cond: RunConditioning;
   try {
     checkInitLatents(text, req);
     cond = encodeRequest(text, req);
@@ -209,7 +207,7 @@ export async function* sampleImagesPhased(loader: PartLoader, req: GenerateReque
         loader.release(unet);
       }
     } finally {
-      tf.dispose([cond.prompt, cond.negative ?? []].flat());
+      disposeConditioning(cond);
     }
     const vae = loader.load(['vae']);
     try {

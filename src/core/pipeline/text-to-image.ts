@@ -6,33 +6,15 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { StableDiffusion } from '../model.js';
-import { clipTextForward } from '../models/clip-text.js';
 import type { AttentionControl } from '../models/attention-control.js';
 import { unetForward } from '../models/unet.js';
 import { vaeDecode } from '../models/vae.js';
 import { modelLatentGrid, modelPromptLength } from '../sizes.js';
 import type { Scheduler } from '../schedulers/index.js';
-import { expandPrompt } from '../embeddings.js';
-import { encode } from '../tokenizer/clip-tokenizer.js';
+import { encodePromptSet, promptIdRows, type PromptEncodingOptions } from '../prompt/encode.js';
+import { embedsAt, fixedConditioning, type RunConditioning } from '../prompt/conditioning.js';
 
-export interface PromptEncodingOptions {
-  /** Use the text encoder's output this many layers before the last ("clip skip"). */
-  clipSkip?: number;
-  /** Token-embedding table to use instead of the model's (learned embeddings). */
-  tokenEmbedding?: tf.Tensor;
-  /** Learned rows appended at an offset (see ClipTextOptions.extraTokens). */
-  extraTokens?: { offset: number; rows: tf.Tensor };
-}
-
-/**
- * Token ids as the pipeline feeds the text encoder, one row per prompt: multi-vector embedding
- * tokens expanded (maybe_convert_prompt), then padded and truncated to model_max_length. Kept on
- * the host, so the text encoder never reads them back from a device.
- */
-export function promptIdRows(model: StableDiffusion, prompts: readonly string[]): number[][] {
-  const maxLength = modelPromptLength(model);
-  return prompts.map((p) => encode(model.tokenizer, expandPrompt(p, model.tokenizer), { maxLength, padding: 'max_length', truncation: true }).ids);
-}
+export { promptIdRows, type PromptEncodingOptions } from '../prompt/encode.js';
 
 /** promptIdRows as an int32 tensor [B, L]. */
 export function promptIds(model: StableDiffusion, prompts: readonly string[]): tf.Tensor2D {
@@ -40,24 +22,31 @@ export function promptIds(model: StableDiffusion, prompts: readonly string[]): t
   return tf.tensor2d(rows, [rows.length, modelPromptLength(model)], 'int32');
 }
 
-/** prompt_embeds [B, L, C] (encode_prompt: last hidden state, or final-norm'd earlier layer). */
+/**
+ * prompt_embeds [B, L·k, C]: the plain encoding (encode_prompt's last hidden state, or the
+ * final-norm'd earlier layer) when every prompt is plain, else chunked with emphasis
+ * (prompt/encode.ts) and padded to a common length.
+ */
 export function encodePrompts(model: StableDiffusion, prompts: string[], opts: PromptEncodingOptions = {}): tf.Tensor3D {
-  return tf.tidy(() => {
-    const ids = promptIdRows(model, prompts);
-    return clipTextForward(model.textEncoder.params, model.textEncoder.config, ids, {
-      skipLastLayers: opts.clipSkip ?? 0,
-      tokenEmbedding: opts.tokenEmbedding,
-      extraTokens: opts.extraTokens,
-    }).lastHiddenState;
-  });
+  const parts = encodePromptSet(model, prompts, opts);
+  if (parts.length === 1) return parts[0]!;
+  const out = tf.concat(parts, 0) as tf.Tensor3D;
+  tf.dispose(parts);
+  return out;
 }
 
 export interface DenoiseInput {
   scheduler: Scheduler;
-  /** Conditional embeddings [B, L, C]. */
-  promptEmbeds: tf.Tensor3D;
+  /** Conditional embeddings [B, L, C] (or `conditioning`). */
+  promptEmbeds?: tf.Tensor3D;
   /** Unconditional (negative-prompt) embeddings [B, L, C]; needed when guidance > 1. */
   negativeEmbeds?: tf.Tensor3D;
+  /**
+   * Conditioning that changes during the run (prompt editing, alternation): the entries in
+   * effect at each model evaluation, counted from 0 as A1111 counts them. Replaces
+   * promptEmbeds/negativeEmbeds; owned by the caller.
+   */
+  conditioning?: RunConditioning;
   /** Classifier-free guidance scale w: ε = ε_u + w·(ε_c − ε_u); ≤ 1 skips the unconditional pass. */
   guidance: number;
   /** Initial standard-normal latents, NHWC [B, h, w, C] (scaled by initNoiseSigma here). */
@@ -111,9 +100,24 @@ export interface DenoiseStep {
 export function* denoise(model: StableDiffusion, input: DenoiseInput): Generator<DenoiseStep, tf.Tensor4D, void> {
   const { scheduler, guidance } = input;
   const guided = guidance > 1;
-  if (guided && !input.negativeEmbeds) throw new Error('denoise: guidance > 1 needs negativeEmbeds');
-  // 1. Conditioning batch: [uncond, cond] as diffusers concatenates it.
-  const context = guided ? tf.concat([input.negativeEmbeds!, input.promptEmbeds], 0) : tf.clone(input.promptEmbeds);
+  if (!input.conditioning && !input.promptEmbeds) throw new Error('denoise: promptEmbeds or conditioning is needed');
+  const cond = input.conditioning ?? fixedConditioning(input.promptEmbeds!, input.negativeEmbeds);
+  if (guided && !cond.negative) throw new Error('denoise: guidance > 1 needs negative embeddings');
+  // 1. Conditioning batch: [uncond, cond] as diffusers concatenates it, rebuilt when a prompt
+  //    edit changes the entry in effect.
+  let context: tf.Tensor | undefined;
+  let used: [tf.Tensor3D, tf.Tensor3D | undefined] | undefined;
+  const contextAt = (step: number): tf.Tensor3D => {
+    const p = embedsAt(cond.prompt, step);
+    const n = guided ? embedsAt(cond.negative!, step) : undefined;
+    if (!context || !used || used[0] !== p || used[1] !== n) {
+      context?.dispose();
+      // Built inside a step's tidy, kept across steps.
+      context = tf.keep(n ? tf.concat([n, p], 0) : tf.clone(p));
+      used = [p, n];
+    }
+    return context as tf.Tensor3D;
+  };
   // 2. Initial latents x_T = σ_init · z (image-to-image: the input's latents noised to t_start).
   const start = input.startIndex ?? 0;
   if (start > 0) scheduler.setBeginIndex(start);
@@ -132,7 +136,7 @@ export function* denoise(model: StableDiffusion, input: DenoiseInput): Generator
         // 4. Predict the noise ε_θ(x_t, t, c).
         const control = input.attentionControl;
         if (control) control.step = i - start;
-        const pred = unetForward(model.unet.params, model.unet.config, modelIn, t, context as tf.Tensor3D, control ? { attentionControl: control } : {});
+        const pred = unetForward(model.unet.params, model.unet.config, modelIn, t, contextAt(i - start), control ? { attentionControl: control } : {});
         // 5. Classifier-free guidance (Ho & Salimans 2022, eq. 6).
         let eps: tf.Tensor = pred;
         if (guided) {
@@ -158,7 +162,7 @@ export function* denoise(model: StableDiffusion, input: DenoiseInput): Generator
     latents = undefined as unknown as tf.Tensor4D;
     return result;
   } finally {
-    context.dispose();
+    context?.dispose();
     extra?.dispose();
     latents?.dispose();
     unetOutput?.dispose();

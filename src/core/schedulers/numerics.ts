@@ -94,3 +94,72 @@ export function npInterp(x: number, xp: ArrayLike<number>, fp: ArrayLike<number>
   const slope = (fp[lo + 1]! - fp[lo]!) / (xp[lo + 1]! - xp[lo]!);
   return slope * (x - xp[lo]!) + fp[lo]!;
 }
+
+const F32_BOX = new Float32Array(1);
+const U32_BOX = new Uint32Array(F32_BOX.buffer);
+
+function float32FromBits(bits: number): number {
+  U32_BOX[0] = bits;
+  return F32_BOX[0]!;
+}
+
+/** The float32 next to `x` (a float32) towards +∞ (`up`) or −∞. */
+function adjacentF32(x: number, up: boolean): number {
+  if (x === 0) return up ? 2 ** -149 : -(2 ** -149);
+  F32_BOX[0] = x;
+  U32_BOX[0] += (x > 0) === up ? 1 : -1;
+  return F32_BOX[0]!;
+}
+
+/**
+ * A float32 fused multiply-add, round(a·b + c) with one rounding, for float32 a, b, c. The
+ * product is exact in double; the double sum s and its error e (TwoSum) decide the one case a
+ * plain f32(s) gets wrong: s exactly halfway between two float32s while e ≠ 0.
+ */
+export function fma32(a: number, b: number, c: number): number {
+  const p = a * b;
+  const s = p + c;
+  const bv = s - p;
+  const err = p - (s - bv) + (c - bv);
+  const r = f32(s);
+  if (err === 0 || r === s) return r;
+  const other = adjacentF32(r, s > r);
+  if (s - r !== other - s) return r;
+  return err > 0 ? Math.max(r, other) : Math.min(r, other);
+}
+
+// numpy's float32 log kernel constants (npy_simd_data.h, npy_math.h), as float32 bit patterns.
+const LOG_P = [0x00000000, 0x3f800000, 0x4007361c, 0x3fbd70a9, 0x3ec30333, 0x3cd42bcd].map(float32FromBits);
+const LOG_Q = [0x3f800000, 0x4027361c, 0x401cfe0d, 0x3f7c8ae4, 0x3e1e5bf3, 0x3bc083df].map(float32FromBits);
+const LOGE2_F32 = float32FromBits(0x3f317218);
+const SQRT1_2_F32 = float32FromBits(0x3f3504f3);
+const FLT_MIN = 2 ** -126;
+
+/**
+ * np.log of float32 values as numpy's AVX2/AVX-512 kernel computes it (simd_log_FLOAT in
+ * loops_exponent_log.dispatch.c.src; up to 3.8 ulp from the exact log, so 1 ulp off a correctly
+ * rounded log for about a fifth of inputs): x = 2^k·m with m ∈ (√½, √2], y = m − 1, then
+ * k·ln 2 + P(y)/Q(y), a 5/5 rational minimax fit, each step a float32 FMA. Zero, subnormal,
+ * negative and non-finite inputs take the plain log (the kernel's special lanes agree there, bar
+ * subnormals, which σ tables never hold).
+ */
+export function npLogF32(value: number): number {
+  const x = f32(value);
+  if (!(x >= FLT_MIN) || x === Infinity) return f32(Math.log(x));
+  F32_BOX[0] = x;
+  const bits = U32_BOX[0]!;
+  let exponent = (bits >>> 23) - 126;
+  let m = float32FromBits((bits & 0x7fffff) | 0x3f000000);
+  if (m <= SQRT1_2_F32) {
+    m += m;
+    exponent -= 1;
+  }
+  const y = f32(m - 1);
+  let num = fma32(LOG_P[5]!, y, LOG_P[4]!);
+  let den = fma32(LOG_Q[5]!, y, LOG_Q[4]!);
+  for (let k = 3; k >= 0; k--) {
+    num = fma32(num, y, LOG_P[k]!);
+    den = fma32(den, y, LOG_Q[k]!);
+  }
+  return fma32(exponent, LOGE2_F32, f32(num / den));
+}
