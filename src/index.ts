@@ -1,5 +1,5 @@
 /**
- * painter's library API: everything the CLI runs (generate, invert, dreambooth, bench, info),
+ * painter's library API: everything the CLI runs (generate, invert, dreambooth, convert, bench, info),
  * and the pieces they are built from, for programs that load Stable Diffusion checkpoints, sample
  * and train from TypeScript.
  */
@@ -22,18 +22,20 @@ export { invert, type InvertInput, type InvertResult } from './app/invert.js';
 export { dreambooth, type DreamboothInput, type DreamboothResult } from './app/dreambooth.js';
 export { benchmark, type BenchInput, type BenchResult } from './app/bench.js';
 export { systemInfo, fileInfo, type InfoReport, type FileInfo } from './app/info.js';
+export { convert, type ConvertInput, type ConvertResult } from './app/convert.js';
 export { pngParameters, settingsFromPng, settingsFromParameters } from './app/from-png.js';
 export { describeConceptFile, type ConceptFileInfo } from './io/concept-info.js';
 export { breathe, phaseClock, type Hooks, type Progress, type WrittenFile } from './app/hooks.js';
 export { applyConcepts, libraryEmbeddings, parseLoraArg, type ConceptRequest, type LoadedConcepts } from './app/concepts.js';
 export { checkMemoryBudget, memoryReport, memorySettings, type MemoryCheck, type MemoryRequest } from './app/memory-check.js';
 export { bundledModelPath, packageRoot, packageVersion, resolveModelPath, tinyModelPath, BUNDLED_MODEL } from './io/paths.js';
-export type { InvertOptions, DreamboothOptions, GenerateOptions, BenchOptions, InfoOptions, OptionInput } from './options/types.js';
+export type { InvertOptions, DreamboothOptions, GenerateOptions, BenchOptions, InfoOptions, ConvertOptions, OptionInput } from './options/types.js';
 export { COMMANDS, type CommandName, type OptionSpec } from './options/table.js';
 export { resolveConfig, listPresets, loadPreset } from './options/resolve.js';
 
 // Compute backends
 export { selectBackend, useBackend, describeBackend, type BackendReport } from './backend/select.js';
+export { requestThreads, threadSetting } from './backend/wasm-threads.js';
 export { BACKENDS, BACKEND_CHOICES, BACKEND_NAMES, type BackendChoice, type BackendName, type BackendSpec } from './backend/table.js';
 export { PainterError, UsageError, InterruptedError, isPainterError } from './errors.js';
 
@@ -41,6 +43,9 @@ export { PainterError, UsageError, InterruptedError, isPainterError } from './er
 export { loadModel, type LoadModelOptions } from './io/load-model.js';
 export { saveModel, writeParams, type SaveModelOptions } from './io/save-model.js';
 export { loadSingleFile, writeSingleFile, detectArch, type Arch } from './io/single-file.js';
+export { singleFileSetup, singleFileMetadata, type SingleFileSetup } from './io/single-file-setup.js';
+export { inferFamily, type PredictionType } from './io/single-file-infer.js';
+export { bundledTokenizer, SD_FAMILIES, type SdFamily } from './io/bundled-configs.js';
 export { describeModel, type ModelInfo } from './io/model-info.js';
 export { loadClipTokenizer } from './io/load-tokenizer.js';
 export { saveTokenizer } from './io/save-tokenizer.js';

@@ -1,8 +1,10 @@
 /** The built CLI as a user runs it: exit codes, usage errors, backend report. */
 import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ROOT, TINY_SD_A } from './helpers.js';
+import { FIXTURES, ROOT, TINY_SD_A } from './helpers.js';
 
 function painter(args: string[], env: Record<string, string> = {}) {
   const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'painter'), ...args], {
@@ -19,7 +21,34 @@ describe('painter CLI', () => {
     expect(r.code).toBe(0);
     // tfjs-node(-gpu) cannot be installed on these machines, so auto falls through to wasm.
     expect(r.stdout).toMatch(/backend\s+wasm \(@tensorflow\/tfjs-backend-wasm; auto order; not available: @tensorflow\/tfjs-node-gpu/);
-    expect(r.stdout).toMatch(/threads\s+1/);
+    expect(r.stdout).toMatch(/threads\s+1 \(wasm, single-threaded build; SIMD on\)/);
+  });
+
+  it('--threads 2 computes on the threaded wasm build, to the same bits as one thread', () => {
+    const info = painter(['info', '--threads', '2']);
+    expect(info.code, info.stderr).toBe(0);
+    expect(info.stdout).toMatch(/threads\s+2 \(wasm, threaded build; SIMD on\)/);
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'painter-threads-'));
+    try {
+      const files = [1, 2].map((n) => {
+        const r = painter(['generate', 'a (red:1.2) chair', '--model', TINY_SD_A, '--steps', '3', '--out', path.join(out, String(n)), '--json'], { PAINTER_THREADS: String(n) });
+        expect(r.code, r.stderr).toBe(0);
+        return (JSON.parse(r.stdout) as { files: { file: string }[] }).files[0]!.file;
+      });
+      expect(fs.readFileSync(files[1]!).equals(fs.readFileSync(files[0]!))).toBe(true);
+      const runs = [1, 2].map((n) => {
+        const dir = path.join(out, `invert-${n}`);
+        const r = painter(['invert', path.join(FIXTURES, 'cat-photos'), '--token', '<t>', '--model', TINY_SD_A, '--steps', '2', '--resolution', '64', '--validation-every', '0', '--embeddings-dir', path.join(dir, 'lib'), '--out', dir, '--threads', String(n), '--json']);
+        expect(r.code, r.stderr).toBe(0);
+        return fs.readFileSync(path.join(dir, 'train.log'), 'utf8').split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { loss?: number }).loss);
+      });
+      expect(runs[1]).toEqual(runs[0]);
+      const bad = painter(['info', '--threads', '0']);
+      expect(bad.code).toBe(2);
+      expect(bad.stderr).toMatch(/^painter: --threads 0: give a whole number of threads, 1 or more\n$/);
+    } finally {
+      fs.rmSync(out, { recursive: true, force: true });
+    }
   });
 
   it('info --json --model describes components and parameter counts', () => {

@@ -56,7 +56,7 @@ export async function ddimInvertImage(input: DdimInvertInput, hooks: Hooks = {})
   const backend = await useBackend(choice);
   const modelPath = resolveModelPath(o.model);
   const t0 = Date.now();
-  const base = loadModel(modelPath, { config: o.config, arch: o.arch });
+  const base = loadModel(modelPath, { config: o.config, arch: o.arch, predictionType: o.predictionType });
   let concepts: LoadedConcepts | undefined;
   try {
     const picture = await readEditImage(imageFile, vaeLatentFactor(base.vae.config));

@@ -7,6 +7,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { StableDiffusion } from '../core/model.js';
 import { ddimInvert } from '../core/pipeline/ddim-inversion.js';
+import { nullTextInversion } from '../core/pipeline/null-text.js';
 import { latentsToNchw, pictureLatents, type EditDraws } from '../core/pipeline/edit.js';
 import type { GenerateEvent } from '../core/pipeline/generate.js';
 import { samplePromptToPrompt } from '../core/pipeline/generate-p2p.js';
@@ -24,39 +25,69 @@ export interface SourceEditSettings {
   crossReplace: number;
   selfReplace: number;
   draws?: EditDraws;
+  /** Null-text inversion: optimise the unconditional embedding per step so guided sampling reconstructs the picture. */
+  nullText?: boolean;
 }
 
-/** Events: an 'invert' step per inversion step, then generate's events for the pair. */
-export async function* sourceEdit(model: StableDiffusion, picture: EditImage, s: SourceEditSettings): AsyncGenerator<GenerateEvent | { kind: 'invert'; step: number; steps: number }, void, void> {
+/** Progress of the inversion and of null-text optimisation. */
+export type SourceEditEvent = GenerateEvent | { kind: 'invert'; step: number; steps: number } | { kind: 'null-text'; step: number; steps: number };
+
+/**
+ * Events: an 'invert' step per inversion step, with --null-text a 'null-text' step per optimised
+ * step, then generate's events for the pair.
+ */
+export async function* sourceEdit(model: StableDiffusion, picture: EditImage, s: SourceEditSettings): AsyncGenerator<SourceEditEvent, void, void> {
   const latents = pictureLatents(model, picture, s.seed, s.draws?.posterior);
   const promptEmbeds = encodePrompts(model, [s.source], { clipSkip: s.clipSkip });
   const loop = ddimInvert(model, { latents, promptEmbeds, guidance: 1, steps: s.steps });
+  // The whole trajectory z*_0 … z*_N, which null-text inversion follows.
+  const trajectory: tf.Tensor4D[] = s.nullText ? [tf.clone(latents)] : [];
+  let nullEmbeds: tf.Tensor3D[] | undefined;
   let inverted: tf.Tensor4D;
   try {
     let r = loop.next();
     while (!r.done) {
+      if (s.nullText) trajectory.push(tf.clone(r.value.latents));
       yield { kind: 'invert', step: r.value.step + 1, steps: r.value.total };
       r = loop.next();
     }
     inverted = r.value;
+    if (s.nullText) {
+      const empty = encodePrompts(model, [s.negative], { clipSkip: s.clipSkip });
+      try {
+        const optimise = nullTextInversion(model, { trajectory, promptEmbeds, nullEmbeds: empty, guidance: s.guidance });
+        let o = await optimise.next();
+        while (!o.done) {
+          yield { kind: 'null-text', step: o.value.step + 1, steps: o.value.total };
+          o = await optimise.next();
+        }
+        nullEmbeds = o.value;
+      } finally {
+        empty.dispose();
+      }
+    }
   } finally {
     loop.return(undefined as unknown as tf.Tensor4D);
-    tf.dispose([latents, promptEmbeds]);
+    tf.dispose([latents, promptEmbeds, ...trajectory]);
   }
-  const initLatents = await latentsToNchw(inverted);
-  const request = {
-    prompt: s.source,
-    negativePrompt: s.negative,
-    steps: s.steps,
-    guidance: s.guidance,
-    scheduler: 'ddim' as const,
-    seed: s.seed,
-    count: 1,
-    batch: 1,
-    width: picture.width,
-    height: picture.height,
-    clipSkip: s.clipSkip,
-    initLatents,
-  };
-  yield* samplePromptToPrompt(model, request, { target: s.target, crossReplace: s.crossReplace, selfReplace: s.selfReplace });
+  try {
+    const initLatents = await latentsToNchw(inverted);
+    const request = {
+      prompt: s.source,
+      negativePrompt: s.negative,
+      steps: s.steps,
+      guidance: s.guidance,
+      scheduler: 'ddim' as const,
+      seed: s.seed,
+      count: 1,
+      batch: 1,
+      width: picture.width,
+      height: picture.height,
+      clipSkip: s.clipSkip,
+      initLatents,
+    };
+    yield* samplePromptToPrompt(model, request, { target: s.target, crossReplace: s.crossReplace, selfReplace: s.selfReplace, nullEmbeds });
+  } finally {
+    tf.dispose(nullEmbeds ?? []);
+  }
 }

@@ -73,6 +73,7 @@ export async function edit(input: EditInput, hooks: Hooks = {}): Promise<EditRes
   if (o.maskBlur > 0 && o.mask === undefined) throw new UsageError('--mask-blur needs --mask');
   if (o.pasteBack && o.mask === undefined && o.outpaint === undefined) throw new UsageError('--paste-back needs --mask or --outpaint');
   if (o.source !== undefined && (o.mask !== undefined || o.outpaint !== undefined)) throw new UsageError('--source redraws the whole picture with Prompt-to-Prompt; leave out --mask and --outpaint');
+  if (o.nullText && o.source === undefined) throw new UsageError('--null-text optimises the inversion of --source; give --source "WHAT THE PICTURE SHOWS"');
   if (o.source !== undefined && o.count > 1) throw new UsageError('--source inverts the picture to one noise, so it makes one edit; leave out --count');
   if (o.noise !== undefined && o.count > 1) throw new UsageError('--noise gives the random draws of one result; use it with --count 1');
   const lastSeed = o.seed + o.count - 1;
@@ -82,7 +83,7 @@ export async function edit(input: EditInput, hooks: Hooks = {}): Promise<EditRes
   const backend = await useBackend(choice);
   const modelPath = resolveModelPath(o.model);
   const t0 = Date.now();
-  const base = loadModel(modelPath, { config: o.config, arch: o.arch });
+  const base = loadModel(modelPath, { config: o.config, arch: o.arch, predictionType: o.predictionType });
   let concepts: LoadedConcepts | undefined;
   try {
     const picture = await readEditImage(imageFile, vaeLatentFactor(base.vae.config), { mask: o.mask, maskBlur: o.maskBlur, outpaint });
@@ -132,10 +133,12 @@ export async function edit(input: EditInput, hooks: Hooks = {}): Promise<EditRes
       const events = sourceEdit(model, picture, { ...o, source: o.source, target: prompt, draws });
       for await (const event of events) {
         if (event.kind === 'invert') progress(event.step, event.steps, 'inversion step');
+        else if (event.kind === 'null-text') progress(event.step, event.steps, 'null-text step');
         else if (event.kind === 'step') progress(event.step, event.steps, 'step');
         else {
           const edited = files.length > 0;
-          await write(event.image.pixels, event.image.seed, edited ? prompt : o.source, edited ? { 'Prompt-to-Prompt': `source "${o.source}" cross ${o.crossReplace} self ${o.selfReplace}` } : {}, 'ddim');
+          const how = `source "${o.source}" cross ${o.crossReplace} self ${o.selfReplace}${o.nullText ? ' null-text' : ''}`;
+          await write(event.image.pixels, event.image.seed, edited ? prompt : o.source, edited ? { 'Prompt-to-Prompt': how } : {}, 'ddim');
         }
         await breathe();
         if (hooks.shouldStop?.()) throw stopped();

@@ -26,7 +26,7 @@ import { readEmbeddingFile } from '../io/embeddings.js';
 import { modelHash } from '../io/file-hash.js';
 import { readLatentsFile } from '../io/latents-file.js';
 import { checkOutputDir } from '../io/output-dir.js';
-import { loadModel } from '../io/load-model.js';
+import { loadModel, type LoadModelOptions } from '../io/load-model.js';
 import { encodePng, writeNewPng } from '../io/png-out.js';
 import { resolveConfig } from '../options/resolve.js';
 import { MAX_SEED } from '../options/table.js';
@@ -188,7 +188,7 @@ export async function generate(input: GenerateInput, hooks: Hooks = {}): Promise
   const memory = checkMemoryBudget({ command: 'generate', options: o }, modelPath, backend, { configDir: o.config, phasedGeneration: isFolder });
   const phased = memory?.plan === 'phased';
   const t0 = Date.now();
-  const loadOpts = { config: o.config, arch: o.arch };
+  const loadOpts = { config: o.config, arch: o.arch, predictionType: o.predictionType };
   const conceptRequest: ConceptRequest = { embeddings: o.embedding ?? [], token: o.token, loras };
   const firstParts: PipelinePart[] | undefined = phased ? ['text_encoder'] : undefined;
   const base = loadModel(modelPath, { ...loadOpts, parts: firstParts });
@@ -306,7 +306,7 @@ export async function generate(input: GenerateInput, hooks: Hooks = {}): Promise
  * Loads the components of one phase with the same concepts applied; the text encoder's phase
  * reuses the model already loaded for it, and releasing it frees that model (`releaseFirst`).
  */
-function phasedLoader(modelPath: string, loadOpts: { config?: string; arch: 'auto' | 'sd1' | 'sd2' }, concepts: ConceptRequest, first: StableDiffusion, releaseFirst: () => void): PartLoader {
+function phasedLoader(modelPath: string, loadOpts: Pick<LoadModelOptions, 'config' | 'arch' | 'predictionType'>, concepts: ConceptRequest, first: StableDiffusion, releaseFirst: () => void): PartLoader {
   const inUse = new Map<StableDiffusion, () => void>();
   return {
     load: (parts) => {

@@ -221,7 +221,7 @@ export async function openTrainingInputs(request: TrainingRequest, dir: string, 
   const options = request.options;
   const modelPath = resolveModelPath(options.model);
   checkMemoryBudget({ ...request, images: scanImageFolder(dir).images.length }, modelPath, backend, { configDir: options.config });
-  const model = loadModel(modelPath, { config: options.config, arch: options.arch });
+  const model = loadModel(modelPath, { config: options.config, arch: options.arch, predictionType: options.predictionType });
   try {
     const resolution = trainingResolution(model, options.resolution);
     const read = await readTrainingImages(dir, resolution, options.skipBadImages, (m) => hooks.warn?.(m));

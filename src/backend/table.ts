@@ -9,6 +9,7 @@ import * as os from 'node:os';
 import * as tf from '@tensorflow/tfjs';
 import { nvidiaGpuCapacity, systemMemoryCapacity, wasmHeapCapacity, type Capacity } from './capacity.js';
 import { adapterLine, linuxGpuDevices, loadWebgpu, webgpuAdapter } from './webgpu.js';
+import { installWasmThreads, threadSetting } from './wasm-threads.js';
 
 export const BACKEND_NAMES = ['tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
@@ -71,17 +72,27 @@ export const BACKENDS: { readonly [N in BackendName]: BackendSpec & { name: N } 
   },
   wasm: {
     name: 'wasm',
-    packages: [optional('@tensorflow/tfjs-backend-wasm')],
+    packages: [
+      {
+        package: '@tensorflow/tfjs-backend-wasm',
+        // Its threaded build on every core (--threads, PAINTER_THREADS), as wasm-threads.ts starts it.
+        load: async () => {
+          await importOptional('@tensorflow/tfjs-backend-wasm');
+          installWasmThreads(threadSetting());
+        },
+      },
+    ],
     fusedKernels: true,
     packsWeights: true,
     capacity: () => wasmHeapCapacity(),
     threads: async () => {
       const wasm = (await import('@tensorflow/tfjs-backend-wasm')) as unknown as { getThreadsCount?: () => number };
-      return `${wasm.getThreadsCount?.() ?? 1} (wasm; SIMD ${tf.env().getBool('WASM_HAS_SIMD_SUPPORT') ? 'on' : 'off'})`;
+      const threaded = tf.env().getBool('WASM_HAS_MULTITHREAD_SUPPORT') ? 'threaded build' : 'single-threaded build';
+      return `${wasm.getThreadsCount?.() ?? 1} (wasm, ${threaded}; SIMD ${tf.env().getBool('WASM_HAS_SIMD_SUPPORT') ? 'on' : 'off'})`;
     },
     roomier: { backend: 'tensorflow', needs: 'needs @tensorflow/tfjs-node' },
     installHint: "reinstall painter's dependencies (npm ci) so @tensorflow/tfjs-backend-wasm is present",
-    when: 'always available; SIMD, single thread; the default on machines without the native packages. Its heap is capped at 4 GiB, so full-size SD checkpoints need another backend',
+    when: 'always available; SIMD, on every core (--threads, PAINTER_THREADS); the default on machines without the native packages. Its heap is capped at 4 GiB, so full-size SD checkpoints need another backend',
   },
   webgpu: {
     name: 'webgpu',

@@ -24,6 +24,7 @@ import { decodeLatents, denoiseAll, encodePrompts, promptIdRows } from '../core/
 import { createScheduler, noiseSchedule } from '../core/schedulers/index.js';
 import { modelPromptLength } from '../core/sizes.js';
 import { AdamW } from '../backend/fused-adamw.js';
+import { BACKENDS, type BackendName } from '../backend/table.js';
 import { diffusionLoss } from '../core/training/loss.js';
 import { unetForwardFlops, unetTrainingFlops } from './flops.js';
 import { profileKernels, type KernelTime } from './kernel-profile.js';
@@ -78,6 +79,8 @@ export interface BenchResult {
 
 export interface BenchReport {
   backend: string;
+  /** The threads the backend computes on, as `painter info` says them. */
+  threads: string;
   tfjs: string;
   batch: number;
   latentSize: number;
@@ -242,6 +245,7 @@ export async function runBench(model: StableDiffusion, options: Partial<BenchOpt
   const results: BenchResult[] = [];
   const report: BenchReport = {
     backend: tf.getBackend(),
+    threads: await BACKENDS[tf.getBackend() as BackendName].threads(),
     tfjs: tf.version_core,
     batch: o.batch,
     latentSize: size,

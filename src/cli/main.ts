@@ -5,9 +5,10 @@
  */
 import yargs, { type Argv } from 'yargs';
 import { shutdownWebgpu } from '../backend/webgpu.js';
+import { requestThreads, threadSetting } from '../backend/wasm-threads.js';
 import { packageVersion } from '../io/paths.js';
 import { fileSystemError, isPainterError, UsageError } from '../errors.js';
-import { BACKEND_OPTION, COMMAND_NAMES, COMMANDS, positionalUsage, type CommandName, type CommandSpec, type OptionSpec } from '../options/table.js';
+import { BACKEND_OPTION, THREADS_OPTION, COMMAND_NAMES, COMMANDS, positionalUsage, type CommandName, type CommandSpec, type OptionSpec } from '../options/table.js';
 import type { Args } from './args.js';
 
 function describeWithDefault(spec: OptionSpec): string {
@@ -37,6 +38,7 @@ function declare(y: Argv, specs: readonly OptionSpec[], global = false): Argv {
 }
 
 async function runCommand(name: CommandName, args: Args): Promise<void> {
+  if (args['threads'] !== undefined) requestThreads(threadSetting(args['threads']));
   switch (name) {
     case 'invert':
       return (await import('./commands/invert.js')).invertCommand(args);
@@ -48,6 +50,8 @@ async function runCommand(name: CommandName, args: Args): Promise<void> {
       return (await import('./commands/edit.js')).editCommand(args);
     case 'ddim-invert':
       return (await import('./commands/ddim-invert.js')).ddimInvertCommand(args);
+    case 'convert':
+      return (await import('./commands/convert.js')).convertCommand(args);
     case 'bench':
       return (await import('./commands/bench.js')).benchCommand(args);
     case 'info':
@@ -64,7 +68,7 @@ function buildParser(argv: string[]): Argv {
     yargs(argv)
       .scriptName('painter')
       .usage('$0 <command> [options]\n\nPersonalize latent-diffusion text-to-image models (Textual Inversion, DreamBooth, LoRA) and edit pictures with them.'),
-    [BACKEND_OPTION],
+    [BACKEND_OPTION, THREADS_OPTION],
     true,
   );
   for (const name of COMMAND_NAMES) {

@@ -12,9 +12,16 @@
  * Merging on load ("fuse") is exact for generation; diffusers keeps unmerged adapters, which
  * agrees to ~1e-5 (summation order). Un-fusing is applyLora with scale −s on the merged model,
  * or simply keeping the unmerged model.
+ *
+ * LyCORIS files add adapters of other shapes (LoHa, LoKr, LoCon with a Tucker core:
+ * lora-lycoris.ts), merged as W + s · ΔW alike, and any adapter may be weight-decomposed (DoRA:
+ * lora-dora.ts), merged as W + s · (W_dora − W). An α of 0 counts as no α, as kohya and LyCORIS
+ * read it.
  */
 import * as tf from '@tensorflow/tfjs';
 import { PainterError } from '../errors.js';
+import { doraChannels, doraMerge, type DoraMagnitude } from './lora-dora.js';
+import { lycorisDelta, lycorisDeltaSize, lycorisTensors, torchShapeOf, type LycorisAdapter } from './lora-lycoris.js';
 import type { StableDiffusion } from './model.js';
 import type { Params } from './params.js';
 
@@ -38,8 +45,10 @@ export interface LoraAdapter {
   down: tf.Tensor;
   /** tfjs layout: [r, out] (Linear) or [1, 1, r, out] (Conv). */
   up: tf.Tensor;
-  /** Network alpha; the file's scale is alpha / rank (absent: 1, as diffusers' lora_alpha = r). */
+  /** Network alpha; the file's scale is alpha / rank (absent or 0: 1, as diffusers' lora_alpha = r). */
   alpha?: number;
+  /** DoRA magnitude (a LyCORIS file's `dora_scale`), when the module is weight-decomposed. */
+  dora?: DoraMagnitude;
   /** The file key this adapter came from, for messages. */
   key: string;
 }
@@ -47,7 +56,10 @@ export interface LoraAdapter {
 export interface LoraWeights {
   file: string;
   format: LoraFormat;
+  /** Plain low-rank adapters (LoRA, LoCon). */
   adapters: LoraAdapter[];
+  /** LyCORIS adapters of other forms (LoHa, LoKr, LoCon-Tucker); absent in plain LoRA files. */
+  lycoris?: LycorisAdapter[];
   metadata: Record<string, string>;
 }
 
@@ -68,9 +80,9 @@ export function loraRank(a: Pick<LoraAdapter, 'down'>): number {
   return a.down.shape[a.down.rank - 1]!;
 }
 
-/** The file's own factor α / r (1 without alpha). */
+/** The file's own factor α / r (1 without alpha, or with alpha 0). */
 export function loraScale(a: Pick<LoraAdapter, 'down' | 'alpha'>): number {
-  return a.alpha === undefined ? 1 : a.alpha / loraRank(a);
+  return a.alpha === undefined || a.alpha === 0 ? 1 : a.alpha / loraRank(a);
 }
 
 /**
@@ -92,17 +104,58 @@ export function loraDelta(down: tf.Tensor, up: tf.Tensor, scale: number): tf.Ten
   });
 }
 
+type AnyAdapter = LoraAdapter | LycorisAdapter;
+
+function isLycoris(a: AnyAdapter): a is LycorisAdapter {
+  return 'kind' in a;
+}
+
+function shapeText(s: readonly number[]): string {
+  return `[${s.join(', ')}]`;
+}
+
+/** Why the adapter does not fit weight `w` (tfjs layout), or undefined when it does. */
+function misfit(a: AnyAdapter, w: tf.Tensor): string | undefined {
+  if (isLycoris(a)) {
+    const size = lycorisDeltaSize(a);
+    const [out, ...rest] = torchShapeOf(w.shape);
+    const inFlat = rest.reduce((x, y) => x * y, 1);
+    const kernelOk = size.kernel === undefined || (w.rank === 4 && size.kernel.join() === rest.slice(1).join());
+    if (size.out !== out || size.inFlat !== inFlat || !kernelOk) {
+      return `its ${a.kind} update is [${size.out}, ${size.inFlat}]${size.kernel ? ` with kernel ${shapeText(size.kernel)}` : ''} (PyTorch layout, in·kh·kw flattened), the weight [${out}, ${inFlat}]`;
+    }
+  } else {
+    const r = loraRank(a);
+    const delta = a.down.rank === 4 ? [a.down.shape[0], a.down.shape[1], a.down.shape[2], a.up.shape[3]] : [a.down.shape[0], a.up.shape[1]];
+    const pair = a.down.rank === a.up.rank && a.up.shape[a.up.rank - 2] === r;
+    if (!pair || delta.join() !== w.shape.join()) return `down ${shapeText(a.down.shape)} and up ${shapeText(a.up.shape)} (tfjs layout) do not make it`;
+  }
+  if (a.dora && a.dora.magnitude.size !== doraChannels(w.shape, a.dora.axis)) {
+    return `its DoRA magnitude has ${a.dora.magnitude.size} values, the weight ${doraChannels(w.shape, a.dora.axis)} ${a.dora.axis === 'out' ? 'output' : 'input'} channels`;
+  }
+  return undefined;
+}
+
+/** W merged with one adapter at runtime scale s (tfjs layout). */
+function merge(a: AnyAdapter, w: tf.Tensor, scale: number): tf.Tensor {
+  return tf.tidy(() => {
+    const delta = isLycoris(a) ? lycorisDelta(a, w.shape) : loraDelta(a.down, a.up, loraScale(a));
+    return a.dora ? doraMerge(w, delta, a.dora, scale) : tf.add(w, tf.mul(delta, scale));
+  });
+}
+
 /**
- * Merges the adapters into a copy of the model's weights: W + scale · (α/r) · down @ up for every
- * adapter of the chosen components. Adapter modules the model lacks, or shapes that differ, are
- * errors naming the LoRA file and key.
+ * Merges the adapters into a copy of the model's weights: W + s · ΔW for every adapter of the
+ * chosen components (ΔW = (α/r) · down @ up for plain LoRA; LoHa/LoKr as lora-lycoris.ts builds
+ * them; DoRA modules as lora-dora.ts). Adapter modules the model lacks, or shapes that differ,
+ * are errors naming the LoRA file and key; nothing is merged then.
  */
 export function applyLora(model: StableDiffusion, lora: LoraWeights, scale = 1, opts: LoraOptions = {}): LoraModel {
   const components = new Set<LoraComponent>(opts.components ?? ['unet', 'text_encoder']);
   const source: Record<LoraComponent, Params> = { unet: model.unet.params, text_encoder: model.textEncoder.params };
+  const all: AnyAdapter[] = [...lora.adapters, ...(lora.lycoris ?? [])].filter((a) => components.has(a.component));
   // Check everything first, so a bad file changes nothing.
-  for (const a of lora.adapters) {
-    if (!components.has(a.component)) continue;
+  for (const a of all) {
     const key = `${a.module}.weight`;
     const w = source[a.component].get(key);
     if (!w) {
@@ -110,26 +163,19 @@ export function applyLora(model: StableDiffusion, lora: LoraWeights, scale = 1, 
         `${lora.file}: LoRA key "${a.key}" targets ${a.component} weight "${key}", which this model does not have; the LoRA was made for another architecture`,
       );
     }
-    const r = loraRank(a);
-    const delta = a.down.rank === 4 ? [a.down.shape[0], a.down.shape[1], a.down.shape[2], a.up.shape[3]] : [a.down.shape[0], a.up.shape[1]];
-    const pair = a.down.rank === a.up.rank && a.up.shape[a.up.rank - 2] === r;
-    if (!pair || delta.join() !== w.shape.join()) {
-      throw new PainterError(
-        `${lora.file}: LoRA key "${a.key}" (down [${a.down.shape.join(', ')}], up [${a.up.shape.join(', ')}], tfjs layout) does not fit ${a.component} weight "${key}" of shape [${w.shape.join(', ')}]`,
-      );
-    }
+    const why = misfit(a, w);
+    if (why) throw new PainterError(`${lora.file}: LoRA key "${a.key}" does not fit ${a.component} weight "${key}" of shape ${shapeText(w.shape)}: ${why}`);
   }
   const created: tf.Tensor[] = [];
   const out: Record<LoraComponent, Params> = { unet: new Map(source.unet), text_encoder: new Map(source.text_encoder) };
   const merged: Record<LoraComponent, number> = { unet: 0, text_encoder: 0 };
   const touched = new Set<string>();
-  for (const a of lora.adapters) {
-    if (!components.has(a.component)) continue;
+  for (const a of all) {
     const key = `${a.module}.weight`;
     const params = out[a.component];
     const w = params.get(key)!;
-    const next = tf.tidy(() => tf.add(w, loraDelta(a.down, a.up, scale * loraScale(a))));
-    // Two adapters on one weight (allowed by the formats) add up; drop the intermediate.
+    const next = merge(a, w, scale);
+    // Two adapters on one weight (allowed by the formats) apply in turn; drop the intermediate.
     if (created.includes(w)) {
       w.dispose();
       created.splice(created.indexOf(w), 1);
@@ -155,8 +201,6 @@ export function applyLora(model: StableDiffusion, lora: LoraWeights, scale = 1, 
 }
 
 export function disposeLora(lora: LoraWeights): void {
-  for (const a of lora.adapters) {
-    a.down.dispose();
-    a.up.dispose();
-  }
+  for (const a of lora.adapters) tf.dispose([a.down, a.up, ...(a.dora ? [a.dora.magnitude] : [])]);
+  for (const a of lora.lycoris ?? []) tf.dispose(lycorisTensors(a));
 }

@@ -10,10 +10,12 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { disposeLora, loraRank, loraScale, type LoraComponent, type LoraFormat } from '../core/lora.js';
+import { disposeLora, loraRank, loraScale, type LoraAdapter, type LoraComponent, type LoraFormat } from '../core/lora.js';
+import { lycorisRank, lycorisScale, type LycorisAdapter } from '../core/lora-lycoris.js';
 import { isPainterError, PainterError } from '../errors.js';
 import { readEmbeddingFile, type EmbeddingFormat } from './embeddings.js';
 import { readLoraFile } from './lora-files.js';
+import { openTorchCheckpoint } from './torch-checkpoint.js';
 import { closeSafetensors, openSafetensors } from './safetensors.js';
 import { looksLikeZip } from './zip.js';
 import { isLegacyTorchHead, isPngHead, readFileHead } from './file-head.js';
@@ -115,7 +117,7 @@ export function identifyFile(file: string): FileKind {
   }
   if (head.length === 0) cannotDescribe(file, 'empty file');
   if (isPngHead(head) || /\.png$/i.test(file)) return 'png';
-  if (looksLikeZip(head)) return 'torch';
+  if (looksLikeZip(head)) return isTorchCheckpoint(file) ? 'model' : 'torch';
   if (isLegacyTorchHead(head)) cannotDescribe(file, 'a legacy torch.save file (torch < 1.6), which painter does not read; re-save it with a current torch');
   return safetensorsKind(file, head);
 }
@@ -157,34 +159,56 @@ function describeEmbedding(file: string, fromHeader: boolean): EmbeddingFileInfo
   };
 }
 
+/** Rank and file factor of any adapter (LyCORIS LoKr of two full factors: no rank). */
+function rankOf(a: LoraAdapter | LycorisAdapter): number[] {
+  if (!('kind' in a)) return [loraRank(a)];
+  const r = lycorisRank(a);
+  return r === undefined ? [] : [r];
+}
+const scaleOf = (a: LoraAdapter | LycorisAdapter) => ('kind' in a ? lycorisScale(a) : loraScale(a));
+
 function describeLora(file: string): LoraFileInfo {
   const lora = readLoraFile(file);
   try {
+    const all: (LoraAdapter | LycorisAdapter)[] = [...lora.adapters, ...(lora.lycoris ?? [])];
+    const alphasOf = (list: typeof all) => sorted(list.flatMap((a) => (a.alpha === undefined ? [] : [a.alpha])));
     const components: LoraComponentInfo[] = [];
     for (const component of ['unet', 'text_encoder'] as const) {
-      const adapters = lora.adapters.filter((a) => a.component === component);
+      const adapters = all.filter((a) => a.component === component);
       if (adapters.length === 0) continue;
       components.push({
         component,
         modules: adapters.length,
         targets: [...new Set(adapters.map((a) => targetKind(a.module)))].sort(),
-        ranks: sorted(adapters.map(loraRank)),
-        alphas: sorted(adapters.flatMap((a) => (a.alpha === undefined ? [] : [a.alpha]))),
+        ranks: sorted(adapters.flatMap(rankOf)),
+        alphas: alphasOf(adapters),
       });
     }
     return {
       kind: 'lora',
       file,
       naming: lora.format,
-      ranks: sorted(lora.adapters.map(loraRank)),
-      alphas: sorted(lora.adapters.flatMap((a) => (a.alpha === undefined ? [] : [a.alpha]))),
-      scales: sorted(lora.adapters.map(loraScale)),
-      modules: lora.adapters.length,
+      ranks: sorted(all.flatMap(rankOf)),
+      alphas: alphasOf(all),
+      scales: sorted(all.map(scaleOf)),
+      modules: all.length,
       components,
       metadata: lora.metadata,
     };
   } finally {
     disposeLora(lora);
+  }
+}
+
+/** A `.ckpt` model checkpoint, told from its pickle alone (no tensor is read). */
+function isTorchCheckpoint(file: string): boolean {
+  try {
+    const src = openTorchCheckpoint(file);
+    src.close();
+    return [...src.entries.keys()].some((k) => CHECKPOINT_KEY.test(k));
+  } catch (e) {
+    if (!isPainterError(e)) throw e;
+    return false; // the readers below say what is wrong with it
   }
 }
 

@@ -17,7 +17,8 @@ import * as tf from '@tensorflow/tfjs';
 import type { Embedding } from '../core/embeddings.js';
 import { PainterError } from '../errors.js';
 import { loadSafetensors, writeSafetensors } from './safetensors.js';
-import { readTorchFile, TorchTensor, type PyDict, type PyValue } from './torch-pickle.js';
+import { readTorchFile } from './torch-file.js';
+import { TorchTensor, type PyDict, type PyValue } from './torch-pickle.js';
 import { looksLikeZip } from './zip.js';
 import { isLegacyTorchHead, isPngHead, readFileHead } from './file-head.js';
 

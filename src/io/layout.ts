@@ -56,3 +56,11 @@ export function tfjsShape(key: string, torchShape: number[]): number[] {
   if (kind === 'linear') return [torchShape[1]!, torchShape[0]!];
   return torchShape;
 }
+
+/** Shape in PyTorch layout of a tfjs-layout shape (inverse of tfjsShape). */
+export function torchShape(key: string, tfjsShapeOf: readonly number[]): number[] {
+  const kind = weightKind(key, tfjsShapeOf.length);
+  if (kind === 'conv') return [tfjsShapeOf[3]!, tfjsShapeOf[2]!, tfjsShapeOf[0]!, tfjsShapeOf[1]!];
+  if (kind === 'linear') return [tfjsShapeOf[1]!, tfjsShapeOf[0]!];
+  return [...tfjsShapeOf];
+}

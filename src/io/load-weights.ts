@@ -1,26 +1,22 @@
 /**
- * Strict loading of a component's weights from safetensors files into tfjs tensors: every
- * expected key must be present with the expected shape, and no other key may appear.
- * Tensors are read and converted one at a time, so peak memory stays near one copy.
+ * Strict loading of a component's weights from safetensors files (or `.ckpt` checkpoints, see
+ * open-weights.ts) into tfjs tensors: every expected key must be present with the expected
+ * shape, and no other key may appear. Tensors are read and converted one at a time, so peak
+ * memory stays near one copy.
  */
 import * as fs from 'node:fs';
 import { PainterError } from '../errors.js';
 import { weightKind, type ParamShapes, type Params } from '../core/params.js';
-import { hasRows, setFromHost } from '../core/row-chunks.js';
-import { torchToTfjs, type FloatArrayTensor } from './layout.js';
-import { closeSafetensors, openSafetensors, readTensor, type SafetensorsFile } from './safetensors.js';
+import { setFromHost } from '../core/row-chunks.js';
+import { tfjsShape, torchToTfjs } from './layout.js';
+import { openWeightSource } from './open-weights.js';
+import type { WeightSource, WeightSourceOptions } from './weight-source.js';
 
 export interface LoadWeightsOptions {
   /** Keys that checkpoints may carry but the model does not use (e.g. position_ids buffers). */
   ignore?: RegExp | ((key: string) => boolean);
-  /**
-   * Checkpoint key → painter key(s), for checkpoints in another naming (single-file LDM,
-   * OpenCLIP). Several keys for one tensor mean it is split (see `transform`); undefined means
-   * the key has no counterpart and is unexpected.
-   */
-  mapKey?: (key: string) => string | string[] | undefined;
-  /** Reshapes or splits a tensor (PyTorch layout) into one tensor per mapped key. */
-  transform?: (key: string, t: FloatArrayTensor, count: number) => FloatArrayTensor[];
+  /** How the files are read (e.g. a checkpoint's EMA copy of the UNet). */
+  source?: WeightSourceOptions;
 }
 
 function ignored(rule: LoadWeightsOptions['ignore'], key: string): boolean {
@@ -28,63 +24,76 @@ function ignored(rule: LoadWeightsOptions['ignore'], key: string): boolean {
   return typeof rule === 'function' ? rule(key) : rule.test(key);
 }
 
-function shapeStr(s: number[]): string {
+function shapeStr(s: readonly number[]): string {
   return `[${s.join(', ')}]`;
 }
 
-/** Loads `expected` keys (tfjs-layout shapes) from safetensors files in PyTorch layout. */
-export function loadWeights(files: string[], expected: ParamShapes, label: string, opts: LoadWeightsOptions = {}): Params {
-  const opened: SafetensorsFile[] = [];
+/**
+ * Checks sources (PyTorch layout, e.g. renamed views of a single file) against `expected`
+ * (tfjs-layout shapes) from their headers alone: an unexpected or missing key, a wrong shape, an
+ * integer tensor or a key given twice is an error naming the file and the key as the file
+ * names it. Returns the source of every expected key.
+ */
+export function matchWeights(sources: readonly WeightSource[], expected: ParamShapes, label: string, ignore?: LoadWeightsOptions['ignore']): Map<string, WeightSource> {
+  const found = new Map<string, WeightSource>();
+  const unexpected: string[] = [];
+  for (const f of sources) {
+    const named = (key: string) => f.fileKey?.(key) ?? key;
+    for (const [key, e] of f.entries) {
+      if (ignored(ignore, key)) continue;
+      const want = expected.get(key);
+      if (!want) {
+        unexpected.push(named(key));
+        continue;
+      }
+      if (e.dtype === 'I32' || e.dtype === 'I64') throw new PainterError(`${f.path}: weight "${named(key)}" of ${label} is an integer tensor (${e.dtype}); expected floats`);
+      if (shapeStr(tfjsShape(key, e.shape)) !== shapeStr(want)) {
+        throw new PainterError(
+          `${f.path}: weight "${named(key)}" of ${label} has shape ${shapeStr(e.shape)} (PyTorch layout), which does not match the config (expected ${shapeStr(want)} in tfjs layout for "${key}"); is the config from the same model?`,
+        );
+      }
+      if (found.has(key)) throw new PainterError(`${f.path}: weight "${named(key)}" of ${label} appears twice`);
+      found.set(key, f);
+    }
+  }
+  if (unexpected.length > 0) {
+    throw new PainterError(`${sources[0]?.path ?? label}: ${unexpected.length} unexpected weight(s) for ${label}, e.g. "${unexpected[0]}"; the checkpoint does not match config.json`);
+  }
+  const missing = [...expected.keys()].filter((k) => !found.has(k));
+  if (missing.length > 0) {
+    const files = [...new Set(sources.map((f) => f.path))].join(', ');
+    throw new PainterError(`${files}: ${missing.length} weight(s) of ${label} missing, e.g. "${missing[0]}"; the checkpoint does not match config.json`);
+  }
+  return found;
+}
+
+/** Loads `expected` keys (tfjs-layout shapes) from open sources in PyTorch layout, checked by matchWeights. */
+export function loadFromSources(sources: readonly WeightSource[], expected: ParamShapes, label: string, ignore?: LoadWeightsOptions['ignore']): Params {
+  const found = matchWeights(sources, expected, label, ignore);
   const params: Params = new Map();
   try {
-    for (const f of files) opened.push(openSafetensors(f));
-    const unexpected: string[] = [];
-    for (const f of opened) {
-      for (const rawKey of f.entries.keys()) {
-        if (ignored(opts.ignore, rawKey)) continue;
-        const mapped = opts.mapKey ? opts.mapKey(rawKey) : rawKey;
-        const keys = mapped === undefined ? [] : Array.isArray(mapped) ? mapped : [mapped];
-        if (keys.length === 0 || !keys.some((k) => expected.has(k))) {
-          unexpected.push(rawKey);
-          continue;
-        }
-        const host = readTensor(f, rawKey);
-        if (host.dtype === 'I32' || host.dtype === 'I64') {
-          throw new PainterError(`${f.path}: weight "${rawKey}" of ${label} is an integer tensor (${host.dtype}); expected floats`);
-        }
-        const torchTensors = opts.transform ? opts.transform(rawKey, host, keys.length) : [host];
-        keys.forEach((key, i) => {
-          const want = expected.get(key);
-          if (!want) return;
-          const t = torchToTfjs(key, torchTensors[i]!);
-          if (shapeStr(t.shape) !== shapeStr(want)) {
-            throw new PainterError(
-              `${f.path}: weight "${rawKey}" of ${label} has shape ${shapeStr(host.shape)} (PyTorch layout), which does not match the config (expected ${shapeStr(want)} in tfjs layout for "${key}"); is the config from the same model?`,
-            );
-          }
-          if (hasRows(params, key)) throw new PainterError(`${f.path}: weight "${key}" of ${label} appears twice`);
-          // A lookup table larger than the device binds at once is held in row chunks.
-          setFromHost(params, key, t.data, t.shape, weightKind(key, t.shape.length) === 'embedding');
-        });
-      }
-    }
-    if (unexpected.length > 0) {
-      throw new PainterError(
-        `${opened[0]?.path ?? label}: ${unexpected.length} unexpected weight(s) for ${label}, e.g. "${unexpected[0]}"; the checkpoint does not match config.json`,
-      );
-    }
-    const missing = [...expected.keys()].filter((k) => !hasRows(params, k));
-    if (missing.length > 0) {
-      throw new PainterError(
-        `${files.join(', ')}: ${missing.length} weight(s) of ${label} missing, e.g. "${missing[0]}"; the checkpoint does not match config.json`,
-      );
+    for (const [key, f] of found) {
+      const host = f.read(key);
+      if (host.dtype === 'I32' || host.dtype === 'I64') throw new PainterError(`${f.path}: weight "${f.fileKey?.(key) ?? key}" of ${label} is an integer tensor; expected floats`);
+      const t = torchToTfjs(key, host);
+      // A lookup table larger than the device binds at once is held in row chunks.
+      setFromHost(params, key, t.data, t.shape, weightKind(key, t.shape.length) === 'embedding');
     }
     return params;
   } catch (e) {
     for (const t of params.values()) t.dispose();
     throw e;
+  }
+}
+
+/** Loads `expected` keys (tfjs-layout shapes) from weights files in PyTorch layout. */
+export function loadWeights(files: string[], expected: ParamShapes, label: string, opts: LoadWeightsOptions = {}): Params {
+  const opened: WeightSource[] = [];
+  try {
+    for (const f of files) opened.push(openWeightSource(f, opts.source));
+    return loadFromSources(opened, expected, label, opts.ignore);
   } finally {
-    for (const f of opened) closeSafetensors(f);
+    for (const f of opened) f.close();
   }
 }
 

@@ -9,7 +9,9 @@
  *   files (`lora_A`/`lora_B` everywhere), unprefixed UNet files and the older attention-processor
  *   naming (`…attn1.processor.to_q_lora.down.weight`).
  * - kohya / sd-scripts (and A1111): `lora_unet_<module with . → _>` / `lora_te_…` (`lora_te1_`
- *   too, as diffusers accepts) with `.lora_down.weight`, `.lora_up.weight` and a scalar `.alpha`.
+ *   too, as diffusers accepts) with `.lora_down.weight`, `.lora_up.weight` and a scalar `.alpha`;
+ *   in this naming also LyCORIS' LoCon Tucker cores, LoHa, LoKr and DoRA parts (read only; see
+ *   lora-lycoris-files.ts).
  *
  * Tensors are stored in PyTorch layout (down [r, in], up [out, r]; conv [r, in, kh, kw] and
  * [out, r, 1, 1]) and converted once here. A `.bin`/`.pt` torch.save state dict is read with the
@@ -17,20 +19,18 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { LoraAdapter, LoraComponent, LoraFormat, LoraWeights } from '../core/lora.js';
-import { loraRank, loraScale } from '../core/lora.js';
+import { disposeLora, loraRank, loraScale } from '../core/lora.js';
 import { PainterError } from '../errors.js';
-import { tfjsToTorch, torchToTfjs } from './layout.js';
+import { tfjsToTorch } from './layout.js';
 import { loadSafetensors, writeSafetensors, type TensorToWrite } from './safetensors.js';
-import { readTorchFile, TorchTensor } from './torch-pickle.js';
+import { readTorchFile } from './torch-file.js';
+import { TorchTensor } from './torch-pickle.js';
 import { looksLikeZip } from './zip.js';
 import { readFileHead } from './file-head.js';
+import { buildModule, MODULE_PARTS, type Built, type ModuleGroup, type RawTensor } from './lora-lycoris-files.js';
 
-interface RawTensor {
-  shape: number[];
-  data: Float32Array;
-}
-
-type Part = 'down' | 'up' | 'alpha';
+/** A module part, named by its kohya/LyCORIS key suffix (diffusers/peft names map onto these). */
+type Part = (typeof MODULE_PARTS)[number];
 interface ParsedKey {
   component: LoraComponent;
   module: string;
@@ -95,24 +95,31 @@ export function moduleToKohya(component: LoraComponent, module: string): string 
   return `${component === 'unet' ? 'lora_unet' : 'lora_te'}_${module.replaceAll('.', '_')}`;
 }
 
-const KOHYA_KEY = /^lora_(unet|te|te1|te2)_(.+?)\.(lora_down\.weight|lora_up\.weight|alpha)$/;
+const KOHYA_KEY = /^lora_(unet|te|te1|te2)_([^.]+)\.(.+)$/;
+// LyCORIS module types painter does not read: OFT/BOFT, IA³, GLoRA, norm and full-weight diffs.
+const LYCORIS_UNSUPPORTED = /^(oft_blocks|oft_diag|rescale|on_input|weight|bias|diff|diff_b|w_norm|b_norm|[ab][12]\.weight|lokr_t1)$/;
+// In diffusers/peft naming: PEFT's DoRA and LoHa/LoKr, full-weight diffs and biases.
 const UNSUPPORTED = /(hada_w|hada_t|lokr_w|lokr_t|lora_mid|dora_scale|lora_magnitude_vector|\.diff$|\.diff_b$|\.bias$)/;
 // The older attention-processor naming (diffusers < 0.21): to_q_lora → to_q (UNet) / q_proj (CLIP).
 const OLD_PROCESSOR = /^(.*?)(?:\.processor)?\.(to_q|to_k|to_v|to_out)_lora\.(down|up)\.weight$/;
 
+const READS = 'painter reads LoRA/LoCon, LyCORIS LoHa and LoKr, and DoRA (dora_scale) in kohya naming, and diffusers/peft LoRA';
+
 function parseKey(file: string, key: string): ParsedKey {
-  if (UNSUPPORTED.test(key)) {
-    throw new PainterError(
-      `${file}: key ${JSON.stringify(key)} belongs to a LoRA variant painter does not read (LyCORIS LoHa/LoKr/Tucker, DoRA, full-weight diffs or biases); use a plain LoRA file`,
-    );
-  }
   const k = KOHYA_KEY.exec(key);
   if (k) {
     if (k[1] === 'te2') throw new PainterError(`${file}: key ${JSON.stringify(key)} targets SDXL's second text encoder; this LoRA is for SDXL, not SD 1.x/2.x`);
-    const part: Part = k[3] === 'alpha' ? 'alpha' : k[3] === 'lora_down.weight' ? 'down' : 'up';
-    return { component: k[1] === 'unet' ? 'unet' : 'text_encoder', module: kohyaToModule(k[2]!), part, kohya: true, peft: false };
+    const part = k[3]!;
+    if (LYCORIS_UNSUPPORTED.test(part)) {
+      throw new PainterError(`${file}: key ${JSON.stringify(key)} belongs to a LyCORIS module type painter does not read (OFT/BOFT, IA³, GLoRA, norm or full-weight diffs, biases); ${READS}`);
+    }
+    if (!(MODULE_PARTS as readonly string[]).includes(part)) throw new PainterError(`${file}: unknown kohya-style LoRA key ${JSON.stringify(key)}; ${READS}`);
+    return { component: k[1] === 'unet' ? 'unet' : 'text_encoder', module: kohyaToModule(k[2]!), part: part as Part, kohya: true, peft: false };
   }
-  if (key.startsWith('lora_')) throw new PainterError(`${file}: unknown kohya-style LoRA key ${JSON.stringify(key)}`);
+  if (key.startsWith('lora_')) throw new PainterError(`${file}: unknown kohya-style LoRA key ${JSON.stringify(key)}; ${READS}`);
+  if (UNSUPPORTED.test(key)) {
+    throw new PainterError(`${file}: key ${JSON.stringify(key)} belongs to a LoRA variant painter does not read in this naming (PEFT DoRA or LyCORIS factors, full-weight diffs or biases); ${READS}`);
+  }
   let rest = key.replace(/^base_model\.model\./, '');
   let component: LoraComponent;
   if (rest.startsWith('unet.')) [component, rest] = ['unet', rest.slice(5)];
@@ -124,14 +131,14 @@ function parseKey(file: string, key: string): ParsedKey {
   if (old) {
     const [, parent, proj, part] = old;
     const name = component === 'unet' ? (proj === 'to_out' ? 'to_out.0' : proj!) : `${proj === 'to_out' ? 'out' : proj!.slice(3)}_proj`;
-    return { component, module: `${parent}.${name}`, part: part as Part, kohya: false, peft: false };
+    return { component, module: `${parent}.${name}`, part: part === 'down' ? 'lora_down.weight' : 'lora_up.weight', kohya: false, peft: false };
   }
   const m = /^(.+?)\.(lora\.down\.weight|lora\.up\.weight|lora_linear_layer\.down\.weight|lora_linear_layer\.up\.weight|lora_A\.weight|lora_B\.weight|alpha)$/.exec(rest);
   if (!m) {
     throw new PainterError(`${file}: unknown LoRA key ${JSON.stringify(key)}; painter reads diffusers/peft (…lora.down.weight, …lora_A.weight) and kohya (lora_unet_….lora_down.weight) files`);
   }
   const suffix = m[2]!;
-  const part: Part = suffix === 'alpha' ? 'alpha' : /down|lora_A/.test(suffix) ? 'down' : 'up';
+  const part: Part = suffix === 'alpha' ? 'alpha' : /down|lora_A/.test(suffix) ? 'lora_down.weight' : 'lora_up.weight';
   return { component, module: m[1]!, part, kohya: false, peft: suffix.startsWith('lora_A') || suffix.startsWith('lora_B') };
 }
 
@@ -163,27 +170,15 @@ function readStateDict(file: string): { tensors: Map<string, RawTensor>; metadat
   return { tensors, metadata: st.metadata };
 }
 
-/** PyTorch layout → tfjs layout (Linear [a, b] → [b, a], Conv OIHW → HWIO). */
-function toTfjs(t: RawTensor): tf.Tensor {
-  const converted = torchToTfjs('lora.weight', t);
-  return tf.tensor(converted.data, converted.shape, 'float32');
-}
-
 /**
- * Reads a LoRA file (diffusers, peft or kohya naming; safetensors or torch.save). Unknown keys,
- * unpaired down/up matrices and unsupported variants are errors naming the file and key.
+ * Reads a LoRA file (diffusers, peft or kohya naming; safetensors or torch.save), LyCORIS
+ * LoHa/LoKr/LoCon and DoRA modules included (lora-lycoris-files.ts). Unknown keys, incomplete
+ * modules and unsupported variants are errors naming the file and key.
  */
 export function readLoraFile(file: string): LoraWeights {
   const { tensors, metadata } = readStateDict(file);
   if (tensors.size === 0) throw new PainterError(`${file}: holds no tensors; not a LoRA file`);
-  interface Group {
-    component: LoraComponent;
-    module: string;
-    down?: [string, RawTensor];
-    up?: [string, RawTensor];
-    alpha?: [string, RawTensor];
-  }
-  const groups = new Map<string, Group>();
+  const groups = new Map<string, ModuleGroup>();
   let kohya = 0;
   let peft = 0;
   for (const [key, t] of tensors) {
@@ -191,40 +186,29 @@ export function readLoraFile(file: string): LoraWeights {
     if (p.kohya) kohya++;
     if (p.peft) peft++;
     const id = `${p.component}/${p.module}`;
-    const g = groups.get(id) ?? { component: p.component, module: p.module };
-    if (g[p.part]) throw new PainterError(`${file}: keys ${JSON.stringify(g[p.part]![0])} and ${JSON.stringify(key)} both give the ${p.part} of ${p.component} module ${JSON.stringify(p.module)}`);
-    g[p.part] = [key, t];
+    const g = groups.get(id) ?? { component: p.component, module: p.module, parts: new Map() };
+    const known = g.parts.get(p.part);
+    if (known) throw new PainterError(`${file}: keys ${JSON.stringify(known[0])} and ${JSON.stringify(key)} both give the ${p.part} of ${p.component} module ${JSON.stringify(p.module)}`);
+    g.parts.set(p.part, [key, t]);
     groups.set(id, g);
   }
   if (kohya > 0 && kohya < tensors.size) throw new PainterError(`${file}: mixes kohya (lora_unet_…) and diffusers key names; painter reads one naming per file`);
-  const adapters: LoraAdapter[] = [];
+  const built: Built = { adapters: [], lycoris: [] };
   try {
     for (const g of groups.values()) {
-      const any = (g.down ?? g.up ?? g.alpha)![0];
-      if (!g.down || !g.up) throw new PainterError(`${file}: ${JSON.stringify(any)} has no matching ${g.down ? 'up' : 'down'} matrix; the LoRA file is incomplete`);
-      const [downKey, down] = g.down;
-      const [, up] = g.up;
-      const rank = down.shape[0]!;
-      const linear = down.shape.length === 2 && up.shape.length === 2;
-      const conv = down.shape.length === 4 && up.shape.length === 4 && up.shape[2] === 1 && up.shape[3] === 1;
-      if (!(linear || conv) || up.shape[1] !== rank) {
-        throw new PainterError(
-          `${file}: ${JSON.stringify(downKey)} [${down.shape.join(', ')}] and its up matrix [${up.shape.join(', ')}] are not a LoRA pair (down [r, in] or [r, in, kh, kw], up [out, r] or [out, r, 1, 1])`,
-        );
-      }
-      const adapter: LoraAdapter = { component: g.component, module: g.module, key: downKey, down: toTfjs(down), up: toTfjs(up) };
-      adapters.push(adapter);
-      if (g.alpha) {
-        if (g.alpha[1].data.length !== 1) throw new PainterError(`${file}: ${JSON.stringify(g.alpha[0])} must be a scalar`);
-        adapter.alpha = g.alpha[1].data[0]!;
-      }
+      const down = g.parts.get('lora_down.weight');
+      const up = g.parts.get('lora_up.weight');
+      // A plain pair missing its other half: say which.
+      if (!down !== !up) throw new PainterError(`${file}: ${JSON.stringify((down ?? up)![0])} has no matching ${down ? 'up' : 'down'} matrix; the LoRA file is incomplete`);
+      buildModule(file, g, built);
     }
   } catch (e) {
-    for (const a of adapters) tf.dispose([a.down, a.up]);
+    const weights: LoraWeights = { file, format: 'kohya', adapters: built.adapters, lycoris: built.lycoris, metadata };
+    disposeLora(weights);
     throw e;
   }
   const format: LoraFormat = kohya > 0 ? 'kohya' : peft > 0 ? 'peft' : 'diffusers';
-  return { file, format, adapters, metadata };
+  return { file, format, adapters: built.adapters, ...(built.lycoris.length > 0 ? { lycoris: built.lycoris } : {}), metadata };
 }
 
 export interface WriteLoraOptions {
@@ -261,6 +245,8 @@ function pyFloat(x: number): string {
  */
 export async function writeLoraFile(file: string, adapters: readonly LoraAdapter[], opts: WriteLoraOptions): Promise<void> {
   if (adapters.length === 0) throw new PainterError(`${file}: no LoRA adapters to write`);
+  const decomposed = adapters.find((a) => a.dora);
+  if (decomposed) throw new PainterError(`${file}: ${JSON.stringify(decomposed.key)} is a DoRA module, which a plain LoRA file cannot hold`);
   const out = new Map<string, TensorToWrite>();
   const ranks = new Set<number>();
   const alphas = new Set<number>();
@@ -273,7 +259,7 @@ export async function writeLoraFile(file: string, adapters: readonly LoraAdapter
       out.set(`${base}.${down}`, await torchLayout(a.down));
       out.set(`${base}.${up}`, await torchLayout(a.up, loraScale(a)));
     } else {
-      const alpha = opts.alpha ?? a.alpha ?? rank;
+      const alpha = opts.alpha ?? (a.alpha || rank);
       if (!(alpha > 0)) throw new Error(`writeLoraFile: alpha must be positive (got ${alpha})`);
       alphas.add(alpha);
       const name = moduleToKohya(a.component, a.module);

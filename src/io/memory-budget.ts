@@ -11,7 +11,9 @@ import { parseVaeConfig } from '../core/models/vae.js';
 import { PainterError } from '../errors.js';
 import { readJson } from './load-weights.js';
 import { componentWeightFiles } from './model-info.js';
+import { CONFIG_FILES } from './pipeline-configs.js';
 import { closeSafetensors, openSafetensors, type TensorEntry } from './safetensors.js';
+import { singleFileSetup } from './single-file-setup.js';
 
 type Part = keyof ModelWeights;
 
@@ -94,14 +96,17 @@ export function readModelWeights(modelPath: string): ModelWeights {
 /** Component configs and weight sizes: everything the estimate needs, no tensor data. */
 export function describeModelMemory(modelPath: string, configDir?: string): ModelDescription {
   if (!fs.existsSync(modelPath)) throw new PainterError(`--model ${modelPath}: not found; give a diffusers model folder or a .safetensors checkpoint`);
-  const single = fs.statSync(modelPath).isFile();
-  const dir = single ? configDir : modelPath;
-  if (!dir) throw new PainterError(`${modelPath}: a single-file checkpoint holds no configs; pass --config DIR with a diffusers folder of the same architecture`);
-  const file = (c: string) => path.join(dir, c, 'config.json');
+  const weights = readModelWeights(modelPath);
+  if (fs.statSync(modelPath).isFile()) {
+    // --config, the file's own configs, or those inferred from its shapes, as the loader finds them.
+    const { unet, vae, textEncoder } = singleFileSetup(modelPath, { config: configDir }).configs;
+    return { unet, vae, textEncoder, weights };
+  }
+  const file = (part: 'unet' | 'vae' | 'textEncoder') => path.join(modelPath, CONFIG_FILES[part]);
   return {
     unet: parseUNetConfig(readJson(file('unet')), file('unet')),
     vae: parseVaeConfig(readJson(file('vae')), file('vae')),
-    textEncoder: parseClipTextConfig(readJson(file('text_encoder')), file('text_encoder')),
-    weights: readModelWeights(modelPath),
+    textEncoder: parseClipTextConfig(readJson(file('textEncoder')), file('textEncoder')),
+    weights,
   };
 }

@@ -1,12 +1,14 @@
 /**
- * What a model folder or checkpoint holds, read from configs and safetensors headers only
- * (no weights are loaded): for `painter info --model`.
+ * What a model folder or checkpoint holds, read from configs and safetensors headers (or a
+ * `.ckpt`'s pickle) only (no weights are loaded): for `painter info --model`.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { PainterError } from '../errors.js';
 import { readJson } from './load-weights.js';
-import { closeSafetensors, openSafetensors } from './safetensors.js';
+import { SD_FAMILIES } from './bundled-configs.js';
+import { openWeightSource } from './open-weights.js';
+import { inferFamily } from './single-file-infer.js';
 
 export interface ComponentInfo {
   name: string;
@@ -20,6 +22,8 @@ export interface ComponentInfo {
 export interface ModelInfo {
   path: string;
   layout: 'diffusers' | 'single-file';
+  /** A single file's family, as told from its keys and shapes ('SD 1.x', 'SD 2.x 768 (v-prediction)', …). */
+  family?: string;
   components: ComponentInfo[];
 }
 
@@ -27,15 +31,15 @@ function headerStats(files: string[], prefix?: string): { parameters: number; dt
   let parameters = 0;
   const dtypes = new Set<string>();
   for (const file of files) {
-    const f = openSafetensors(file);
+    const f = openWeightSource(file);
     try {
-      for (const e of f.entries.values()) {
-        if (prefix !== undefined && !e.name.startsWith(prefix)) continue;
+      for (const [name, e] of f.entries) {
+        if (prefix !== undefined && !name.startsWith(prefix)) continue;
         parameters += e.shape.reduce((a, b) => a * b, 1);
         dtypes.add(e.dtype);
       }
     } finally {
-      closeSafetensors(f);
+      f.close();
     }
   }
   return { parameters, dtypes: [...dtypes].sort() };
@@ -49,8 +53,18 @@ export function componentWeightFiles(dir: string): string[] {
   return (full.length > 0 ? full : all).sort().map((f) => path.join(dir, f));
 }
 
+function singleFileFamily(file: string): string | undefined {
+  const f = openWeightSource(file);
+  try {
+    const family = inferFamily(f.entries, f.globalStep);
+    return family && SD_FAMILIES[family].label;
+  } finally {
+    f.close();
+  }
+}
+
 export function describeModel(target: string): ModelInfo {
-  if (!fs.existsSync(target)) throw new PainterError(`--model ${target}: not found; give a diffusers model folder or a .safetensors checkpoint`);
+  if (!fs.existsSync(target)) throw new PainterError(`--model ${target}: not found; give a diffusers model folder or a .safetensors / .ckpt checkpoint`);
   if (fs.statSync(target).isFile()) {
     const groups: [string, string, string][] = [
       ['unet', 'model.diffusion_model.', 'UNet (LDM naming)'],
@@ -58,7 +72,7 @@ export function describeModel(target: string): ModelInfo {
       ['text_encoder', 'cond_stage_model.', 'text encoder'],
     ];
     const components = groups.map(([name, prefix, className]) => ({ name, className, files: [target], ...headerStats([target], prefix) }));
-    return { path: target, layout: 'single-file', components: components.filter((c) => c.parameters > 0) };
+    return { path: target, layout: 'single-file', family: singleFileFamily(target), components: components.filter((c) => c.parameters > 0) };
   }
   const indexFile = path.join(target, 'model_index.json');
   if (!fs.existsSync(indexFile)) {

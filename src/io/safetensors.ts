@@ -210,18 +210,24 @@ export function loadSafetensors(file: string): { tensors: Map<string, HostTensor
   }
 }
 
-/** What to write: float data is stored as `dtype` (F32 default; F16/BF16 convert). */
+type TensorData = Float32Array | Int32Array | BigInt64Array;
+
+/**
+ * What to write: float data is stored as `dtype` (F32 default; F16/BF16 convert). `data` may be
+ * a function that reads the values when the tensor's turn comes, so a converted checkpoint is
+ * never held in memory as a whole.
+ */
 export interface TensorToWrite {
   dtype?: SafetensorsDtype;
   shape: number[];
-  data: Float32Array | Int32Array | BigInt64Array;
+  data: TensorData | (() => TensorData);
 }
 
 function encodeTensor(name: string, t: TensorToWrite, dtype: SafetensorsDtype): Buffer {
   const n = numel(t.shape);
-  if (t.data.length !== n) throw new Error(`tensor "${name}": ${t.data.length} values for shape [${t.shape.join(', ')}]`);
+  const d = typeof t.data === 'function' ? t.data() : t.data;
+  if (d.length !== n) throw new Error(`tensor "${name}": ${d.length} values for shape [${t.shape.join(', ')}]`);
   const buf = Buffer.allocUnsafe(n * DTYPE_BYTES[dtype]);
-  const d = t.data;
   switch (dtype) {
     case 'F32':
       for (let i = 0; i < n; i++) buf.writeFloatLE(Number(d[i]), i * 4);

@@ -5,10 +5,11 @@
  * listed in added_tokens_decoder so every tool sees them.
  */
 import * as path from 'node:path';
-import type { ClipTokenizer } from '../core/tokenizer/clip-tokenizer.js';
+import type { ClipTokenizer, ClipTokenizerFiles } from '../core/tokenizer/clip-tokenizer.js';
 import { writeBytesAtomic } from './atomic.js';
 
-export async function saveTokenizer(tok: ClipTokenizer, dir: string): Promise<void> {
+/** The contents of the tokenizer's files (what createClipTokenizer reads back). */
+export function tokenizerFiles(tok: ClipTokenizer): Required<ClipTokenizerFiles> {
   const vocab: Record<string, number> = {};
   for (const [token, id] of [...tok.encoder.entries()].sort((a, b) => a[1] - b[1])) vocab[token] = id;
   const merges = [...tok.bpeRanks.entries()].sort((a, b) => a[1] - b[1]).map(([pair]) => pair);
@@ -40,8 +41,13 @@ export async function saveTokenizer(tok: ClipTokenizer, dir: string): Promise<vo
     model_max_length: Number.isFinite(tok.modelMaxLength) ? tok.modelMaxLength : 1e30,
     tokenizer_class: 'CLIPTokenizer',
   };
-  await writeBytesAtomic(path.join(dir, 'vocab.json'), JSON.stringify(vocab, null, 2) + '\n');
-  await writeBytesAtomic(path.join(dir, 'merges.txt'), ['#version: 0.2', ...merges].join('\n') + '\n');
-  await writeBytesAtomic(path.join(dir, 'tokenizer_config.json'), JSON.stringify(config, null, 2) + '\n');
-  await writeBytesAtomic(path.join(dir, 'special_tokens_map.json'), JSON.stringify(special, null, 2) + '\n');
+  return { vocab, merges: ['#version: 0.2', ...merges].join('\n') + '\n', tokenizerConfig: config, specialTokensMap: special };
+}
+
+export async function saveTokenizer(tok: ClipTokenizer, dir: string): Promise<void> {
+  const files = tokenizerFiles(tok);
+  await writeBytesAtomic(path.join(dir, 'vocab.json'), JSON.stringify(files.vocab, null, 2) + '\n');
+  await writeBytesAtomic(path.join(dir, 'merges.txt'), files.merges);
+  await writeBytesAtomic(path.join(dir, 'tokenizer_config.json'), JSON.stringify(files.tokenizerConfig, null, 2) + '\n');
+  await writeBytesAtomic(path.join(dir, 'special_tokens_map.json'), JSON.stringify(files.specialTokensMap, null, 2) + '\n');
 }

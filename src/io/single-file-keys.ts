@@ -11,6 +11,9 @@
 import type { UNetConfig } from '../core/models/unet.js';
 import type { VaeConfig } from '../core/models/vae.js';
 
+/** Text-encoder layout of a single file: Hugging Face CLIP (SD 1.x) or OpenCLIP (SD 2.x). */
+export type Arch = 'sd1' | 'sd2';
+
 export const UNET_PREFIX = 'model.diffusion_model.';
 export const VAE_PREFIX = 'first_stage_model.';
 export const CLIP_PREFIX = 'cond_stage_model.transformer.';

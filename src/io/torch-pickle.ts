@@ -1,53 +1,89 @@
 /**
- * A restricted reader for `torch.save` files (the zip format of torch ≥ 1.6): enough of Python's
- * pickle to rebuild dicts, lists, tuples, strings, numbers and float tensors, as AUTOMATIC1111
- * embeddings and similar small checkpoints need. It never runs code: the only globals it knows
- * are the few below (an OrderedDict, storage types, tensor/parameter rebuild functions); any
- * other GLOBAL, and any opcode outside the binary protocols' data opcodes, is an error naming
- * the file. Tensors are materialised as float32 host arrays.
- *
- * Archive layout: `<prefix>/data.pkl` (the pickle), `<prefix>/data/<key>` (raw little-endian
- * storages, referenced through persistent ids ('storage', StorageType, key, location, numel)).
+ * A restricted interpreter for the pickles inside `torch.save` files: enough of Python's pickle
+ * to rebuild dicts, lists, tuples, strings, numbers and tensors, as embeddings, LoRA files and
+ * `.ckpt` checkpoints need. It never runs code: the only globals it knows are the few below (an
+ * OrderedDict, storage types, tensor/parameter rebuild functions, and a few classes that old
+ * checkpoints carry as inert bookkeeping); any other GLOBAL (os.system, builtins.eval, …) is
+ * refused the moment it is named, and any opcode outside the binary protocols' data opcodes is
+ * an error naming the file. Tensors are built by the caller's hooks (torch-file.ts reads their
+ * storages from the archive).
  */
 import { PainterError } from '../errors.js';
-import { bfloat16ToFloat, halfToFloat } from './float16.js';
-import { openZip, readZipEntry, verifyZip, type ZipArchive } from './zip.js';
 
 export type PyKey = string | number | bigint | boolean | null;
-export type PyDict = Map<PyKey, PyValue>;
-export type PyValue = PyKey | Uint8Array | PyValue[] | PyTuple | PyDict | TorchTensor | PyGlobal | StorageRef;
+/** Dict keys: plain values, or a class (old PyTorch Lightning checkpoints key callbacks by class). */
+export type PyDict = Map<PyKey | PyGlobal, PyValue>;
+export type PyValue = PyKey | Uint8Array | PyValue[] | PyTuple | PyDict | TorchTensor | PyGlobal | StorageRef | PyInert;
 
 export class PyTuple {
   constructor(readonly items: PyValue[]) {}
 }
 
-/** A tensor rebuilt from a torch storage, converted to float32. */
+export type StorageDtype = 'float32' | 'float16' | 'bfloat16' | 'float64' | 'int64' | 'int32';
+
+/** Host values of a tensor: floats as float32 whatever the storage dtype, integers as stored. */
+export type TorchData = Float32Array | BigInt64Array | Int32Array;
+
+/**
+ * A tensor rebuilt from a torch storage. Its values are read when first asked for (`data`, kept)
+ * or on each `read()` (not kept: a checkpoint's tensors are read one at a time).
+ */
 export class TorchTensor {
+  #data?: Float32Array;
   constructor(
-    /** torch dtype of the storage: float32, float16, bfloat16 or float64 */
+    /** torch dtype of the storage */
     readonly dtype: StorageDtype,
     readonly shape: number[],
-    readonly data: Float32Array,
+    private readonly load: () => TorchData,
   ) {}
+
+  /** Values as float32 (integers converted), read once and kept. */
+  get data(): Float32Array {
+    if (!this.#data) {
+      const v = this.load();
+      this.#data = v instanceof Float32Array ? v : Float32Array.from(v as ArrayLike<number | bigint>, Number);
+    }
+    return this.#data;
+  }
+
+  /** Values read afresh from the file (floats as float32, integers as stored). */
+  read(): TorchData {
+    return this.#data ?? this.load();
+  }
 }
 
-type StorageDtype = 'float32' | 'float16' | 'bfloat16' | 'float64';
-
-const STORAGE_TYPES: Record<string, { dtype: StorageDtype; bytes: number }> = {
+export const STORAGE_TYPES: Record<string, { dtype: StorageDtype; bytes: number }> = {
   FloatStorage: { dtype: 'float32', bytes: 4 },
   HalfStorage: { dtype: 'float16', bytes: 2 },
   BFloat16Storage: { dtype: 'bfloat16', bytes: 2 },
   DoubleStorage: { dtype: 'float64', bytes: 8 },
+  LongStorage: { dtype: 'int64', bytes: 8 },
+  IntStorage: { dtype: 'int32', bytes: 4 },
 };
 
-/** Python objects the reader can build; everything else is refused. */
-type Callable = 'OrderedDict' | 'rebuild_tensor_v2' | 'rebuild_parameter';
+/**
+ * Python objects the reader can build; everything else is refused. 'inert' globals are classes
+ * that original CompVis/Lightning checkpoints carry next to the weights (a callback class as a
+ * dict key, numpy scalars for its scores): they become opaque placeholders, built from nothing
+ * and never called, so loading such a file runs no code either.
+ */
+type Callable = 'OrderedDict' | 'rebuild_tensor_v2' | 'rebuild_parameter' | 'codecs_encode' | 'inert';
 const ALLOWED_GLOBALS: Record<string, Callable | { storage: string }> = {
   'collections OrderedDict': 'OrderedDict',
   'torch._utils _rebuild_tensor_v2': 'rebuild_tensor_v2',
   'torch._utils _rebuild_parameter': 'rebuild_parameter',
   ...Object.fromEntries(Object.keys(STORAGE_TYPES).map((s) => [`torch ${s}`, { storage: s }])),
+  // Protocol 2 pickles bytes as _codecs.encode(str, 'latin1'): plain data.
+  '_codecs encode': 'codecs_encode',
+  'pytorch_lightning.callbacks.model_checkpoint ModelCheckpoint': 'inert',
+  'numpy.core.multiarray scalar': 'inert',
+  'numpy dtype': 'inert',
 };
+
+/** An object of an 'inert' class: what it was built from is dropped. */
+export class PyInert {
+  constructor(readonly label: string) {}
+}
 
 /** A reference to one of the allowed Python globals (inert data until REDUCE calls it). */
 export class PyGlobal {
@@ -80,11 +116,11 @@ function fail(file: string, what: string): never {
   throw new PainterError(`${file}: ${what}`);
 }
 
-function isKey(v: unknown): v is PyKey {
-  return v === null || ['string', 'number', 'bigint', 'boolean'].includes(typeof v);
+function isKey(v: unknown): v is PyKey | PyGlobal {
+  return v === null || v instanceof PyGlobal || ['string', 'number', 'bigint', 'boolean'].includes(typeof v);
 }
 
-function toInt(v: StackItem, file: string, what: string): number {
+export function toInt(v: unknown, file: string, what: string): number {
   if (typeof v === 'number' && Number.isInteger(v)) return v;
   if (typeof v === 'bigint' && v <= BigInt(Number.MAX_SAFE_INTEGER) && v >= -BigInt(Number.MAX_SAFE_INTEGER)) return Number(v);
   fail(file, `unexpected ${what} in the pickle`);
@@ -169,7 +205,10 @@ export function unpickle(data: Uint8Array, file: string, hooks: UnpickleHooks): 
     const label = `${module} ${name}`;
     const fn = ALLOWED_GLOBALS[label];
     if (!fn) {
-      fail(file, `refusing to load: the pickle references the Python global ${JSON.stringify(`${module}.${name}`)}, which an embedding file does not need (painter never runs code from pickles)`);
+      fail(
+        file,
+        `refusing to load: the pickle calls the Python global ${JSON.stringify(`${module}.${name}`)}, which no weights file needs (painter runs no code from pickles: it reads tensors, dicts, lists and tuples only); if you trust the file, convert it to .safetensors with PyTorch`,
+      );
     }
     stack.push(new PyGlobal(fn, `${module}.${name}`));
   };
@@ -190,6 +229,11 @@ export function unpickle(data: Uint8Array, file: string, hooks: UnpickleHooks): 
         // _rebuild_parameter(data, requires_grad, backward_hooks): a Parameter is just its tensor here.
         if (!(a[0] instanceof TorchTensor)) fail(file, 'malformed parameter record in the pickle');
         return a[0];
+      case 'codecs_encode':
+        if (typeof a[0] !== 'string' || (a[1] !== 'latin1' && a[1] !== 'latin-1')) fail(file, 'unsupported _codecs.encode call in the pickle');
+        return new Uint8Array(Buffer.from(a[0], 'latin1'));
+      case 'inert':
+        return new PyInert(g.label);
       default:
         fail(file, `${JSON.stringify(g.label)} cannot be called`);
     }
@@ -375,6 +419,20 @@ export function unpickle(data: Uint8Array, file: string, hooks: UnpickleHooks): 
         stack.push(call(pop(), args));
         break;
       }
+      case 0x81: {
+        // NEWOBJ: cls.__new__(cls, *args), allowed for the inert classes only
+        const args = pop();
+        const cls = pop();
+        if (!(cls instanceof PyGlobal) || cls.fn !== 'inert' || !(args instanceof PyTuple)) fail(file, 'pickle NEWOBJ (opcode 0x81) of something that is not an allowed class');
+        stack.push(new PyInert(cls.label));
+        break;
+      }
+      case 0x62: {
+        // BUILD: obj.__setstate__(state); inert objects drop their state
+        pop();
+        if (!(top() instanceof PyInert)) fail(file, 'pickle BUILD (opcode 0x62) on something that is not an allowed object');
+        break;
+      }
       case 0x51: // BINPERSID
         stack.push(hooks.persistentLoad(value(pop())));
         break;
@@ -382,91 +440,4 @@ export function unpickle(data: Uint8Array, file: string, hooks: UnpickleHooks): 
         fail(file, `unsupported pickle opcode 0x${op.toString(16).padStart(2, '0')} at byte ${pos - 1}; painter reads torch.save data only`);
     }
   }
-}
-
-function storageData(zip: ZipArchive, prefix: string, ref: StorageRef): Float32Array {
-  const type = STORAGE_TYPES[ref.storage]!;
-  const name = `${prefix}data/${ref.key}`;
-  const raw = readZipEntry(zip, name);
-  if (raw.length < ref.numel * type.bytes) fail(zip.file, `storage ${JSON.stringify(name)} holds ${raw.length} bytes, fewer than its ${ref.numel} ${type.dtype} values`);
-  const out = new Float32Array(ref.numel);
-  for (let i = 0; i < ref.numel; i++) {
-    switch (type.dtype) {
-      case 'float32':
-        out[i] = raw.readFloatLE(i * 4);
-        break;
-      case 'float16':
-        out[i] = halfToFloat(raw.readUInt16LE(i * 2));
-        break;
-      case 'bfloat16':
-        out[i] = bfloat16ToFloat(raw.readUInt16LE(i * 2));
-        break;
-      case 'float64':
-        out[i] = raw.readDoubleLE(i * 8);
-        break;
-    }
-  }
-  return out;
-}
-
-/** Gathers a (possibly strided) view of a storage into a dense row-major array. */
-function gatherStrided(file: string, storage: Float32Array, offset: number, shape: number[], stride: number[]): Float32Array {
-  if (stride.length !== shape.length || shape.some((d) => d < 0) || offset < 0) fail(file, 'malformed tensor geometry in the pickle');
-  const n = shape.reduce((a, b) => a * b, 1);
-  // A zero stride can make a huge view of a tiny storage; no embedding or LoRA needs one.
-  if (n > Math.max(storage.length, 1 << 20)) fail(file, `tensor of ${n} values is larger than its storage of ${storage.length}`);
-  const out = new Float32Array(n);
-  if (n === 0) return out;
-  const last = offset + shape.reduce((acc, d, i) => acc + (d - 1) * stride[i]!, 0);
-  if (last >= storage.length || stride.some((s) => s < 0)) fail(file, 'tensor reaches outside its storage (damaged file)');
-  const idx = new Array<number>(shape.length).fill(0);
-  for (let o = 0; o < n; o++) {
-    let src = offset;
-    for (let d = 0; d < shape.length; d++) src += idx[d]! * stride[d]!;
-    out[o] = storage[src]!;
-    for (let d = shape.length - 1; d >= 0; d--) {
-      if (++idx[d]! < shape[d]!) break;
-      idx[d] = 0;
-    }
-  }
-  return out;
-}
-
-/**
- * Loads a torch.save zip archive as plain data with float tensors. Every entry's CRC-32 is
- * checked first, so a damaged file is refused even where the damage is in an entry the pickle
- * does not use. Errors (not a torch file, truncated, damaged, refused globals) name the file.
- */
-export function readTorchFile(file: string): PyValue {
-  const zip = openZip(file);
-  verifyZip(zip);
-  const pickles = [...zip.entries.keys()].filter((n) => n === 'data.pkl' || n.endsWith('/data.pkl'));
-  if (pickles.length !== 1) {
-    fail(file, pickles.length === 0 ? 'ZIP archive without data.pkl: not a torch.save file' : 'several data.pkl entries: not a single torch.save file');
-  }
-  const prefix = pickles[0]!.slice(0, -'data.pkl'.length);
-  const order = zip.entries.has(`${prefix}byteorder`) ? readZipEntry(zip, `${prefix}byteorder`).toString('utf8').trim() : 'little';
-  if (order !== 'little') fail(file, `tensor data are ${order}-endian; painter reads little-endian torch files only`);
-  const storages = new Map<string, Float32Array>();
-  return unpickle(readZipEntry(zip, pickles[0]!), file, {
-    persistentLoad(pid) {
-      // ('storage', StorageType, key, location, numel)
-      const t = pid instanceof PyTuple ? pid.items : [];
-      const type = t[1] as unknown;
-      if (t[0] !== 'storage' || !(type instanceof PyGlobal) || typeof type.fn !== 'object' || typeof t[2] !== 'string') {
-        fail(file, 'unsupported persistent id in the pickle (not a torch storage)');
-      }
-      const numel = toInt(t[4] as StackItem, file, 'storage size');
-      if (numel < 0) fail(file, `storage ${JSON.stringify(t[2])} has a negative size (damaged file)`);
-      return new StorageRef(type.fn.storage, t[2], numel);
-    },
-    rebuildTensor(ref, offset, shape, stride) {
-      let data = storages.get(ref.key);
-      if (!data) {
-        data = storageData(zip, prefix, ref);
-        storages.set(ref.key, data);
-      }
-      return new TorchTensor(STORAGE_TYPES[ref.storage]!.dtype, shape, gatherStrided(file, data, offset, shape, stride));
-    },
-  });
 }

@@ -59,10 +59,18 @@ export const BACKEND_OPTION = {
   describe: `Compute backend (auto: the first that loads of ${autoOrderText()}); also PAINTER_BACKEND`,
 } as const satisfies OptionSpec;
 
+/** The other option every command takes: how many threads the CPU backend computes on. */
+export const THREADS_OPTION = {
+  name: 'threads',
+  type: 'integer',
+  min: 1,
+  describe: 'Threads the wasm backend computes on (default: every core; results are the same bit for bit); also PAINTER_THREADS',
+} as const satisfies OptionSpec;
+
 const MODEL = {
   name: 'model',
   type: 'string',
-  describe: 'Base model: a diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/) or a single-file .safetensors checkpoint',
+  describe: 'Base model: a diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/) or a single-file .safetensors or .ckpt checkpoint',
   presettable: true,
 } as const satisfies OptionSpec;
 
@@ -78,7 +86,16 @@ const ARCH = {
 const CONFIG = {
   name: 'config',
   type: 'string',
-  describe: 'For a single-file checkpoint: a diffusers folder of the same architecture whose configs and tokenizer describe it',
+  describe:
+    "For a single-file checkpoint: a diffusers folder of the same architecture whose configs and tokenizer describe it (default: the file's own when painter wrote it, else the SD 1.x / 2.x / inpainting configs painter ships, sized from the file's tensors)",
+  presettable: true,
+} as const satisfies OptionSpec;
+
+const PREDICTION_TYPE = {
+  name: 'prediction-type',
+  type: 'string',
+  choices: ['epsilon', 'v_prediction'],
+  describe: "What the model predicts, over its scheduler config (default: the config's; an SD 2.x single file is v_prediction unless saved at SD 2.0-base's step 875000, as diffusers decides)",
   presettable: true,
 } as const satisfies OptionSpec;
 
@@ -121,6 +138,7 @@ const TRAINING = [
   MODEL,
   CONFIG,
   ARCH,
+  PREDICTION_TYPE,
   { name: 'preset', type: 'string', describe: 'Recipe to start from: a name in presets/ (e.g. ti-object) or a path to a YAML file; flags you pass override it' },
   { name: 'out', type: 'string', describe: 'Run folder for checkpoints, logs, samples and the result (default: ./runs/<command>-<time>)' },
   { name: 'resume', type: 'string', describe: 'Resume from a checkpoint folder, or "latest" for the newest checkpoint in --out; settings that change the result must stay as they were' },
@@ -242,6 +260,7 @@ export const GENERATE_OPTIONS = [
   MODEL,
   CONFIG,
   ARCH,
+  PREDICTION_TYPE,
   { name: 'negative', type: 'string', default: '', describe: 'Negative prompt (what the image should not show)' },
   { name: 'steps', type: 'integer', min: 1, max: 1000, default: 30, describe: 'Denoising steps' },
   { name: 'guidance', type: 'number', min: 0, default: 7.5, describe: 'Classifier-free guidance scale (1 skips the unconditional pass)' },
@@ -285,6 +304,7 @@ export const EDIT_OPTIONS = [
   MODEL,
   CONFIG,
   ARCH,
+  PREDICTION_TYPE,
   {
     name: 'strength',
     type: 'number',
@@ -306,6 +326,12 @@ export const EDIT_OPTIONS = [
     name: 'source',
     type: 'string',
     describe: 'Prompt-to-Prompt on the picture: a prompt describing it; the picture is DDIM-inverted with it, then redrawn with PROMPT keeping its layout (writes the reconstruction and the edit; DDIM, all --steps)',
+  },
+  {
+    name: 'null-text',
+    type: 'boolean',
+    default: false,
+    describe: 'With --source: null-text inversion — optimise the unconditional embedding of every step so that guided sampling reconstructs the picture (Mokady et al.; slower: up to 10 UNet passes with gradients per step)',
   },
   { name: 'cross-replace', type: 'number', min: 0, max: 1, default: 0.4, describe: 'With --source: share of the steps whose cross-attention comes from the source prompt' },
   { name: 'self-replace', type: 'number', min: 0, max: 1, default: 0.4, describe: "With --source: share of the steps whose self-attention (maps of at most 16×16) is the source's" },
@@ -330,6 +356,7 @@ export const DDIM_INVERT_OPTIONS = [
   MODEL,
   CONFIG,
   ARCH,
+  PREDICTION_TYPE,
   { name: 'prompt', type: 'string', default: '', describe: 'Prompt the picture is inverted with (use the same when regenerating or editing)' },
   { name: 'steps', type: 'integer', min: 1, max: 1000, default: 50, describe: 'Inversion steps (regenerate with the same number of DDIM steps)' },
   { name: 'guidance', type: 'number', min: 0, default: 1, describe: 'Classifier-free guidance during inversion (1: none, as diffusers inverts)' },
@@ -355,6 +382,26 @@ export const BENCH_OPTIONS = [
 export const INFO_OPTIONS = [
   { name: 'model', type: 'string', describe: 'A diffusers model folder or single-file .safetensors checkpoint to describe' },
   { ...JSON_OUTPUT, describe: 'Print the report as JSON on stdout' },
+] as const satisfies readonly OptionSpec[];
+
+export const CONVERT_OPTIONS = [
+  {
+    ...CONFIG,
+    describe: "For a single-file input: a diffusers folder whose configs and tokenizer describe it (default: the file's own when painter wrote it, else inferred from its keys and shapes)",
+    presettable: false,
+  },
+  { ...ARCH, choices: ['auto', 'sd1', 'sd2'], describe: "Text-encoder layout of a single-file output (auto: the input file's; for a folder OpenCLIP/sd2 when its text encoder uses gelu, as SD 2.x's does)", presettable: false },
+  { ...PREDICTION_TYPE, describe: "What the model predicts, written into the output's scheduler config (default: the input's; see --prediction-type of generate)", presettable: false },
+  { name: 'half', type: 'boolean', default: false, describe: "Store a model's floating-point weights as float16 (default: each tensor keeps the input's dtype)" },
+  {
+    name: 'format',
+    type: 'string',
+    choices: ['diffusers', 'a1111', 'kohya'],
+    describe: 'Embeddings and LoRA: the layout to write (embeddings: diffusers = one tensor named by its token, a1111/kohya = emb_params; LoRA: diffusers or kohya naming, a1111 = kohya)',
+  },
+  { name: 'token', type: 'string', describe: "Embeddings: the trigger token the output names (default: the input's, else its file name)" },
+  { name: 'overwrite', type: 'boolean', default: false, describe: 'Replace OUT when it exists (without it, an existing OUT is refused)' },
+  { ...JSON_OUTPUT, describe: 'Print what was written as JSON on stdout' },
 ] as const satisfies readonly OptionSpec[];
 
 /** Every command: usage, positional argument and options (in help order). */
@@ -391,6 +438,15 @@ export const COMMANDS = {
     describe: 'DDIM inversion: the noise from which DDIM regenerates a real picture (for generate --latents)',
     positionals: [{ name: 'image', describe: 'The picture to invert (jpg, png, webp)', required: true }],
     options: DDIM_INVERT_OPTIONS,
+  },
+  convert: {
+    name: 'convert',
+    describe: 'Convert a model between a diffusers folder and a single .safetensors file (or from .ckpt), float32 ⇄ float16; an embedding or LoRA between diffusers, A1111 and kohya layouts',
+    positionals: [
+      { name: 'in', describe: 'A diffusers folder, a single-file .safetensors/.ckpt checkpoint, an embedding or a LoRA file', required: true },
+      { name: 'out', describe: 'Where to write: a name ending in .safetensors is a single file, anything else a diffusers folder (models)', required: true },
+    ],
+    options: CONVERT_OPTIONS,
   },
   bench: {
     name: 'bench',

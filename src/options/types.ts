@@ -32,6 +32,7 @@ export type EditOptions = OptionsOf<(typeof COMMANDS)['edit']['options']>;
 export type DdimInvertOptions = OptionsOf<(typeof COMMANDS)['ddim-invert']['options']>;
 export type BenchOptions = OptionsOf<(typeof COMMANDS)['bench']['options']>;
 export type InfoOptions = OptionsOf<(typeof COMMANDS)['info']['options']>;
+export type ConvertOptions = OptionsOf<(typeof COMMANDS)['convert']['options']>;
 
 export interface CommandOptions {
   invert: InvertOptions;
@@ -41,6 +42,7 @@ export interface CommandOptions {
   'ddim-invert': DdimInvertOptions;
   bench: BenchOptions;
   info: InfoOptions;
+  convert: ConvertOptions;
 }
 
 /** What a caller passes for a command: any of its options, each optional. */

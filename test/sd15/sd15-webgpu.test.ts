@@ -145,7 +145,7 @@ describe.skipIf(problem !== undefined)(`SD-1.5 on webgpu${problem === undefined 
       unet: { config: unet, params: initParams(unetParamShapes(unet), 1) },
       vae: { config: vae, params: initParams(vaeParamShapes(vae), 2) },
       textEncoder: { config: text, params: initParams(clipTextParamShapes(text), 3) },
-      tokenizer: createClipTokenizer(sd15TokenizerFiles(CLIP)),
+      tokenizer: createClipTokenizer(sd15TokenizerFiles()),
       scheduler: parseSchedulerConfig(SD15_SCHEDULER, 'scheduler'),
     };
   }, 600_000);

@@ -5,7 +5,7 @@ const MiB = (b: number): string => `${(b / 2 ** 20).toFixed(0)} MiB`;
 const ms = (v: number): string => (v >= 100 ? v.toFixed(0) : v.toFixed(1));
 
 export function formatBenchReport(r: BenchReport, backendLine: string, model: string): string {
-  const lines = [`backend   ${backendLine}`, `model     ${model}`, `tfjs      ${r.tfjs}`, ''];
+  const lines = [`backend   ${backendLine}`, `threads   ${r.threads}`, `model     ${model}`, `tfjs      ${r.tfjs}`, ''];
   lines.push(`${'item'.padEnd(16)} ${'median ms'.padStart(10)} ${'p25–p75'.padStart(16)} ${'min–max'.padStart(16)} ${'cpu ms'.padStart(8)}  runs  what`);
   for (const x of r.results) {
     const t = x.timing;

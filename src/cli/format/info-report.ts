@@ -23,7 +23,7 @@ function formatCount(n: number): string {
 }
 
 function modelLines(m: ModelInfo): string[] {
-  const lines = [`model     ${m.path} (${m.layout} layout)`];
+  const lines = [`model     ${m.path} (${m.layout} layout${m.family ? `, ${m.family}` : ''})`];
   for (const c of m.components) {
     const params = c.files.length > 0 ? `, ${formatCount(c.parameters)} parameters (${c.dtypes.join('/')})` : '';
     lines.push(`  ${c.name.padEnd(13)} ${c.className}${params}`);

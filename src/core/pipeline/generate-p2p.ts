@@ -10,6 +10,7 @@ import { modelLatentGrid, modelPromptLength } from '../sizes.js';
 import { createScheduler } from '../schedulers/index.js';
 import { PainterError } from '../../errors.js';
 import { isPlainPrompt } from '../prompt/encode.js';
+import { fixedConditioning, type RunConditioning } from '../prompt/conditioning.js';
 import { isEditedPrompt } from '../prompt/schedule.js';
 import { decodeBatch, type GenerateEvent, type GenerateRequest } from './generate.js';
 import { PromptToPromptControl } from './prompt-to-prompt.js';
@@ -20,6 +21,11 @@ export interface PromptToPromptRequest {
   crossReplace: number;
   selfReplace: number;
   reweight?: { word: string; weight: number }[];
+  /**
+   * Null-text inversion's unconditional embeddings, one [1, L, C] per step (pipeline/null-text.ts),
+   * used instead of the negative prompt's; the caller keeps them.
+   */
+  nullEmbeds?: readonly tf.Tensor3D[];
 }
 
 export async function* samplePromptToPrompt(model: StableDiffusion, req: GenerateRequest, p2p: PromptToPromptRequest): AsyncGenerator<GenerateEvent, void, void> {
@@ -38,7 +44,10 @@ export async function* samplePromptToPrompt(model: StableDiffusion, req: Generat
   }
   const textOpts = { clipSkip: req.clipSkip, tokenEmbedding: req.tokenEmbedding, extraTokens: req.extraTokens };
   const promptEmbeds = encodePrompts(model, [req.prompt, p2p.target], textOpts);
-  const negativeEmbeds = req.guidance > 1 ? encodePrompts(model, [req.negativePrompt, req.negativePrompt], textOpts) : undefined;
+  const negativeEmbeds = req.guidance > 1 && !p2p.nullEmbeds ? encodePrompts(model, [req.negativePrompt, req.negativePrompt], textOpts) : undefined;
+  // Per-step null-text embeddings, the same for both prompts (only the conditional branch is edited).
+  const nullSchedule = p2p.nullEmbeds?.map((e, i) => ({ endAtStep: i, text: '', embeds: tf.concat([e, e], 0) as tf.Tensor3D }));
+  const conditioning: RunConditioning = nullSchedule ? { prompt: fixedConditioning(promptEmbeds).prompt, negative: nullSchedule } : fixedConditioning(promptEmbeds, negativeEmbeds);
   const perImage = c * h * w;
   try {
     for (let i = 0; i < req.count; i++) {
@@ -48,7 +57,7 @@ export async function* samplePromptToPrompt(model: StableDiffusion, req: Generat
       const latents = tf.tidy(() => tf.tile(tf.tensor4d(init, [1, c, h, w]).transpose([0, 2, 3, 1]), [2, 1, 1, 1]) as tf.Tensor4D);
       const scheduler = createScheduler(req.scheduler, model.scheduler, req.steps, { sigmas: req.schedule });
       const noise = (_step: number, shape: number[]) => tf.tile(tf.tensor4d(rng.normals(shape.slice(1).reduce((a, b) => a * b, 1)), [1, ...shape.slice(1)] as [number, number, number, number]), [2, 1, 1, 1]);
-      const loop = denoise(model, { scheduler, promptEmbeds, negativeEmbeds, guidance: req.guidance, latents, noise, attentionControl: control });
+      const loop = denoise(model, { scheduler, conditioning, guidance: req.guidance, latents, noise, attentionControl: control });
       let final: tf.Tensor4D;
       try {
         let r = loop.next();
@@ -66,6 +75,6 @@ export async function* samplePromptToPrompt(model: StableDiffusion, req: Generat
     }
   } finally {
     control.dispose();
-    tf.dispose([promptEmbeds, negativeEmbeds ?? []].flat());
+    tf.dispose([promptEmbeds, negativeEmbeds ?? [], ...(nullSchedule ?? []).map((e) => e.embeds)].flat());
   }
 }
