@@ -4,13 +4,11 @@
  * names map back to painter's: the sampler ("DPM++ 2M", or an old "DPM++ 2M Karras"), the
  * Schedule type, Clip skip (A1111 counts the last layer as 1), the variation seed.
  */
-import type { GenerationParams } from '../core/infotext.js';
-import { parseSamplerName, parseScheduleType, type SigmaSchedule } from '../core/schedulers/sampler-names.js';
-import { samplerLabel } from '../core/schedulers/sampler-names.js';
+import * as fs from 'node:fs';
+import { parseInfotext, type GenerationParams } from '../core/infotext.js';
+import { parseSamplerName, parseScheduleType, samplerLabel, type SigmaSchedule } from '../core/schedulers/sampler-names.js';
 import { PainterError } from '../errors.js';
 import type { GenerateOptions } from '../options/types.js';
-import * as fs from 'node:fs';
-import { parseInfotext } from '../core/infotext.js';
 import { readPngText } from '../io/png-text.js';
 
 export interface PngSettings {

@@ -14,7 +14,7 @@ import { chooseEdit } from '../core/pipeline/prompt-to-prompt.js';
 import { classifierGuidance, parseClassifierTarget } from '../core/pipeline/classifier-guidance.js';
 import { loadImageClassifier } from '../io/load-classifier.js';
 import { sampleImages, sampleImagesPhased, type GenerateRequest, type PartLoader, type PipelinePart } from '../core/pipeline/generate.js';
-import { createScheduler, HAS_SIGMA_SCHEDULE, SCHEDULER_KINDS, schedulerConfigFor, type SchedulerKind } from '../core/schedulers/index.js';
+import { createScheduler, HAS_SIGMA_SCHEDULE, schedulerConfigFor, sigmaScheduleSamplers, type SchedulerKind } from '../core/schedulers/index.js';
 import { checkPromptSyntax } from '../core/prompt/conditioning.js';
 import { parseSamplerName, samplerLabel, scheduleTypeLabel, type SigmaSchedule } from '../core/schedulers/sampler-names.js';
 import type { EmphasisMode } from '../core/prompt/chunks.js';
@@ -132,7 +132,7 @@ export function samplerChoice(name: string, schedule: SigmaSchedule, explicitSch
   if (!parsed) throw new UsageError(`--scheduler ${name}: not a sampler painter has`);
   const chosen = explicitSchedule ?? parsed.schedule ?? schedule;
   if (chosen !== 'automatic' && !HAS_SIGMA_SCHEDULE[parsed.kind]) {
-    const some = SCHEDULER_KINDS.filter((k) => HAS_SIGMA_SCHEDULE[k]).map((k) => `"${samplerLabel(k)}"`);
+    const some = sigmaScheduleSamplers().map((l) => `"${l}"`);
     throw new UsageError(`--schedule ${chosen}: the ${samplerLabel(parsed.kind)} sampler has no ${chosen} schedule; use it with ${some.join(', ')}`);
   }
   return { kind: parsed.kind, schedule: chosen };

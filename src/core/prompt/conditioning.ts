@@ -8,7 +8,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { StableDiffusion } from '../model.js';
 import { encodePromptSet, type PromptEncodingOptions } from './encode.js';
-import { promptSchedule } from './schedule.js';
+import { entryAt, promptSchedule } from './schedule.js';
 import { parsePromptAttention } from './attention.js';
 import type { EmphasisMode } from './chunks.js';
 
@@ -28,7 +28,7 @@ export interface RunConditioning {
 
 /** The entry in effect at 0-based model evaluation `step`. */
 export function embedsAt(schedule: readonly ScheduledEmbeds[], step: number): tf.Tensor3D {
-  return (schedule.find((e) => step <= e.endAtStep) ?? schedule[0]!).embeds;
+  return entryAt(schedule, step).embeds;
 }
 
 /**
@@ -86,9 +86,4 @@ export function tileConditioning(c: RunConditioning, n: number): RunConditioning
 /** Frees the distinct tensors of a conditioning (entries may share one). */
 export function disposeConditioning(c: RunConditioning): void {
   tf.dispose([...new Set([...c.prompt, ...(c.negative ?? [])].map((e) => e.embeds))]);
-}
-
-/** Whether the conditioning changes during the run. */
-export function isScheduled(c: RunConditioning): boolean {
-  return c.prompt.length > 1 || (c.negative?.length ?? 1) > 1;
 }

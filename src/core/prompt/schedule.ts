@@ -224,13 +224,18 @@ export function promptSchedule(prompt: string, steps: number): ScheduledPrompt[]
 }
 
 /**
- * The text in effect at sampling step `step` (1-based), from a schedule: the first entry that
- * ends at or after it, else the first entry (A1111's reconstruct_cond_batch).
+ * The entry of a schedule in effect at `step` (A1111's reconstruct_cond_batch): the first that
+ * ends at or after it, else the first entry. A1111's samplers count steps from 0.
  */
-export function promptAtStep(schedule: readonly ScheduledPrompt[], step: number): string {
+export function entryAt<E extends { endAtStep: number }>(schedule: readonly E[], step: number): E {
   const entry = schedule.find((e) => step <= e.endAtStep) ?? schedule[0];
   if (!entry) throw new RangeError('empty prompt schedule');
-  return entry.text;
+  return entry;
+}
+
+/** The text in effect at `step` of a schedule (see entryAt). */
+export function promptAtStep(schedule: readonly ScheduledPrompt[], step: number): string {
+  return entryAt(schedule, step).text;
 }
 
 /** Whether the prompt contains edit or alternation syntax at all (cheap check). */

@@ -15,8 +15,10 @@ import { DpmSolverSdeScheduler } from './dpm-solver-sde.js';
 import { LcmScheduler } from './lcm.js';
 import { UniPcMultistepScheduler } from './unipc.js';
 import type { SigmaScheduleChoice } from './sigma-schedules.js';
+import { A1111_SAMPLER_NAMES } from './sampler-names.js';
 
 export * from './common.js';
+export { A1111_SAMPLER_NAMES } from './sampler-names.js';
 export { addNoise, getVelocity, trainingTarget, DdpmScheduler, type BatchTimesteps } from './ddpm.js';
 export { DdimScheduler, type DdimOptions } from './ddim.js';
 export { PndmScheduler } from './pndm.js';
@@ -36,9 +38,6 @@ export {
   type SigmaScheduleChoice,
   type SigmaSpacing,
 } from './sigma-schedules.js';
-
-/** The names AUTOMATIC1111 shows for these samplers (its infotext "Sampler:"). */
-export const A1111_SAMPLER_NAMES: Record<SchedulerKind, string> = { ddim: 'DDIM', pndm: 'PLMS', 'euler-a': 'Euler a', 'dpm++2m': 'DPM++ 2M', ddpm: 'DDPM', euler: 'Euler', heun: 'Heun', unipc: 'UniPC', lcm: 'LCM', 'dpm++sde': 'DPM++ SDE', 'dpm++2m-sde': 'DPM++ 2M SDE' };
 
 export const SCHEDULER_KINDS: readonly SchedulerKind[] = ['ddim', 'pndm', 'euler-a', 'dpm++2m', 'ddpm', 'euler', 'heun', 'unipc', 'lcm', 'dpm++sde', 'dpm++2m-sde'];
 
@@ -70,6 +69,11 @@ export const HAS_SIGMA_SCHEDULE: Readonly<Record<SchedulerKind, boolean>> = {
   'dpm++2m-sde': true,
 };
 
+/** A1111's names of the samplers that take a Karras or exponential σ schedule. */
+export function sigmaScheduleSamplers(): string[] {
+  return SCHEDULER_KINDS.filter((k) => HAS_SIGMA_SCHEDULE[k]).map((k) => A1111_SAMPLER_NAMES[k]);
+}
+
 /**
  * `config` with the σ spacing `choice` asks for. diffusers' EulerAncestralDiscreteScheduler
  * takes neither flag (from_config drops them), so 'automatic' clears them for Euler a.
@@ -79,8 +83,7 @@ function withSigmaSchedule(kind: SchedulerKind, config: SchedulerConfig, choice:
     return kind === 'euler-a' ? overrideSchedulerConfig(config, { use_karras_sigmas: false, use_exponential_sigmas: false }) : config;
   }
   if (!HAS_SIGMA_SCHEDULE[kind]) {
-    const some = SCHEDULER_KINDS.filter((k) => HAS_SIGMA_SCHEDULE[k]).map((k) => A1111_SAMPLER_NAMES[k]);
-    throw new PainterError(`the ${A1111_SAMPLER_NAMES[kind]} sampler (${kind}) has no ${choice} σ schedule; choose one of ${some.join(', ')}, or the automatic schedule`);
+    throw new PainterError(`the ${A1111_SAMPLER_NAMES[kind]} sampler (${kind}) has no ${choice} σ schedule; choose one of ${sigmaScheduleSamplers().join(', ')}, or the automatic schedule`);
   }
   return overrideSchedulerConfig(config, { use_karras_sigmas: choice === 'karras', use_exponential_sigmas: choice === 'exponential' });
 }

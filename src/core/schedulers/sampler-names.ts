@@ -17,8 +17,22 @@ export type SigmaSchedule = SigmaScheduleChoice;
 
 export const SIGMA_SCHEDULES = SIGMA_SCHEDULE_CHOICES;
 
+/** The names AUTOMATIC1111 shows for these samplers (its infotext "Sampler:"). */
+export const A1111_SAMPLER_NAMES: Readonly<Record<SchedulerKind, string>> = {
+  'dpm++2m': 'DPM++ 2M',
+  'dpm++sde': 'DPM++ SDE',
+  'dpm++2m-sde': 'DPM++ 2M SDE',
+  'euler-a': 'Euler a',
+  euler: 'Euler',
+  heun: 'Heun',
+  lcm: 'LCM',
+  ddim: 'DDIM',
+  pndm: 'PLMS',
+  unipc: 'UniPC',
+  ddpm: 'DDPM',
+};
+
 interface SamplerName {
-  label: string;
   kind: SchedulerKind;
   /** painter's short names (case-insensitive). */
   aliases: readonly string[];
@@ -26,18 +40,21 @@ interface SamplerName {
   scheduled: boolean;
 }
 
-const NAMES: readonly SamplerName[] = [
-  { label: 'DPM++ 2M', kind: 'dpm++2m', aliases: ['dpm++2m'], scheduled: true },
-  { label: 'DPM++ SDE', kind: 'dpm++sde', aliases: ['dpm++sde'], scheduled: true },
-  { label: 'DPM++ 2M SDE', kind: 'dpm++2m-sde', aliases: ['dpm++2m-sde'], scheduled: true },
-  { label: 'Euler a', kind: 'euler-a', aliases: ['euler-a', 'euler_a'], scheduled: true },
-  { label: 'Euler', kind: 'euler', aliases: ['euler'], scheduled: true },
-  { label: 'Heun', kind: 'heun', aliases: ['heun'], scheduled: true },
-  { label: 'LCM', kind: 'lcm', aliases: ['lcm'], scheduled: true },
-  { label: 'DDIM', kind: 'ddim', aliases: ['ddim'], scheduled: false },
-  { label: 'PLMS', kind: 'pndm', aliases: ['pndm', 'plms'], scheduled: false },
-  { label: 'UniPC', kind: 'unipc', aliases: ['unipc'], scheduled: false },
-];
+/** The samplers `--scheduler` offers (DDPM, the training scheduler, is too slow to offer). */
+const NAMES: readonly (SamplerName & { label: string })[] = (
+  [
+    { kind: 'dpm++2m', aliases: ['dpm++2m'], scheduled: true },
+    { kind: 'dpm++sde', aliases: ['dpm++sde'], scheduled: true },
+    { kind: 'dpm++2m-sde', aliases: ['dpm++2m-sde'], scheduled: true },
+    { kind: 'euler-a', aliases: ['euler-a', 'euler_a'], scheduled: true },
+    { kind: 'euler', aliases: ['euler'], scheduled: true },
+    { kind: 'heun', aliases: ['heun'], scheduled: true },
+    { kind: 'lcm', aliases: ['lcm'], scheduled: true },
+    { kind: 'ddim', aliases: ['ddim'], scheduled: false },
+    { kind: 'pndm', aliases: ['pndm', 'plms'], scheduled: false },
+    { kind: 'unipc', aliases: ['unipc'], scheduled: false },
+  ] as const satisfies readonly SamplerName[]
+).map((n) => ({ ...n, label: A1111_SAMPLER_NAMES[n.kind] }));
 
 /** A1111's names before 1.9 for these samplers with their schedule. */
 const OLD_NAMES = ['DPM++ 2M Karras', 'DPM++ SDE Karras', 'DPM++ 2M SDE Karras', 'DPM++ 2M SDE Exponential'];
@@ -49,7 +66,7 @@ const SCHEDULE_LABELS: Readonly<Record<Exclude<SigmaSchedule, 'automatic'>, stri
 
 /** A1111's label of a sampler kind ("DPM++ 2M"). */
 export function samplerLabel(kind: SchedulerKind): string {
-  return NAMES.find((n) => n.kind === kind)?.label ?? kind.toUpperCase();
+  return A1111_SAMPLER_NAMES[kind];
 }
 
 /**
