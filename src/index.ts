@@ -1,5 +1,5 @@
 /**
- * painter's library API: everything the CLI runs (generate, invert, dreambooth, convert, bench, info),
+ * painter's library API: everything the CLI runs (generate, invert, dreambooth, convert, merge, bench, info),
  * and the pieces they are built from, for programs that load Stable Diffusion checkpoints, sample
  * and train from TypeScript.
  */
@@ -23,6 +23,7 @@ export { dreambooth, type DreamboothInput, type DreamboothResult } from './app/d
 export { benchmark, type BenchInput, type BenchResult } from './app/bench.js';
 export { systemInfo, fileInfo, type InfoReport, type FileInfo } from './app/info.js';
 export { convert, type ConvertInput, type ConvertResult } from './app/convert.js';
+export { merge, type MergeInput, type MergeRecord, type MergeResult } from './app/merge.js';
 export { pngParameters, settingsFromPng, settingsFromParameters } from './app/from-png.js';
 export { describeConceptFile, type ConceptFileInfo } from './io/concept-info.js';
 export { breathe, phaseClock, type Hooks, type Progress, type WrittenFile } from './app/hooks.js';

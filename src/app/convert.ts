@@ -6,8 +6,6 @@
  * bit for bit (float16 storage only where asked). What is written appears complete or not at
  * all: a file through a temporary file, a folder through a temporary folder, renamed into place.
  */
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { useBackend, type BackendChoice } from '../backend/select.js';
 import { disposeLora } from '../core/lora.js';
 import { overrideSchedulerConfig } from '../core/schedulers/config.js';
@@ -16,11 +14,7 @@ import { identifyFile } from '../io/concept-info.js';
 import { PAINTER_EMBEDDING_KEY, readEmbeddingFile, writeEmbeddingFile, type EmbeddingFormat } from '../io/embeddings.js';
 import { readLoraFile, writeLoraFile } from '../io/lora-files.js';
 import { openModelSources, type ModelSources } from '../io/model-sources.js';
-import { writeSafetensors, type SafetensorsDtype, type TensorToWrite } from '../io/safetensors.js';
-import { writeModelFolder } from '../io/save-model.js';
-import { COMPONENTS, singleFileTensors } from '../io/single-file.js';
-import { singleFileMetadata } from '../io/single-file-setup.js';
-import type { WeightEntry, WeightSource } from '../io/weight-source.js';
+import { checkOutput, isSingleFileName, sizeOf, writeModelSources } from '../io/write-model-sources.js';
 import { resolveConfig } from '../options/resolve.js';
 import type { ConvertOptions, OptionInput } from '../options/types.js';
 
@@ -42,37 +36,8 @@ export interface ConvertResult {
   leftOut: string[];
 }
 
-const isSingleFileName = (file: string) => file.toLowerCase().endsWith('.safetensors');
-
-function sizeOf(target: string): number {
-  const stat = fs.statSync(target);
-  if (!stat.isDirectory()) return stat.size;
-  return fs.readdirSync(target).reduce((n, f) => n + sizeOf(path.join(target, f)), 0);
-}
-
 function checkPaths(input: string, output: string, overwrite: boolean): void {
-  if (!fs.existsSync(input)) throw new PainterError(`${input}: not found; give a diffusers folder, a .safetensors/.ckpt checkpoint, an embedding or a LoRA file`);
-  if (path.resolve(input) === path.resolve(output)) throw new UsageError(`convert: OUT is IN (${output}); write the conversion to another path`);
-  if (/\.(ckpt|pt|pth|bin)$/i.test(output)) throw new UsageError(`convert: OUT ${output}: painter writes .safetensors files and diffusers folders, not torch pickles; name a .safetensors file or a folder`);
-  if (fs.existsSync(output) && !overwrite) throw new PainterError(`${output}: already exists; choose another OUT or pass --overwrite`);
-}
-
-/** Each tensor's storage dtype in the output: float16 with --half, else the input's (float64 as float32). */
-function storageDtype(half: boolean): (e: WeightEntry) => SafetensorsDtype {
-  return (e) => {
-    if (e.dtype === 'I32' || e.dtype === 'I64') return e.dtype;
-    if (half) return 'F16';
-    return e.dtype === 'F64' ? 'F32' : e.dtype;
-  };
-}
-
-/** A component's tensors under their own (diffusers) names, read when written. */
-function componentTensors(src: WeightSource, dtype: (e: WeightEntry) => SafetensorsDtype): Map<string, TensorToWrite> {
-  return new Map([...src.entries].map(([k, e]) => [k, { dtype: dtype(e), shape: e.shape, data: () => src.read(k).data }]));
-}
-
-function countDtypes(tensors: Iterable<TensorToWrite>, into: Record<string, number>): void {
-  for (const t of tensors) into[t.dtype ?? 'F32'] = (into[t.dtype ?? 'F32'] ?? 0) + 1;
+  checkOutput('convert', [input], output, overwrite, 'a diffusers folder, a .safetensors/.ckpt checkpoint, an embedding or a LoRA file');
 }
 
 async function convertModel(o: ConvertOptions, input: string, output: string): Promise<ConvertResult> {
@@ -81,33 +46,9 @@ async function convertModel(o: ConvertOptions, input: string, output: string): P
   const model: ModelSources = openModelSources(input, { config: o.config, arch, predictionType: o.predictionType });
   try {
     const configs = o.predictionType ? { ...model.configs, scheduler: overrideSchedulerConfig(model.configs.scheduler, { prediction_type: o.predictionType }) } : model.configs;
-    const dtype = storageDtype(o.half);
-    const dtypes: Record<string, number> = {};
     const from = model.layout === 'diffusers' ? 'diffusers folder' : 'single file';
-    if (isSingleFileName(output)) {
-      const tensors = singleFileTensors(model.parts, configs, model.arch, dtype);
-      countDtypes(tensors.values(), dtypes);
-      await writeSafetensors(output, tensors, singleFileMetadata(configs, model.tokenizer));
-      return { input, output, kind: 'model', from, to: `single file (${model.arch === 'sd2' ? 'OpenCLIP text encoder' : 'CLIP text encoder'})`, tensors: tensors.size, dtypes, bytes: sizeOf(output), leftOut: model.leftOut };
-    }
-    let count = 0;
-    const half = COMPONENTS.every((c) => [...model.parts[c].entries.values()].every((e) => dtype(e) === 'F16'));
-    await writeModelFolder(
-      output,
-      {
-        configs,
-        tokenizer: model.tokenizer,
-        half,
-        writeWeights: async (component, file) => {
-          const tensors = componentTensors(model.parts[component], dtype);
-          countDtypes(tensors.values(), dtypes);
-          count += tensors.size;
-          await writeSafetensors(file, tensors, { format: 'pt' });
-        },
-      },
-      { overwrite: o.overwrite },
-    );
-    return { input, output, kind: 'model', from, to: 'diffusers folder', tensors: count, dtypes, bytes: sizeOf(output), leftOut: model.leftOut };
+    const w = await writeModelSources(output, { parts: model.parts, configs, tokenizer: model.tokenizer, arch: model.arch }, { half: o.half, overwrite: o.overwrite });
+    return { input, output, kind: 'model', from, to: w.to, tensors: w.tensors, dtypes: w.dtypes, bytes: w.bytes, leftOut: model.leftOut };
   } finally {
     model.close();
   }

@@ -52,6 +52,8 @@ async function runCommand(name: CommandName, args: Args): Promise<void> {
       return (await import('./commands/ddim-invert.js')).ddimInvertCommand(args);
     case 'convert':
       return (await import('./commands/convert.js')).convertCommand(args);
+    case 'merge':
+      return (await import('./commands/merge.js')).mergeCommand(args);
     case 'bench':
       return (await import('./commands/bench.js')).benchCommand(args);
     case 'info':

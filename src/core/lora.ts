@@ -104,7 +104,8 @@ export function loraDelta(down: tf.Tensor, up: tf.Tensor, scale: number): tf.Ten
   });
 }
 
-type AnyAdapter = LoraAdapter | LycorisAdapter;
+/** Any adapter a LoRA file holds: plain low-rank or a LyCORIS form. */
+export type AnyAdapter = LoraAdapter | LycorisAdapter;
 
 function isLycoris(a: AnyAdapter): a is LycorisAdapter {
   return 'kind' in a;
@@ -114,13 +115,13 @@ function shapeText(s: readonly number[]): string {
   return `[${s.join(', ')}]`;
 }
 
-/** Why the adapter does not fit weight `w` (tfjs layout), or undefined when it does. */
-function misfit(a: AnyAdapter, w: tf.Tensor): string | undefined {
+/** Why the adapter does not fit a weight of tfjs-layout shape `w`, or undefined when it does. */
+function misfit(a: AnyAdapter, w: readonly number[]): string | undefined {
   if (isLycoris(a)) {
     const size = lycorisDeltaSize(a);
-    const [out, ...rest] = torchShapeOf(w.shape);
+    const [out, ...rest] = torchShapeOf([...w]);
     const inFlat = rest.reduce((x, y) => x * y, 1);
-    const kernelOk = size.kernel === undefined || (w.rank === 4 && size.kernel.join() === rest.slice(1).join());
+    const kernelOk = size.kernel === undefined || (w.length === 4 && size.kernel.join() === rest.slice(1).join());
     if (size.out !== out || size.inFlat !== inFlat || !kernelOk) {
       return `its ${a.kind} update is [${size.out}, ${size.inFlat}]${size.kernel ? ` with kernel ${shapeText(size.kernel)}` : ''} (PyTorch layout, in·kh·kw flattened), the weight [${out}, ${inFlat}]`;
     }
@@ -128,16 +129,34 @@ function misfit(a: AnyAdapter, w: tf.Tensor): string | undefined {
     const r = loraRank(a);
     const delta = a.down.rank === 4 ? [a.down.shape[0], a.down.shape[1], a.down.shape[2], a.up.shape[3]] : [a.down.shape[0], a.up.shape[1]];
     const pair = a.down.rank === a.up.rank && a.up.shape[a.up.rank - 2] === r;
-    if (!pair || delta.join() !== w.shape.join()) return `down ${shapeText(a.down.shape)} and up ${shapeText(a.up.shape)} (tfjs layout) do not make it`;
+    if (!pair || delta.join() !== w.join()) return `down ${shapeText(a.down.shape)} and up ${shapeText(a.up.shape)} (tfjs layout) do not make it`;
   }
-  if (a.dora && a.dora.magnitude.size !== doraChannels(w.shape, a.dora.axis)) {
-    return `its DoRA magnitude has ${a.dora.magnitude.size} values, the weight ${doraChannels(w.shape, a.dora.axis)} ${a.dora.axis === 'out' ? 'output' : 'input'} channels`;
+  if (a.dora && a.dora.magnitude.size !== doraChannels(w, a.dora.axis)) {
+    return `its DoRA magnitude has ${a.dora.magnitude.size} values, the weight ${doraChannels(w, a.dora.axis)} ${a.dora.axis === 'out' ? 'output' : 'input'} channels`;
   }
   return undefined;
 }
 
-/** W merged with one adapter at runtime scale s (tfjs layout). */
-function merge(a: AnyAdapter, w: tf.Tensor, scale: number): tf.Tensor {
+/** The adapters of the chosen components, plain ones first, each with the weight key it changes. */
+export function loraTargets(lora: LoraWeights, components: readonly LoraComponent[] = ['unet', 'text_encoder']): { adapter: AnyAdapter; key: string }[] {
+  const chosen = new Set(components);
+  return [...lora.adapters, ...(lora.lycoris ?? [])].filter((a) => chosen.has(a.component)).map((adapter) => ({ adapter, key: `${adapter.module}.weight` }));
+}
+
+/**
+ * Checks that adapter `a` of `lora` fits the model weight `key` of tfjs-layout shape `shape`
+ * (undefined: the model has no such weight); throws an error naming the file and key otherwise.
+ */
+export function checkAdapter(lora: Pick<LoraWeights, 'file'>, a: AnyAdapter, key: string, shape: readonly number[] | undefined): void {
+  if (!shape) {
+    throw new PainterError(`${lora.file}: LoRA key "${a.key}" targets ${a.component} weight "${key}", which this model does not have; the LoRA was made for another architecture`);
+  }
+  const why = misfit(a, shape);
+  if (why) throw new PainterError(`${lora.file}: LoRA key "${a.key}" does not fit ${a.component} weight "${key}" of shape ${shapeText(shape)}: ${why}`);
+}
+
+/** W merged with one adapter at runtime scale s (tfjs layout): W + s · ΔW, or DoRA's merge. */
+export function mergeAdapter(a: AnyAdapter, w: tf.Tensor, scale: number): tf.Tensor {
   return tf.tidy(() => {
     const delta = isLycoris(a) ? lycorisDelta(a, w.shape) : loraDelta(a.down, a.up, loraScale(a));
     return a.dora ? doraMerge(w, delta, a.dora, scale) : tf.add(w, tf.mul(delta, scale));
@@ -151,30 +170,18 @@ function merge(a: AnyAdapter, w: tf.Tensor, scale: number): tf.Tensor {
  * are errors naming the LoRA file and key; nothing is merged then.
  */
 export function applyLora(model: StableDiffusion, lora: LoraWeights, scale = 1, opts: LoraOptions = {}): LoraModel {
-  const components = new Set<LoraComponent>(opts.components ?? ['unet', 'text_encoder']);
   const source: Record<LoraComponent, Params> = { unet: model.unet.params, text_encoder: model.textEncoder.params };
-  const all: AnyAdapter[] = [...lora.adapters, ...(lora.lycoris ?? [])].filter((a) => components.has(a.component));
+  const all = loraTargets(lora, opts.components);
   // Check everything first, so a bad file changes nothing.
-  for (const a of all) {
-    const key = `${a.module}.weight`;
-    const w = source[a.component].get(key);
-    if (!w) {
-      throw new PainterError(
-        `${lora.file}: LoRA key "${a.key}" targets ${a.component} weight "${key}", which this model does not have; the LoRA was made for another architecture`,
-      );
-    }
-    const why = misfit(a, w);
-    if (why) throw new PainterError(`${lora.file}: LoRA key "${a.key}" does not fit ${a.component} weight "${key}" of shape ${shapeText(w.shape)}: ${why}`);
-  }
+  for (const { adapter: a, key } of all) checkAdapter(lora, a, key, source[a.component].get(key)?.shape);
   const created: tf.Tensor[] = [];
   const out: Record<LoraComponent, Params> = { unet: new Map(source.unet), text_encoder: new Map(source.text_encoder) };
   const merged: Record<LoraComponent, number> = { unet: 0, text_encoder: 0 };
   const touched = new Set<string>();
-  for (const a of all) {
-    const key = `${a.module}.weight`;
+  for (const { adapter: a, key } of all) {
     const params = out[a.component];
     const w = params.get(key)!;
-    const next = merge(a, w, scale);
+    const next = mergeAdapter(a, w, scale);
     // Two adapters on one weight (allowed by the formats) apply in turn; drop the intermediate.
     if (created.includes(w)) {
       w.dispose();

@@ -26,15 +26,19 @@ export function sha256File(file: string): string {
 }
 
 /**
- * A1111's "Model hash" (first 10 hex digits of the checkpoint's sha256). For a diffusers folder,
- * the UNet weights file stands for the model.
+ * A model's sha256 as A1111 records it: the checkpoint file's; for a diffusers folder, the UNet
+ * weights file stands for the model ('' when the folder has none).
  */
-export function modelHash(source: string): string {
-  if (fs.statSync(source).isFile()) return sha256File(source).slice(0, 10);
+export function modelSha256(source: string): string {
+  if (fs.statSync(source).isFile()) return sha256File(source);
   const unet = path.join(source, 'unet');
   const files = fs.existsSync(unet) ? fs.readdirSync(unet).filter((f) => f.endsWith('.safetensors')).sort() : [];
-  if (files.length === 0) return '';
-  return sha256File(path.join(unet, files[0]!)).slice(0, 10);
+  return files.length === 0 ? '' : sha256File(path.join(unet, files[0]!));
+}
+
+/** A1111's "Model hash": the first 10 hex digits of modelSha256. */
+export function modelHash(source: string): string {
+  return modelSha256(source).slice(0, 10);
 }
 
 /** A1111's short hash of an embedding or LoRA file (first 12 hex digits). */

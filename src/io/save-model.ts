@@ -64,6 +64,8 @@ export interface FolderContents {
   half: boolean;
   /** Writes one component's weights file (`unet`, `vae`, `text_encoder`) at `file`. */
   writeWeights(component: 'unet' | 'vae' | 'text_encoder', file: string): Promise<void>;
+  /** Adds to the complete temporary folder before it is renamed into place (e.g. a record of how it was made). */
+  finish?(dir: string): Promise<void>;
 }
 
 /**
@@ -98,6 +100,7 @@ export async function writeModelFolder(dir: string, contents: FolderContents, op
     await contents.writeWeights('text_encoder', path.join(tmp, 'text_encoder', 'model.safetensors'));
     await writeJson(path.join(tmp, CONFIG_FILES.scheduler), json.scheduler);
     await saveTokenizer(contents.tokenizer, path.join(tmp, 'tokenizer'));
+    await contents.finish?.(tmp);
     if (fs.existsSync(dir)) {
       const old = `${dir}.old-${process.pid}`;
       fs.renameSync(dir, old);

@@ -8,48 +8,11 @@ import { autoOrderText, BACKEND_CHOICES } from '../backend/table.js';
 import { BENCH_ITEMS } from '../bench/items.js';
 import { EMPHASIS_MODES } from '../core/prompt/chunks.js';
 import { SAMPLER_NAMES, SIGMA_SCHEDULES } from '../core/schedulers/sampler-names.js';
+import { CONVERT_OPTIONS, MERGE_OPTIONS } from './model-file-options.js';
+import { ARCH, CONFIG, JSON_OUTPUT, MAX_SEED, MODEL, PREDICTION_TYPE, SEED, type CommandSpec, type OptionSpec } from './spec.js';
 
-export type OptionType = 'string' | 'number' | 'integer' | 'boolean' | 'string[]';
-
-export interface OptionSpec {
-  readonly name: string;
-  readonly type: OptionType;
-  readonly describe: string;
-  readonly default?: string | number | boolean;
-  readonly choices?: readonly string[];
-  /** Inclusive bounds for numbers. */
-  readonly min?: number;
-  readonly max?: number;
-  /** Lower bound that the value must exceed (e.g. a learning rate > 0). */
-  readonly above?: number;
-  /** Whether a preset file may set it (paths to the user's own data may not). */
-  readonly presettable?: boolean;
-  readonly alias?: string;
-  /**
-   * 'cli': how the command line prints (--json), not what the command does: not part of the
-   * command's typed options, its presets or its run config.
-   */
-  readonly scope?: 'cli';
-}
-
-export interface PositionalSpec {
-  readonly name: string;
-  readonly describe: string;
-  /** `<name>` (required) or `[name]` (optional) in the usage line. */
-  readonly required: boolean;
-}
-
-export interface CommandSpec {
-  readonly name: string;
-  readonly describe: string;
-  readonly positionals?: readonly PositionalSpec[];
-  readonly options: readonly OptionSpec[];
-}
-
-/** The positional part of a command's usage line: " <image> <prompt>", " [file]". */
-export function positionalUsage(c: CommandSpec): string {
-  return (c.positionals ?? []).map((p) => (p.required ? ` <${p.name}>` : ` [${p.name}]`)).join('');
-}
+export { positionalUsage, MAX_SEED, type CommandSpec, type OptionSpec, type OptionType, type PositionalSpec } from './spec.js';
+export { CONVERT_OPTIONS, MERGE_OPTIONS } from './model-file-options.js';
 
 /** The option every command takes, before its own. */
 export const BACKEND_OPTION = {
@@ -66,45 +29,6 @@ export const THREADS_OPTION = {
   min: 1,
   describe: 'Threads the wasm backend computes on (default: every core; results are the same bit for bit); also PAINTER_THREADS',
 } as const satisfies OptionSpec;
-
-const MODEL = {
-  name: 'model',
-  type: 'string',
-  describe: 'Base model: a diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/) or a single-file .safetensors or .ckpt checkpoint',
-  presettable: true,
-} as const satisfies OptionSpec;
-
-const ARCH = {
-  name: 'arch',
-  type: 'string',
-  choices: ['auto', 'sd1', 'sd2'],
-  default: 'auto',
-  describe: 'Architecture of a single-file checkpoint when it cannot be inferred (sd1: CLIP ViT-L text encoder, sd2: OpenCLIP ViT-H)',
-  presettable: true,
-} as const satisfies OptionSpec;
-
-const CONFIG = {
-  name: 'config',
-  type: 'string',
-  describe:
-    "For a single-file checkpoint: a diffusers folder of the same architecture whose configs and tokenizer describe it (default: the file's own when painter wrote it, else the SD 1.x / 2.x / inpainting configs painter ships, sized from the file's tensors)",
-  presettable: true,
-} as const satisfies OptionSpec;
-
-const PREDICTION_TYPE = {
-  name: 'prediction-type',
-  type: 'string',
-  choices: ['epsilon', 'v_prediction'],
-  describe: "What the model predicts, over its scheduler config (default: the config's; an SD 2.x single file is v_prediction unless saved at SD 2.0-base's step 875000, as diffusers decides)",
-  presettable: true,
-} as const satisfies OptionSpec;
-
-/** Seeds are 32-bit, as in AUTOMATIC1111. */
-export const MAX_SEED = 2 ** 32 - 1;
-
-const SEED = { name: 'seed', type: 'integer', min: 0, max: MAX_SEED, default: 0, describe: 'Random seed: same seed and settings give the same result on the same backend' } as const satisfies OptionSpec;
-
-const JSON_OUTPUT = { name: 'json', type: 'boolean', scope: 'cli', describe: 'Print the result as JSON on stdout' } as const satisfies OptionSpec;
 
 /** Sampler, schedule and prompt language, shared by the sampling commands. */
 const SAMPLING = [
@@ -384,26 +308,6 @@ export const INFO_OPTIONS = [
   { ...JSON_OUTPUT, describe: 'Print the report as JSON on stdout' },
 ] as const satisfies readonly OptionSpec[];
 
-export const CONVERT_OPTIONS = [
-  {
-    ...CONFIG,
-    describe: "For a single-file input: a diffusers folder whose configs and tokenizer describe it (default: the file's own when painter wrote it, else inferred from its keys and shapes)",
-    presettable: false,
-  },
-  { ...ARCH, choices: ['auto', 'sd1', 'sd2'], describe: "Text-encoder layout of a single-file output (auto: the input file's; for a folder OpenCLIP/sd2 when its text encoder uses gelu, as SD 2.x's does)", presettable: false },
-  { ...PREDICTION_TYPE, describe: "What the model predicts, written into the output's scheduler config (default: the input's; see --prediction-type of generate)", presettable: false },
-  { name: 'half', type: 'boolean', default: false, describe: "Store a model's floating-point weights as float16 (default: each tensor keeps the input's dtype)" },
-  {
-    name: 'format',
-    type: 'string',
-    choices: ['diffusers', 'a1111', 'kohya'],
-    describe: 'Embeddings and LoRA: the layout to write (embeddings: diffusers = one tensor named by its token, a1111/kohya = emb_params; LoRA: diffusers or kohya naming, a1111 = kohya)',
-  },
-  { name: 'token', type: 'string', describe: "Embeddings: the trigger token the output names (default: the input's, else its file name)" },
-  { name: 'overwrite', type: 'boolean', default: false, describe: 'Replace OUT when it exists (without it, an existing OUT is refused)' },
-  { ...JSON_OUTPUT, describe: 'Print what was written as JSON on stdout' },
-] as const satisfies readonly OptionSpec[];
-
 /** Every command: usage, positional argument and options (in help order). */
 export const COMMANDS = {
   invert: {
@@ -447,6 +351,16 @@ export const COMMANDS = {
       { name: 'out', describe: 'Where to write: a name ending in .safetensors is a single file, anything else a diffusers folder (models)', required: true },
     ],
     options: CONVERT_OPTIONS,
+  },
+  merge: {
+    name: 'merge',
+    describe: "Bake LoRAs into a model, and merge two or three checkpoints as AUTOMATIC1111's Checkpoint Merger (weighted sum, add difference); writes merge.json with what went in",
+    positionals: [
+      { name: 'model', describe: 'Model A: a diffusers folder or a single-file .safetensors/.ckpt checkpoint (its configs, tokenizer and dtypes are the output\'s)', required: true },
+      { name: 'b', describe: 'Model B, merged into A', required: false },
+      { name: 'c', describe: 'Model C, whose difference to B is added (add-difference)', required: false },
+    ],
+    options: MERGE_OPTIONS,
   },
   bench: {
     name: 'bench',

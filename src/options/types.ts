@@ -33,6 +33,7 @@ export type DdimInvertOptions = OptionsOf<(typeof COMMANDS)['ddim-invert']['opti
 export type BenchOptions = OptionsOf<(typeof COMMANDS)['bench']['options']>;
 export type InfoOptions = OptionsOf<(typeof COMMANDS)['info']['options']>;
 export type ConvertOptions = OptionsOf<(typeof COMMANDS)['convert']['options']>;
+export type MergeOptions = OptionsOf<(typeof COMMANDS)['merge']['options']>;
 
 export interface CommandOptions {
   invert: InvertOptions;
@@ -43,6 +44,7 @@ export interface CommandOptions {
   bench: BenchOptions;
   info: InfoOptions;
   convert: ConvertOptions;
+  merge: MergeOptions;
 }
 
 /** What a caller passes for a command: any of its options, each optional. */
