@@ -15,6 +15,7 @@ import { parseClipTextConfig } from '../src/core/models/clip-text.js';
 import { parseUNetConfig } from '../src/core/models/unet.js';
 import { parseVaeConfig } from '../src/core/models/vae.js';
 import type { Params } from '../src/core/params.js';
+import { convert } from '../src/app/convert.js';
 import { PainterError } from '../src/errors.js';
 import { floatToBfloat16, floatToHalf } from '../src/io/float16.js';
 import { loadModel } from '../src/io/load-model.js';
@@ -262,7 +263,7 @@ describe('checkpoints as other tools write them', () => {
     disposeParams(p.unet, p.vae, p.textEncoder);
   });
 
-  it('EMA weights (model_ema.*) are ignored by default and read in place of the UNet with ema', () => {
+  it('EMA weights (model_ema.*) are ignored by default and read in place of the UNet with ema (also by convert --ema)', async () => {
     const tensors = referenceTensors();
     const withEma: Record<string, CkptTensor> = { ...tensors };
     for (const [k, t] of Object.entries(tensors)) {
@@ -285,6 +286,14 @@ describe('checkpoints as other tools write them', () => {
       }
     } finally {
       for (const p of [plain, normal, ema]) disposeParams(p.unet, p.vae, p.textEncoder);
+    }
+    // convert --ema writes the EMA UNet, as diffusers' --extract_ema; without it the training weights.
+    for (const ema of [false, true]) {
+      const out = path.join(tmp, `ema-${ema}`);
+      await convert({ input: file, output: out, config: TINY_SD_A, ema });
+      const unet = loadSafetensors(path.join(out, 'unet', 'diffusion_pytorch_model.safetensors')).tensors;
+      const ref = loadSafetensors(path.join(TINY_SD_A, 'unet', 'diffusion_pytorch_model.safetensors')).tensors;
+      for (const [k, t] of ref) expect(Array.from(unet.get(k)!.data as Float32Array), k).toEqual(Array.from(t.data as Float32Array, (v) => (ema ? 2 * v : v)));
     }
     const noEma = painterError(() => loadSingleFile(CKPT, configs, undefined, { ema: true }));
     expect(noEma.message).toBe(`${CKPT}: holds no EMA weights (no model_ema.* keys); load it without the EMA option`);

@@ -43,7 +43,7 @@ function checkPaths(input: string, output: string, overwrite: boolean): void {
 async function convertModel(o: ConvertOptions, input: string, output: string): Promise<ConvertResult> {
   if (o.format !== undefined) throw new UsageError(`convert: --format applies to embeddings and LoRA files; ${input} is a model (its layout follows OUT's name)`);
   const arch = o.arch === 'auto' ? undefined : o.arch;
-  const model: ModelSources = openModelSources(input, { config: o.config, arch, predictionType: o.predictionType });
+  const model: ModelSources = openModelSources(input, { config: o.config, arch, predictionType: o.predictionType, ema: o.ema });
   try {
     const configs = o.predictionType ? { ...model.configs, scheduler: overrideSchedulerConfig(model.configs.scheduler, { prediction_type: o.predictionType }) } : model.configs;
     const from = model.layout === 'diffusers' ? 'diffusers folder' : 'single file';

@@ -142,7 +142,7 @@ export async function merge(request: MergeInput): Promise<MergeResult> {
   const opened: ModelSources[] = [];
   const loras: LoraToBake[] = [];
   try {
-    for (const m of models) opened.push(openModelSources(m, { config: o.config }));
+    for (const m of models) opened.push(openModelSources(m, { config: o.config, ema: o.ema && !fs.statSync(m).isDirectory() }));
     const [a, b, c] = opened as [ModelSources, ModelSources?, ModelSources?];
     const merged = b ? mergeCheckpoints({ method: method as MergeMethod, multiplier: o.multiplier, a: a.parts, b: b.parts, c: c?.parts, names: { a: models[0]!, b: models[1]!, c: models[2] } }) : { parts: a.parts, inpainting: false };
     if (loraArgs.length > 0) await useBackend(backend);

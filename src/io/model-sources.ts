@@ -6,6 +6,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { PainterError } from '../errors.js';
 import { CLIP_TEXT_IGNORED_KEYS, clipTextParamShapes } from '../core/models/clip-text.js';
 import { unetParamShapes } from '../core/models/unet.js';
 import { vaeParamShapes } from '../core/models/vae.js';
@@ -43,6 +44,8 @@ export interface OpenModelOptions {
   /** The text-encoder layout of single files (default: the file's own; for a folder OpenCLIP when the text encoder uses gelu, as SD 2.x's does). */
   arch?: Arch;
   predictionType?: PredictionType;
+  /** A single file's UNet from its EMA copy (`model_ema.*`), as diffusers' `--extract_ema`. */
+  ema?: boolean;
 }
 
 const EXPECTED: Record<Component, (c: ModelConfigs) => ParamShapes> = {
@@ -61,6 +64,7 @@ function checked(component: Component, sources: WeightSource[], configs: ModelCo
 
 function openFolder(dir: string, opts: OpenModelOptions): ModelSources {
   checkFolder(dir);
+  if (opts.ema) throw new PainterError(`${dir}: a diffusers folder holds one set of UNet weights; the EMA option reads the model_ema.* copy of a single-file checkpoint`);
   const configs = readConfigs(dir);
   const tokenizer = loadClipTokenizer(path.join(dir, 'tokenizer'));
   const opened: WeightSource[] = [];
@@ -81,7 +85,7 @@ function openFolder(dir: string, opts: OpenModelOptions): ModelSources {
 
 function openSingleFile(file: string, opts: OpenModelOptions): ModelSources {
   const setup = singleFileSetup(file, { config: opts.config, predictionType: opts.predictionType });
-  const src = openWeightSource(file);
+  const src = openWeightSource(file, { ema: opts.ema });
   try {
     const arch = opts.arch ?? archOfKeys(src.entries.keys()) ?? 'sd1';
     const views = singleFileViews(src, setup.configs, arch);

@@ -9,6 +9,7 @@ export const CONVERT_OPTIONS = [
   },
   { ...ARCH, choices: ['auto', 'sd1', 'sd2'], describe: "Text-encoder layout of a single-file output (auto: the input file's; for a folder OpenCLIP/sd2 when its text encoder uses gelu, as SD 2.x's does)", presettable: false },
   { ...PREDICTION_TYPE, describe: "What the model predicts, written into the output's scheduler config (default: the input's; see --prediction-type of generate)", presettable: false },
+  { name: 'ema', type: 'boolean', default: false, describe: "A single-file checkpoint's UNet from its EMA copy (model_ema.*), as diffusers' --extract_ema (default: the training weights; EMA keys are left out)" },
   { name: 'half', type: 'boolean', default: false, describe: "Store a model's floating-point weights as float16 (default: each tensor keeps the input's dtype)" },
   {
     name: 'format',
@@ -33,6 +34,7 @@ export const MERGE_OPTIONS = [
   { name: 'multiplier', type: 'number', default: 0.3, describe: 'M of the merge formula (A1111\'s default 0.3)' },
   { ...CONFIG, describe: "For single-file inputs: a diffusers folder whose configs and tokenizer describe them (default: each file's own, else inferred from its keys and shapes)", presettable: false },
   { ...ARCH, choices: ['auto', 'sd1', 'sd2'], describe: "Text-encoder layout of a single-file output (auto: A's)", presettable: false },
+  { name: 'ema', type: 'boolean', default: false, describe: "Single-file inputs' UNets from their EMA copies (model_ema.*), as diffusers' --extract_ema (default: the training weights)" },
   { name: 'half', type: 'boolean', default: false, describe: "Store the floating-point weights as float16 (default: each tensor keeps A's dtype)" },
   { name: 'overwrite', type: 'boolean', default: false, describe: 'Replace --out when it exists (without it, an existing output is refused)' },
   { ...JSON_OUTPUT, describe: 'Print what was written as JSON on stdout' },
