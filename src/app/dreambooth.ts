@@ -18,8 +18,8 @@ import { breathe, phaseClock, type Hooks } from './hooks.js';
 import { clearRun, engineConfig, engineHooks, methodSettings, openTrainingInputs, resolveRun, writeRunConfig } from './training-run.js';
 
 export type DreamboothInput = OptionInput<'dreambooth'> & {
-  /** Folder of subject images. */
-  dir: string;
+  /** Folder of subject images (default: the images in the current folder, not its subfolders). */
+  dir?: string;
   backend?: BackendChoice;
 };
 

@@ -18,8 +18,8 @@ import type { Hooks } from './hooks.js';
 import { clearRun, engineConfig, engineHooks, methodSettings, openTrainingInputs, resolveRun, writeRunConfig } from './training-run.js';
 
 export type InvertInput = OptionInput<'invert'> & {
-  /** Folder of training images. */
-  dir: string;
+  /** Folder of training images (default: the images in the current folder, not its subfolders). */
+  dir?: string;
   backend?: BackendChoice;
 };
 

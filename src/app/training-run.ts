@@ -140,8 +140,11 @@ export function trainingResolution(model: StableDiffusion, resolution: number | 
 }
 
 /** Reads every training image of a folder; bad ones are errors, or warnings with --skip-bad-images. */
-export async function readTrainingImages(dir: string, resolution: number, skipBad: boolean, warn: (m: string) => void): Promise<SourceImage[]> {
-  const images = await readImageFolder(dir, resolution, { skipBad, warn });
+export async function readTrainingImages(dir: string, resolution: number, skipBad: boolean, warn: (m: string) => void, alphaMask = false, recursive = true): Promise<SourceImage[]> {
+  const images = await readImageFolder(dir, resolution, { skipBad, warn, alphaMask, recursive });
+  if (images.length === 0 && !recursive) {
+    throw new PainterError(`the current folder (${path.resolve(dir)}) holds no usable image; name the folder of training images (painter invert DIR …), or run painter where the images are`);
+  }
   if (images.length === 0) throw new PainterError(`${dir}: no usable image found; put 3–10 .jpg/.png/.webp pictures of the training image in it`);
   return images;
 }
@@ -177,7 +180,20 @@ export function methodSettings(o: CommandOptions[TrainCommand], resolution: numb
     seed: o.seed,
     validationPrompt,
     baseModelHash,
+    // A run begun before these options existed resumes without them.
+    captions: { shuffleCaptions: o.shuffleCaptions ?? false, keepTokens: o.keepTokens ?? 0, captionDropout: o.captionDropout ?? 0, tagDropout: o.tagDropout ?? 0 },
   };
+}
+
+/** What the images bring beyond pixels (loss masks), and caption options they give nothing to act on. */
+export function dataNotes(o: CommandOptions[TrainCommand], images: readonly SourceImage[], hooks: Hooks): void {
+  const warn = (m: string) => hooks.warn?.(m);
+  const masked = images.filter((i) => i.mask !== undefined).length;
+  if (masked > 0) hooks.info?.(`masked loss: ${masked} of ${images.length} image(s) have a mask (${o.alphaMask ? 'their alpha channel' : 'NAME.mask.png'}); only what it keeps is learnt`);
+  const tagOptions = [o.shuffleCaptions && '--shuffle-captions', o.tagDropout > 0 && '--tag-dropout'].filter(Boolean);
+  if (tagOptions.length > 0 && images.every((i) => i.caption === undefined)) {
+    warn(`${tagOptions.join(' and ')}: no training image has a caption file (NAME.txt or NAME.caption beside it), so there are no tags to ${o.shuffleCaptions ? 'shuffle' : 'drop'}`);
+  }
 }
 
 export async function writeRunConfig(runDir: string, options: object, extra: Record<string, unknown>): Promise<void> {
@@ -217,14 +233,20 @@ export interface TrainingInputs {
  * The steps every training command takes before its method: the memory check, the base model,
  * the training resolution and the images of `dir` (the model is freed if a later step fails).
  */
-export async function openTrainingInputs(request: TrainingRequest, dir: string, backend: BackendReport, hooks: Hooks): Promise<TrainingInputs> {
+export async function openTrainingInputs(request: TrainingRequest, folder: string | undefined, backend: BackendReport, hooks: Hooks): Promise<TrainingInputs> {
   const options = request.options;
+  // No folder named: the images in the current folder itself (its subfolders, run folders among
+  // them, are not read), as the usage line promises.
+  const dir = folder === undefined || folder === '' ? '.' : folder;
+  const recursive = dir !== '.' || folder === '.';
+  if (!recursive) hooks.info?.(`no image folder given: training on the images in the current folder, ${path.resolve(dir)} (not its subfolders)`);
   const modelPath = resolveModelPath(options.model);
-  checkMemoryBudget({ ...request, images: scanImageFolder(dir).images.length }, modelPath, backend, { configDir: options.config });
+  checkMemoryBudget({ ...request, images: scanImageFolder(dir, undefined, recursive).images.length }, modelPath, backend, { configDir: options.config });
   const model = loadModel(modelPath, { config: options.config, arch: options.arch, predictionType: options.predictionType });
   try {
     const resolution = trainingResolution(model, options.resolution);
-    const read = await readTrainingImages(dir, resolution, options.skipBadImages, (m) => hooks.warn?.(m));
+    const read = await readTrainingImages(dir, resolution, options.skipBadImages, (m) => hooks.warn?.(m), options.alphaMask ?? false, recursive);
+    dataNotes(options, read, hooks);
     return { modelPath, model, resolution, images: read };
   } catch (e) {
     disposeModel(model);

@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import fg from 'fast-glob';
 import sharp from 'sharp';
 import { PainterError } from '../errors.js';
+import { isMaskFile, maskFileFor, readMask } from './training-masks.js';
 
 export const IMAGE_EXTENSIONS = ['jpg', 'jpeg', 'png', 'webp'];
 
@@ -23,15 +24,21 @@ export interface FolderScan {
   ignored: string[];
 }
 
-export function scanImageFolder(dir: string, what = 'training images'): FolderScan {
+/**
+ * The images of a folder, in name order; `recursive` false reads only the folder's own files
+ * (not its subfolders), as for the current folder when no folder is named.
+ */
+export function scanImageFolder(dir: string, what = 'training images', recursive = true): FolderScan {
   if (!fs.existsSync(dir)) throw new PainterError(`${dir}: folder not found; give the folder that holds the ${what}`);
   if (!fs.statSync(dir).isDirectory()) throw new PainterError(`${dir}: not a folder; give the folder that holds the ${what}`);
-  const files = fg.sync('**/*', { cwd: dir, onlyFiles: true, dot: false, followSymbolicLinks: true }).sort();
+  const files = fg.sync('**/*', { cwd: dir, onlyFiles: true, dot: false, followSymbolicLinks: true, deep: recursive ? Infinity : 1 }).sort();
   const images: string[] = [];
   const ignored: string[] = [];
   for (const f of files) {
     const ext = path.extname(f).slice(1).toLowerCase();
-    if (IMAGE_EXTENSIONS.includes(ext)) images.push(path.join(dir, f));
+    // A loss mask (NAME.mask.png) belongs to its photo; it is no training image of its own.
+    if (IMAGE_EXTENSIONS.includes(ext) && !isMaskFile(f)) images.push(path.join(dir, f));
+    else if (IMAGE_EXTENSIONS.includes(ext)) continue;
     else if (!SIDE_FILE_EXTENSIONS.includes(ext)) ignored.push(path.join(dir, f));
   }
   return { images, ignored };
@@ -46,6 +53,13 @@ export interface SourceImage {
   rgb: Buffer;
   /** The image's caption file (`captionFor`), if it has one. */
   caption?: string;
+  /** Its loss mask at the same size, one byte per pixel (training-masks.ts), if it has one. */
+  mask?: Uint8Array;
+}
+
+export interface ReadImageOptions {
+  /** Take the loss mask from the image's alpha channel (--alpha-mask) rather than a NAME.mask.png beside it. */
+  alphaMask?: boolean;
 }
 
 /** Caption files beside an image, in the order looked for: AUTOMATIC1111's .txt, kohya's .caption. */
@@ -71,7 +85,14 @@ export function captionFor(imageFile: string): string | undefined {
  * `resolution` (bicubic, like diffusers' Resize). A corrupt or truncated file is an error naming
  * the file.
  */
-export async function readSourceImage(file: string, resolution: number): Promise<SourceImage> {
+export async function readSourceImage(file: string, resolution: number, opts: ReadImageOptions = {}): Promise<SourceImage> {
+  const image = await readPixels(file, resolution);
+  const maskFile = opts.alphaMask ? undefined : maskFileFor(file, IMAGE_EXTENSIONS);
+  if (!opts.alphaMask && maskFile === undefined) return image;
+  return { ...image, mask: await readMask({ image: file, alpha: opts.alphaMask, file: maskFile, width: image.width, height: image.height }) };
+}
+
+async function readPixels(file: string, resolution: number): Promise<SourceImage> {
   try {
     const { data, info } = await sharp(file, { failOn: 'truncated' })
       .rotate()
@@ -115,6 +136,9 @@ export interface ReadFolderOptions {
   what?: string;
   /** Read at most this many usable images (the first by name). */
   limit?: number;
+  alphaMask?: boolean;
+  /** Read subfolders too (default). */
+  recursive?: boolean;
 }
 
 /**
@@ -122,13 +146,13 @@ export interface ReadFolderOptions {
  * image is an error naming it, or a warning with `skipBad`.
  */
 export async function readImageFolder(dir: string, resolution: number, o: ReadFolderOptions): Promise<SourceImage[]> {
-  const scan = scanImageFolder(dir, o.what);
+  const scan = scanImageFolder(dir, o.what, o.recursive ?? true);
   for (const f of scan.ignored) o.warn(`skipping ${f}: not an image (painter reads .jpg, .jpeg, .png, .webp)`);
   const images: SourceImage[] = [];
   for (const file of scan.images) {
     if (images.length >= (o.limit ?? Infinity)) break;
     try {
-      images.push(await readSourceImage(file, resolution));
+      images.push(await readSourceImage(file, resolution, { alphaMask: o.alphaMask }));
     } catch (e) {
       if (!o.skipBad || !(e instanceof PainterError)) throw e;
       o.warn(`skipping ${e.message.replace(/; remove or replace it.*$/, '')}`);

@@ -87,6 +87,13 @@ const TRAINING = [
   },
   { name: 'center-crop', type: 'boolean', default: true, describe: 'Center-crop after resizing (--no-center-crop takes random crops)', presettable: true },
   { name: 'flip', type: 'boolean', default: true, describe: 'Random horizontal-flip augmentation', presettable: true },
+  {
+    name: 'alpha-mask',
+    type: 'boolean',
+    default: false,
+    describe: "Masked loss from each image's alpha channel (transparent = not learnt), as kohya's --alpha_mask; without it, a NAME.mask.png beside a photo masks it (white = learn, black = ignore)",
+    presettable: true,
+  },
 ] as const satisfies readonly OptionSpec[];
 
 /** …and those after it (the learning rate's default differs between the commands). */
@@ -98,6 +105,24 @@ const TRAINING_AFTER_LR = [
   { name: 'max-grad-norm', type: 'number', min: 0, default: 1, describe: 'Clip the global gradient norm to this value (0 disables clipping)', presettable: true },
   { name: 'min-snr-gamma', type: 'number', min: 0, default: 0, describe: "Min-SNR-γ loss weighting (0 disables; 5 is the paper's choice)", presettable: true },
   { name: 'noise-offset', type: 'number', min: 0, default: 0, describe: 'Offset-noise strength (0 disables; ~0.05 helps very dark/bright images)', presettable: true },
+  {
+    name: 'shuffle-captions',
+    type: 'boolean',
+    default: false,
+    describe: "Shuffle the comma-separated tags of each image's caption file every step, as kohya's --shuffle_caption (the instance prompt or template stays first)",
+    presettable: true,
+  },
+  { name: 'keep-tokens', type: 'integer', min: 0, default: 0, describe: "Caption tags at the start that keep their place when tags are shuffled or dropped, as kohya's --keep_tokens", presettable: true },
+  {
+    name: 'caption-dropout',
+    type: 'number',
+    min: 0,
+    max: 1,
+    default: 0,
+    describe: "Probability that a step trains an image on the empty prompt (the unconditional prediction guidance uses), as kohya's --caption_dropout_rate",
+    presettable: true,
+  },
+  { name: 'tag-dropout', type: 'number', min: 0, max: 1, default: 0, describe: "Probability that each caption tag (after --keep-tokens) is left out in a step, as kohya's --caption_tag_dropout_rate", presettable: true },
   { name: 'checkpoint-every', type: 'integer', min: 1, default: 500, describe: 'Write a resumable checkpoint every N steps (also on Ctrl-C)', presettable: true },
   { name: 'keep-checkpoints', type: 'integer', min: 0, default: 3, describe: 'Keep the newest N checkpoints and delete older ones (0 keeps all)', presettable: true },
   { name: 'validation-prompt', type: 'string', describe: 'Prompt for validation samples ({token} / {identifier} / {class} are filled in)', presettable: true },
@@ -313,13 +338,13 @@ export const COMMANDS = {
   invert: {
     name: 'invert',
     describe: 'Textual Inversion: learn a new word for a subject or style from 3–10 images',
-    positionals: [{ name: 'dir', describe: 'Folder of training images (jpg, png, webp)', required: true }],
+    positionals: [{ name: 'dir', describe: 'Folder of training images (jpg, png, webp; default: the images in the current folder)', required: false }],
     options: INVERT_OPTIONS,
   },
   dreambooth: {
     name: 'dreambooth',
     describe: 'DreamBooth: fine-tune the model on a subject, with prior preservation (full or LoRA)',
-    positionals: [{ name: 'dir', describe: 'Folder of subject images (jpg, png, webp)', required: true }],
+    positionals: [{ name: 'dir', describe: 'Folder of subject images (jpg, png, webp; default: the images in the current folder)', required: false }],
     options: DREAMBOOTH_OPTIONS,
   },
   generate: {

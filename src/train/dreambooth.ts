@@ -24,7 +24,8 @@ import { writeLoraFile } from '../io/lora-files.js';
 import { saveModel } from '../io/save-model.js';
 import type { MethodSettings, TrainingTask } from './engine.js';
 import { createTrainableLora, loraVariables, paramsWithLora, toLoraAdapters, type TrainableLora } from './lora-training.js';
-import { disposeViews, drawNoise, encodeViews, EpochSampler, pickView, sampleLatents, withCaption, type NoiseDraw, type SamplerState, type View } from './steps.js';
+import { disposeViews, drawNoise, encodeViews, EpochSampler, pickView, positionWeights, sampleLatents, withCaption, type NoiseDraw, type SamplerState, type View } from './steps.js';
+import { captionsVary, PLAIN_CAPTIONS, trainingPrompt } from './captions.js';
 import { renderValidationGrid } from './validation.js';
 
 export type DreamBoothMode = 'full' | 'lora';
@@ -58,6 +59,8 @@ export interface DrawnBatch extends NoiseDraw {
   instance: View[];
   /** Empty without prior preservation. */
   prior: View[];
+  /** The instance rows' prompts when captions vary from step to step (shuffled, dropped out). */
+  instancePrompts?: string[];
 }
 
 /** Which loss: the training objective, or one of its two terms alone (for checks). */
@@ -150,10 +153,13 @@ export function createDreamBooth(model: StableDiffusion, instanceImages: SourceI
   const classRow = prompts.indexOf(s.classPrompt);
   const ids = promptIdRows(model, prompts);
   const frozenContext = s.trainTextEncoder ? undefined : tf.tidy(() => clipTextForward(model.textEncoder.params, model.textEncoder.config, ids).lastHiddenState);
+  const captions = s.captions ?? PLAIN_CAPTIONS;
+  const varying = captionsVary(captions);
   if (s.releaseUnused && s.mode === 'lora') {
     // Only the UNet (and a training text encoder) runs from here on; a LoRA file is the output.
     releaseComponent(model, 'vae');
-    if (!s.trainTextEncoder) releaseComponent(model, 'textEncoder');
+    // Prompts that vary from step to step are encoded each step.
+    if (!s.trainTextEncoder && !varying) releaseComponent(model, 'textEncoder');
   }
 
   const instanceSampler = new EpochSampler(instanceImages.length);
@@ -161,7 +167,22 @@ export function createDreamBooth(model: StableDiffusion, instanceImages: SourceI
   const draw = (rng: Rng): DrawnBatch => {
     const instance = Array.from({ length: s.batch }, () => pickView(instanceViews, instanceSampler.next(rng), rng));
     const prior = s.priorPreservation ? Array.from({ length: s.batch }, () => pickView(classViews, classSampler.next(rng), rng)) : [];
-    return { instance, prior, ...drawNoise(rng, rows, [lh, lw, lc], T, s.noiseOffset) };
+    const noise = drawNoise(rng, rows, [lh, lw, lc], T, s.noiseOffset);
+    if (!varying) return { instance, prior, ...noise };
+    const instancePrompts = instance.map((v) => trainingPrompt(s.instancePrompt, instanceImages[v.image]!.caption, captions, rng));
+    return { instance, prior, ...noise, instancePrompts };
+  };
+
+  /** Text conditioning of a batch's rows: cached per fixed prompt, encoded when the step's prompts vary. */
+  const contextOf = (b: DrawnBatch): tf.Tensor3D => {
+    const classRows = b.prior.map(() => classRow);
+    if (!b.instancePrompts) {
+      const rowPrompts = [...b.instance.map((v) => promptOfImage[v.image]!), ...classRows];
+      if (frozenContext) return tf.gather(frozenContext, tf.tensor1d(rowPrompts, 'int32')) as tf.Tensor3D;
+      return clipTextForward(textParams(), model.textEncoder.config, rowPrompts.map((r) => ids[r]!)).lastHiddenState as tf.Tensor3D;
+    }
+    const rowIds = [...promptIdRows(model, b.instancePrompts), ...classRows.map((r) => ids[r]!)];
+    return clipTextForward(textParams(), model.textEncoder.config, rowIds).lastHiddenState as tf.Tensor3D;
   };
 
   const loss = (b: DrawnBatch, term: LossTerm): tf.Scalar =>
@@ -170,10 +191,8 @@ export function createDreamBooth(model: StableDiffusion, instanceImages: SourceI
       const views = [...b.instance, ...b.prior];
       const latents = sampleLatents(views, b.posterior, sf);
       const noise = tf.tensor4d(b.noise, latents.shape);
-      const rowPrompts = [...b.instance.map((v) => promptOfImage[v.image]!), ...b.prior.map(() => classRow)];
-      const context = frozenContext
-        ? tf.gather(frozenContext, tf.tensor1d(rowPrompts, 'int32'))
-        : clipTextForward(textParams(), model.textEncoder.config, rowPrompts.map((r) => ids[r]!)).lastHiddenState;
+      const context = contextOf(b);
+      const weights = positionWeights(views);
       const n = b.instance.length;
       const [start, count] = term === 'instance' ? [0, n] : term === 'prior' ? [n, b.prior.length] : [0, views.length];
       const part = <T extends tf.Tensor>(t: T) => (count === views.length ? t : (t.slice(start, count) as T));
@@ -183,7 +202,7 @@ export function createDreamBooth(model: StableDiffusion, instanceImages: SourceI
       return diffusionLoss(
         { params: unetParams(), config: model.unet.config },
         schedule,
-        { latents: part(latents), noise: part(noise), timesteps: b.timesteps.slice(start, start + count), encoderHiddenStates: part(context as tf.Tensor3D) },
+        { latents: part(latents), noise: part(noise), timesteps: b.timesteps.slice(start, start + count), encoderHiddenStates: part(context as tf.Tensor3D), positionWeights: weights && part(weights) },
         { predictionType, minSnrGamma: s.minSnrGamma, sampleWeights, checkpoint },
       );
     });

@@ -24,6 +24,7 @@ import { InterruptedError, PainterError } from '../errors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
 import { loadSafetensors, writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
 import { throwIfDeviceError } from '../backend/webgpu-kernels.js';
+import type { CaptionSettings } from './captions.js';
 import { lossCurveSvg } from './loss-curve.js';
 
 export interface TrainingTask {
@@ -65,6 +66,8 @@ export interface MethodSettings {
   validationPrompt: string;
   /** Recorded in the output's metadata. */
   baseModelHash: string;
+  /** Caption shuffling and dropout (default none). */
+  captions?: CaptionSettings;
 }
 
 export interface EngineConfig {

@@ -17,6 +17,26 @@ export interface View {
   image: number;
   mean: tf.Tensor4D;
   std: tf.Tensor4D;
+  /** The image's loss mask over this crop at latent resolution, [1, h, w, 1] in [0, 1] (masked loss). */
+  weights?: tf.Tensor4D;
+}
+
+/**
+ * A mask's square crop (mirrored with its photo) averaged over each latent cell: the area
+ * interpolation kohya's masked loss brings a mask to the latents' size with. Values in [0, 1].
+ */
+export function maskCropToLatent(img: SourceImage, resolution: number, left: number, top: number, flip: boolean, h: number, w: number): Float32Array {
+  const mask = img.mask!;
+  const fy = resolution / h;
+  const fx = resolution / w;
+  const out = new Float32Array(h * w);
+  for (let y = 0; y < resolution; y++) {
+    for (let x = 0; x < resolution; x++) {
+      const sx = flip ? left + resolution - 1 - x : left + x;
+      out[Math.floor(y / fy) * w + Math.floor(x / fx)]! += mask[(top + y) * img.width + sx]! / 255;
+    }
+  }
+  return out.map((v) => v / (fx * fy));
 }
 
 /**
@@ -37,7 +57,9 @@ export function encodeViews(model: StableDiffusion, images: SourceImage[], resol
           const p = vaeEncode(model.vae.params, model.vae.config, tf.tensor4d(data, [1, resolution, resolution, 3]));
           return { mean: p.mean, std: p.std };
         });
-        views.push({ image: index, mean: tf.keep(post.mean), std: tf.keep(post.std) });
+        const [, h, w] = post.mean.shape;
+        const weights = img.mask ? tf.tensor4d(maskCropToLatent(img, resolution, c.left, c.top, mirrored, h, w), [1, h, w, 1]) : undefined;
+        views.push({ image: index, mean: tf.keep(post.mean), std: tf.keep(post.std), ...(weights ? { weights } : {}) });
       }
     }
   });
@@ -45,7 +67,19 @@ export function encodeViews(model: StableDiffusion, images: SourceImage[], resol
 }
 
 export function disposeViews(views: readonly View[]): void {
-  for (const v of views) tf.dispose([v.mean, v.std]);
+  for (const v of views) tf.dispose([v.mean, v.std, ...(v.weights ? [v.weights] : [])]);
+}
+
+/**
+ * The loss weights of a drawn batch's rows, [B, h, w, 1]: each view's mask, ones for views
+ * without one; undefined when no view has a mask (the plain loss).
+ */
+export function positionWeights(views: readonly View[]): tf.Tensor4D | undefined {
+  if (!views.some((v) => v.weights)) return undefined;
+  return tf.tidy(() => {
+    const [, h, w] = views[0]!.mean.shape;
+    return tf.concat(views.map((v) => v.weights ?? tf.ones([1, h, w, 1])), 0) as tf.Tensor4D;
+  });
 }
 
 /** One of an image's views, chosen at random. */

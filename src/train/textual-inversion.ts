@@ -19,7 +19,8 @@ import { multiVectorTokens, TOKEN_EMBEDDING_KEY } from '../core/embeddings.js';
 import { meanRows, rowParts, rowsShape, sliceRows, type RowPart } from '../core/row-chunks.js';
 import type { SourceImage } from '../io/dataset.js';
 import type { MethodSettings, TrainingTask } from './engine.js';
-import { disposeViews, drawNoise, encodeViews, EpochSampler, pickView, sampleLatents, withCaption, type SamplerState, type View } from './steps.js';
+import { disposeViews, drawNoise, encodeViews, EpochSampler, pickView, positionWeights, sampleLatents, withCaption, type SamplerState, type View } from './steps.js';
+import { PLAIN_CAPTIONS, trainingPrompt } from './captions.js';
 import { renderValidationGrid } from './validation.js';
 import * as path from 'node:path';
 
@@ -129,13 +130,14 @@ export function createInversion(model: StableDiffusion, images: SourceImage[], s
         picks.push(pickView(views, image, rng));
         const template = templates[rng.int(templates.length)]!;
         // Multi-vector tokens are expanded by promptIds, as diffusers' maybe_convert_prompt does.
-        prompts.push(inversionPrompt(template, s.token, images[image]!.caption));
+        prompts.push(trainingPrompt(template.replace(TEMPLATE_SLOT, s.token), images[image]!.caption, s.captions ?? PLAIN_CAPTIONS, rng));
       }
       const draw = drawNoise(rng, s.batch, [lh, lw, lc], T, s.noiseOffset);
       return () => {
         const latents = sampleLatents(picks, draw.posterior, sf);
         const ehs = clipTextForward(model.textEncoder.params, model.textEncoder.config, promptIdRows(model, prompts), { extraTokens }).lastHiddenState;
-        return diffusionLoss(model.unet, schedule, { latents, noise: tf.tensor4d(draw.noise, latents.shape), timesteps: draw.timesteps, encoderHiddenStates: ehs }, { predictionType, minSnrGamma: s.minSnrGamma, checkpoint });
+        const input = { latents, noise: tf.tensor4d(draw.noise, latents.shape), timesteps: draw.timesteps, encoderHiddenStates: ehs, positionWeights: positionWeights(picks) };
+        return diffusionLoss(model.unet, schedule, input, { predictionType, minSnrGamma: s.minSnrGamma, checkpoint });
       };
     },
     saveState: () => sampler.state(),

@@ -7,7 +7,7 @@ import { printJson, STOPPING_TRAINING, withSession } from '../run-hooks.js';
 export async function dreamboothCommand(args: Args): Promise<void> {
   const json = jsonFlag(args);
   await withSession(json, STOPPING_TRAINING, async ({ hooks, progress }) => {
-    const r = await dreambooth({ ...inputFrom('dreambooth', args), dir: positional(args, 'dir') ?? '', backend: backendChoice(args) }, hooks);
+    const r = await dreambooth({ ...inputFrom('dreambooth', args), dir: positional(args, 'dir'), backend: backendChoice(args) }, hooks);
     progress.succeed(`trained "${r.instancePrompt}" in ${r.steps} steps → ${r.output}`);
     if (json) {
       const { output, runDir, steps, finalLoss, identifier, instancePrompt, classImages } = r;

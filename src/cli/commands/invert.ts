@@ -7,7 +7,7 @@ import { printJson, STOPPING_TRAINING, withSession } from '../run-hooks.js';
 export async function invertCommand(args: Args): Promise<void> {
   const json = jsonFlag(args);
   await withSession(json, STOPPING_TRAINING, async ({ hooks, progress }) => {
-    const r = await invert({ ...inputFrom('invert', args), dir: positional(args, 'dir') ?? '', backend: backendChoice(args) }, hooks);
+    const r = await invert({ ...inputFrom('invert', args), dir: positional(args, 'dir'), backend: backendChoice(args) }, hooks);
     progress.succeed(`learned ${r.token} in ${r.steps} steps → ${r.output}`);
     if (json) {
       printJson({ output: r.output, installed: r.installed, runDir: r.runDir, steps: r.steps, finalLoss: r.finalLoss });

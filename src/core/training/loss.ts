@@ -79,12 +79,13 @@ export function lossWeights(schedule: NoiseSchedule, timesteps: number[], opts: 
 }
 
 /** Mean squared error per batch element, [B], optionally weighted per position. */
-function perSampleMse(pred: tf.Tensor, target: tf.Tensor, weights?: tf.Tensor4D): tf.Tensor1D {
+export function perSampleMse(pred: tf.Tensor, target: tf.Tensor, weights?: tf.Tensor4D): tf.Tensor1D {
   const b = pred.shape[0]!;
   const sq = tf.square(tf.sub(pred, target));
   if (!weights) return tf.mean(sq.reshape([b, -1]), 1) as tf.Tensor1D;
   const w = tf.broadcastTo(weights, sq.shape);
-  return tf.div(tf.sum(tf.mul(sq, w).reshape([b, -1]), 1), tf.sum(w.reshape([b, -1]), 1)) as tf.Tensor1D;
+  // A crop whose mask is black everywhere contributes 0, not 0/0.
+  return tf.div(tf.sum(tf.mul(sq, w).reshape([b, -1]), 1), tf.maximum(tf.sum(w.reshape([b, -1]), 1), 1e-12)) as tf.Tensor1D;
 }
 
 /**
