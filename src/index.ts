@@ -1,5 +1,5 @@
 /**
- * painter's library API: everything the CLI runs (generate, invert, dreambooth, convert, merge, bench, info),
+ * painter's library API: everything the CLI runs (generate, invert, dreambooth, convert, merge, bench, info, report),
  * and the pieces they are built from, for programs that load Stable Diffusion checkpoints, sample
  * and train from TypeScript.
  */
@@ -13,15 +13,23 @@ export { ddimInvert, type InversionInput, type InversionStep } from './core/pipe
 export { DdimInverseScheduler } from './core/schedulers/ddim-inverse.js';
 export { PromptToPromptControl, chooseEdit, equalizer, refinementMapper, replacementMapper, wordTokenIndices, type PromptToPromptEdit, type PromptToPromptSettings } from './core/pipeline/prompt-to-prompt.js';
 export { samplePromptToPrompt, type PromptToPromptRequest } from './core/pipeline/generate-p2p.js';
-export type { AttentionControl, AttentionKind } from './core/models/attention-control.js';
+export type { AttentionControl, AttentionKind, AttentionSite } from './core/models/attention-control.js';
+export { LocalBlend, LOCAL_BLEND_THRESHOLD, blendLatents, localBlendLayers, localBlendMask, localBlendProblem, type LocalBlendSettings } from './core/pipeline/local-blend.js';
 export { attributeClassifierForward, attributeClassifierShapes, type AttributeClassifierConfig } from './core/models/attribute-classifier.js';
 export { classifierGuidance, parseClassifierTarget, type ClassifierTarget, type ImageClassifier } from './core/pipeline/classifier-guidance.js';
 export { loadImageClassifier } from './io/load-classifier.js';
 export { editLoop, encodeEditPrompts, planEdit, prepareEdit, type EditDraws, type EditMode, type EditPlan, type EditRequest } from './core/pipeline/edit.js';
-export { invert, type InvertInput, type InvertResult } from './app/invert.js';
+export { invert, type InvertInput, type InvertResult, type LearntEmbedding } from './app/invert.js';
 export { dreambooth, type DreamboothInput, type DreamboothResult } from './app/dreambooth.js';
+export { folderDataset, loadDatasetFile, type Concept, type ConceptDataset } from './io/concept-dataset.js';
+export type { ConceptSummary } from './app/training-concepts.js';
 export { benchmark, type BenchInput, type BenchResult } from './app/bench.js';
 export { systemInfo, fileInfo, type InfoReport, type FileInfo } from './app/info.js';
+export { report, type ReportResult } from './app/report/report-folder.js';
+export { trainWithReport, writeRunReport } from './app/report/live-run.js';
+export { runReportHtml, type RunReport, type RunState } from './app/report/run-page.js';
+export { galleryHtml, type GalleryEntry } from './app/report/gallery-page.js';
+export { htmlPage, escapeHtml, copyLine, dataTable, keyValueTable, fileHref } from './app/report/html.js';
 export { convert, type ConvertInput, type ConvertResult } from './app/convert.js';
 export { merge, type MergeInput, type MergeRecord, type MergeResult } from './app/merge.js';
 export { pngParameters, settingsFromPng, settingsFromParameters } from './app/from-png.js';

@@ -19,7 +19,7 @@ function writePreset(name: string, text: string): string {
 describe('presets', () => {
   it('every bundled preset is valid for the command it names', () => {
     const names = listPresets();
-    expect(names).toEqual(expect.arrayContaining(['ti-object', 'ti-style', 'dreambooth-lora', 'dreambooth-full']));
+    expect(names).toEqual(expect.arrayContaining(['ti-object', 'ti-style', 'ti-person', 'dreambooth-lora', 'dreambooth-full', 'pivotal-lora', 'lora-style']));
     for (const name of names) {
       const file = path.join('presets', `${name}.yaml`);
       const command = (yaml.load(fs.readFileSync(file, 'utf8')) as { command: CommandName }).command;

@@ -8,9 +8,11 @@
  *     reconstruction error of the input?
  *   - Prompt-to-Prompt object swap ("… cat …" → "… dog …" from the same noise): does the edited
  *     image keep the source's background colour, and show the new object — against the plain
- *     target prompt from the same seed?
+ *     target prompt from the same seed? And with local blending of the swapped words
+ *     (`--local-blend cat,dog`), which keeps the source's latents outside their attention?
  *
- * Writes results.json, table.md and a picture sheet (input, mask, edit; source, swap) to --out.
+ * Writes results.json, table.md and a picture sheet (input, mask, edit; source, swap, swap with
+ * local blending at the last --blend-threshold) to --out.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -35,6 +37,7 @@ import {
   encodeEditPrompts,
   imageGrid,
   loadModel,
+  LOCAL_BLEND_THRESHOLD,
   modelImageSize,
   packageRoot,
   Rng,
@@ -60,6 +63,8 @@ export interface EditBenchSettings {
   classifierScale: number;
   crossReplace: number;
   selfReplace: number;
+  /** Thresholds of the local-blend swaps (one row each; the pipeline's 0.3 first). */
+  blendThresholds: number[];
   /** A learned embedding (e.g. the quick start's <cat>) to paint into each scene's object mask. */
   embedding?: { file: string; token: string; object: string; colour: string };
 }
@@ -71,6 +76,8 @@ interface SceneResult {
   maskedEdit: { asked: string; read: string; outsideError: number; vaeError: number; awayError: number; vaeAwayError: number };
   guidance: { prompt: string; asked: string; without: string; with: string };
   swap: { source: string; target: string; object: string; background: string; sourceBackground: string; plainBackground: string; plainObject: string };
+  /** The swap with --local-blend SOURCE_OBJECT,TARGET_OBJECT, per threshold: what the classifier reads. */
+  blended: { threshold: number; object: string; background: string }[];
 }
 
 /** Mean absolute error (0–255) over the pixels where `where` is 1. */
@@ -175,6 +182,11 @@ function swapObject(text: string, from: string, to: string): string {
     .join(' ');
 }
 
+/** The word of `text` (split at spaces) that names `object`, with its punctuation ("cat," for cat). */
+function wordOf(text: string, object: string): string {
+  return text.split(' ').find((w) => w.replace(/[,.]$/, '') === object) ?? object;
+}
+
 export async function runEditBench(s: EditBenchSettings, log: (line: string) => void): Promise<{ results: SceneResult[]; table: string }> {
   await selectBackend('auto');
   fs.mkdirSync(s.out, { recursive: true });
@@ -206,16 +218,24 @@ export async function runEditBench(s: EditBenchSettings, log: (line: string) => 
       // the background out, so the noise decides it and only attention control can keep it.
       const bare = text.replace(/ (on|against) an? .*$/, '').replace(/,.*$/, '');
       const objects = OBJECT_KINDS.filter((o) => o !== scene.subject.object && bare.split(' ').length === swapObject(bare, scene.subject.object, o).split(' ').length);
-      const target = swapObject(bare, scene.subject.object, objects[rng.int(objects.length)]!);
+      const newObject = objects[rng.int(objects.length)]!;
+      const target = swapObject(bare, scene.subject.object, newObject);
       const req = { prompt: bare, negativePrompt: '', steps: s.steps, guidance: s.guidance, scheduler: 'dpm++2m' as const, seed: 200 + k, count: 1, batch: 1, width: size, height: size, clipSkip: 0 };
       const [source, swapped] = await collect(samplePromptToPrompt(model, req, { target, crossReplace: s.crossReplace, selfReplace: s.selfReplace }));
+      // The same swap with local blending of the swapped words (the mask is read from the blend).
+      const blendedSwaps: Uint8Array[] = [];
+      for (const threshold of s.blendThresholds) {
+        const localBlend = { words: [wordOf(bare, scene.subject.object), wordOf(target, newObject)], threshold };
+        const [, image] = await collect(samplePromptToPrompt(model, req, { target, crossReplace: s.crossReplace, selfReplace: s.selfReplace, localBlend }));
+        blendedSwaps.push(image!);
+      }
       const [plain] = await collect(sampleImages(model, { ...req, prompt: target }));
       // Classifier guidance toward the asked colour, on a prompt that names no colour.
       const plainPrompt = `a ${scene.subject.object}`;
       const cgReq = { ...req, prompt: plainPrompt, seed: 300 + k };
       const [unguided] = await collect(sampleImages(model, cgReq));
       const [guided] = await collect(sampleImages(model, { ...cgReq, guide: classifierGuidance(model, guideClf, [parseClassifierTarget(guideClf, `colour=${asked}`)], s.classifierScale) }));
-      const [rEdit, rSource, rSwap, rPlain, rUnguided, rGuided] = read([edited, source!, swapped!, plain!, unguided!, guided!]);
+      const [rEdit, rSource, rSwap, rPlain, rUnguided, rGuided, ...rBlended] = read([edited, source!, swapped!, plain!, unguided!, guided!, ...blendedSwaps]);
       // The learned subject painted into the scene, where its object was (a roomier mask).
       let conceptResult: SceneResult['concept'];
       if (concept && s.embedding) {
@@ -240,9 +260,10 @@ export async function runEditBench(s: EditBenchSettings, log: (line: string) => 
         ...(conceptResult && { concept: conceptResult }),
         guidance: { prompt: plainPrompt, asked, without: rUnguided!['colour']!, with: rGuided!['colour']! },
         swap: { source: bare, target, object: rSwap!['object']!, background: rSwap!['backgroundColour']!, sourceBackground: rSource!['backgroundColour']!, plainBackground: rPlain!['backgroundColour']!, plainObject: rPlain!['object']! },
+        blended: rBlended.map((r, i) => ({ threshold: s.blendThresholds[i]!, object: r['object']!, background: r['backgroundColour']! })),
       });
       const maskRgb = Uint8Array.from({ length: size * size * 3 }, (_, i) => (mask[Math.floor(i / 3)] ? 255 : 0));
-      if (k < 6) sheet.push(rgb, maskRgb, edited, source!, swapped!);
+      if (k < 6) sheet.push(rgb, maskRgb, edited, source!, swapped!, blendedSwaps.at(-1) ?? swapped!);
       log(`scene ${k}: "${text}" → colour ${asked} read ${rEdit!['colour']}; swap to "${target}": object ${rSwap!['object']}, background ${rSwap!['backgroundColour']} (source ${rSource!['backgroundColour']})`);
     }
   } finally {
@@ -268,6 +289,10 @@ export async function runEditBench(s: EditBenchSettings, log: (line: string) => 
       : []),
     `| Prompt-to-Prompt (cross ${s.crossReplace}, self ${s.selfReplace}) swap keeps the source's background colour | ${pct(share((r) => r.swap.background === r.swap.sourceBackground))} (plain target prompt, same seed: ${pct(share((r) => r.swap.plainBackground === r.swap.sourceBackground))}) |`,
     `| Prompt-to-Prompt swap shows the new object | ${pct(share((r) => r.swap.object === objectOf(r)))} (plain target prompt: ${pct(share((r) => r.swap.plainObject === objectOf(r)))}) |`,
+    ...s.blendThresholds.map((t, i) => {
+      const kept = pct(share((r) => r.blended[i]!.background === r.swap.sourceBackground));
+      return `| … with --local-blend OLD,NEW (the swapped words), --blend-threshold ${t}: background colour kept / new object shown | ${kept} / ${pct(share((r) => r.blended[i]!.object === objectOf(r)))} |`;
+    }),
   ].join('\n');
   await writeBytesAtomic(path.join(s.out, 'results.json'), JSON.stringify({ settings: s, results }, null, 1) + '\n');
   await writeBytesAtomic(path.join(s.out, 'table.md'), table + '\n');
@@ -275,8 +300,8 @@ export async function runEditBench(s: EditBenchSettings, log: (line: string) => 
     const g = await imageGrid(conceptSheet, size, size, 4);
     await writeBytesAtomic(path.join(s.out, 'concept-edits.png'), await sharp(g).resize({ width: 4 * 128, kernel: 'nearest' }).png().toBuffer());
   }
-  const grid = await imageGrid(sheet, size, size, 5);
-  await writeBytesAtomic(path.join(s.out, 'edits.png'), await sharp(grid).resize({ width: 5 * 128, kernel: 'nearest' }).png().toBuffer());
+  const grid = await imageGrid(sheet, size, size, 6);
+  await writeBytesAtomic(path.join(s.out, 'edits.png'), await sharp(grid).resize({ width: 6 * 128, kernel: 'nearest' }).png().toBuffer());
   return { results, table };
 }
 
@@ -289,6 +314,7 @@ export async function main(argv: string[], log: (line: string) => void = () => {
       guidance: { type: 'string' },
       'cross-replace': { type: 'string' },
       'self-replace': { type: 'string' },
+      'blend-threshold': { type: 'string' },
       embedding: { type: 'string' },
       token: { type: 'string' },
       model: { type: 'string' },
@@ -308,6 +334,7 @@ export async function main(argv: string[], log: (line: string) => void = () => {
     ...(values.embedding !== undefined && { embedding: { file: values.embedding, token: values.token ?? '<cat>', object: 'cat', colour: 'orange' } }),
     crossReplace: numberArg(values['cross-replace'], 'cross-replace', 0.4, 'weight'),
     selfReplace: numberArg(values['self-replace'], 'self-replace', 0.4, 'weight'),
+    blendThresholds: (values['blend-threshold'] ?? String(LOCAL_BLEND_THRESHOLD)).split(',').map((t) => numberArg(t, 'blend-threshold', LOCAL_BLEND_THRESHOLD, 'fraction')),
   };
   const r = await runEditBench(s, log);
   process.stdout.write(r.table + '\n');

@@ -9,7 +9,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { PretrainHooks, PretrainSettings, PretrainStage, StageSummary } from './pretrain.js';
 import { objectMask, renderScene } from './render.js';
 import { caption, sampleScene } from './world.js';
-import { PainterError, Rng, initParams, latestCheckpoint, readCheckpointMeta, train, writeBytesAtomic, writeParams, type EngineConfig, type ParamShapes, type Params } from '../../src/index.js';
+import { PainterError, Rng, initParams, latestCheckpoint, readCheckpointMeta, train, trainWithReport, writeBytesAtomic, writeParams, type EngineConfig, type ParamShapes, type Params } from '../../src/index.js';
 
 // ---------------------------------------------------------------------------------------------
 // Data
@@ -205,7 +205,7 @@ export function resumePoint(stageDir: string, resume: boolean): string | undefin
   return last?.dir;
 }
 
-/** Runs a stage's `train()`, rendering batch k while step k−1 computes. */
+/** Runs a stage's `train()` (with its report page, index.html), rendering batch k while step k−1 computes. */
 export async function runStage(
   stage: PretrainStage,
   s: PretrainSettings,
@@ -218,7 +218,7 @@ export async function runStage(
 ): Promise<number[]> {
   const from = resumePoint(stageDir, s.resume);
   await data.wait(from ? readCheckpointMeta(from).step : 0);
-  const result = await train(task, cfg, stageDir, { stage, settings: s }, {
+  const result = await trainWithReport(task, cfg, stageDir, { stage, settings: s }, {
     onStep: (r) => hooks.onStep?.(stage, r),
     shouldStop: hooks.shouldStop,
     breathe: () => data.wait(nextStep()),

@@ -20,7 +20,7 @@ import type { MiniConfigs } from './mini-config.js';
 import type { PretrainHooks, PretrainSettings, StageSummary } from './pretrain.js';
 import { clipEmbeddingScale, DONE_FILE, engineConfig, prefixed, readDone, resumePoint, STAGE_SALT, streamRng, summarise, variablePrefix, variables, writeComponent } from './pretrain-stages.js';
 import { BACKGROUND_KINDS, backgroundNoun, caption, COLOUR_NAMES, OBJECT_KINDS, PATTERNS, sampleScene, type Scene } from './world.js';
-import { Rng, clipTextForward, clipTextParamShapes, encode, loadWeights, train, writeBytesAtomic, type ClipTokenizer, type Params } from '../../src/index.js';
+import { Rng, clipTextForward, clipTextParamShapes, encode, loadWeights, train, trainWithReport, writeBytesAtomic, type ClipTokenizer, type Params } from '../../src/index.js';
 
 /** What the text heads read from a caption; index 0 of the optional ones is "not said". */
 export const TEXT_HEADS = {
@@ -186,7 +186,7 @@ export async function trainTextEncoder(s: PretrainSettings, configs: MiniConfigs
   try {
     hooks.log?.(`stage 2 (text encoder): ${s.textSteps} steps of ${n} captions, heads ${TEXT_HEAD_NAMES.join(', ')}`);
     const from = resumePoint(dir, s.resume);
-    const result = await train(task, engineConfig(s, s.textSteps, s.textLr, 0.01, STAGE_SALT.tokenizer), dir, { stage: 'text', settings: s }, {
+    const result = await trainWithReport(task, engineConfig(s, s.textSteps, s.textLr, 0.01, STAGE_SALT.tokenizer), dir, { stage: 'text', settings: s }, {
       onStep: (r) => hooks.onStep?.('text', r),
       shouldStop: hooks.shouldStop,
       info: hooks.log,

@@ -6,7 +6,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { applyEmbeddings, multiVectorTokens } from '../core/embeddings.js';
-import { applyLora, disposeLora } from '../core/lora.js';
+import type { Embedding } from '../core/embeddings.js';
+import { applyLora, disposeLora, PIVOTAL_EMBEDDING_KEY, PIVOTAL_TOKEN_KEY, type LoraWeights } from '../core/lora.js';
 import type { StableDiffusion } from '../core/model.js';
 import { extractLoraTags } from '../core/prompt/extra-networks.js';
 import type { PipelinePart } from '../core/pipeline/generate.js';
@@ -115,19 +116,28 @@ export function applyConcepts(base: StableDiffusion, req: ConceptRequest, parts?
   const loraScales: Record<string, number> = {};
   let model = base;
   try {
-    if (req.embeddings.length + (req.library?.length ?? 0) > 0 && has('text_encoder')) {
-      const files = [...req.embeddings.map((f) => readEmbeddingFile(f, { token: req.token })), ...(req.library ?? []).map((f) => readEmbeddingFile(f))];
+    // Read (and freed once merged, or on an error) before the embeddings: a LoRA may bring its own.
+    const loras = req.loras.map((arg) => {
+      const { file, scale } = parseLoraArg(arg);
+      const entry = { file, scale, lora: readLoraFile(file), merged: false };
+      cleanups.push(() => entry.merged || disposeLora(entry.lora));
+      return entry;
+    });
+    const files: Embedding[] = [...req.embeddings.map((f) => readEmbeddingFile(f, { token: req.token })), ...(req.library ?? []).map((f) => readEmbeddingFile(f))];
+    // A LoRA's own embeddings (pivotal tuning) come with it, unless an --embedding gives the token.
+    for (const { lora } of loras) for (const e of loraEmbeddings(lora)) if (!files.some((f) => f.token === e.token)) files.push(e);
+    if (files.length > 0 && has('text_encoder')) {
       const applied = applyEmbeddings(model, files);
       cleanups.push(applied.dispose);
       model = applied.model;
-      for (const f of files) tiHashes[f.token.replace(/[<>]/g, '')] = shortHash(f.file);
+      for (const f of files) tiHashes[f.token.replace(/[<>]/g, '')] = shortHash(f.file!.replace(/ \(bundle_emb\..*\)$/, ''));
     }
-    for (const arg of req.loras) {
-      const { file, scale } = parseLoraArg(arg);
-      const lora = readLoraFile(file);
+    for (const entry of loras) {
+      const { file, scale, lora } = entry;
       const components = (['unet', 'text_encoder'] as const).filter(has);
       const merged = applyLora(model, lora, scale, { components });
       disposeLora(lora);
+      entry.merged = true;
       cleanups.push(merged.dispose);
       model = merged.model;
       loraHashes[stem(file)] = shortHash(file);
@@ -146,6 +156,20 @@ export function applyConcepts(base: StableDiffusion, req: ConceptRequest, parts?
       for (const c of cleanups.reverse()) c();
     },
   };
+}
+
+/**
+ * The embeddings a LoRA file brings: bundled in it (A1111's bundle_emb.*), or, for painter's
+ * pivotal-tuning LoRAs, the embedding file its metadata names beside it.
+ */
+export function loraEmbeddings(lora: LoraWeights): Embedding[] {
+  if (lora.embeddings?.length) return lora.embeddings;
+  const token = lora.metadata[PIVOTAL_TOKEN_KEY];
+  const name = lora.metadata[PIVOTAL_EMBEDDING_KEY];
+  if (!token || !name) return [];
+  const beside = path.join(path.dirname(lora.file), path.basename(name));
+  if (!fs.existsSync(beside)) throw new PainterError(`${lora.file}: was trained with the embedding ${token} in ${name}, which is not beside it; copy ${name} next to the LoRA, or pass it with --embedding`);
+  return [readEmbeddingFile(beside, { token })];
 }
 
 /** The concept flags a command takes (generate, edit, ddim-invert). */

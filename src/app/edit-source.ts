@@ -10,7 +10,7 @@ import { ddimInvert } from '../core/pipeline/ddim-inversion.js';
 import { nullTextInversion } from '../core/pipeline/null-text.js';
 import { latentsToNchw, pictureLatents, type EditDraws } from '../core/pipeline/edit.js';
 import type { GenerateEvent } from '../core/pipeline/generate.js';
-import { samplePromptToPrompt } from '../core/pipeline/generate-p2p.js';
+import { samplePromptToPrompt, type PromptToPromptRequest } from '../core/pipeline/generate-p2p.js';
 import { encodePrompts } from '../core/pipeline/text-to-image.js';
 import type { EditImage } from '../io/edit-inputs.js';
 
@@ -24,6 +24,8 @@ export interface SourceEditSettings {
   clipSkip: number;
   crossReplace: number;
   selfReplace: number;
+  /** Local blending: outside these words' region the edit keeps the reconstruction's latents. */
+  localBlend?: PromptToPromptRequest['localBlend'];
   draws?: EditDraws;
   /** Null-text inversion: optimise the unconditional embedding per step so guided sampling reconstructs the picture. */
   nullText?: boolean;
@@ -86,7 +88,7 @@ export async function* sourceEdit(model: StableDiffusion, picture: EditImage, s:
       clipSkip: s.clipSkip,
       initLatents,
     };
-    yield* samplePromptToPrompt(model, request, { target: s.target, crossReplace: s.crossReplace, selfReplace: s.selfReplace, nullEmbeds });
+    yield* samplePromptToPrompt(model, request, { target: s.target, crossReplace: s.crossReplace, selfReplace: s.selfReplace, nullEmbeds, ...(s.localBlend && { localBlend: s.localBlend }) });
   } finally {
     tf.dispose(nullEmbeds ?? []);
   }

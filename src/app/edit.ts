@@ -10,6 +10,7 @@ import { disposeModel, type StableDiffusion } from '../core/model.js';
 import { vaeLatentFactor } from '../core/models/vae.js';
 import { checkPromptSyntax, disposeConditioning } from '../core/prompt/conditioning.js';
 import { editLoop, encodeEditPrompts, planEdit, type EditRequest } from '../core/pipeline/edit.js';
+import { BACKGROUND_FIT_DEFAULTS, fitDecoderToBackground, type FittedDecoder } from '../core/pipeline/background-fit.js';
 import { decodeToPixels } from '../core/pipeline/generate.js';
 import { InterruptedError, PainterError, UsageError } from '../errors.js';
 import { parseOutpaint, readEditImage, readNoiseFile } from '../io/edit-inputs.js';
@@ -23,7 +24,7 @@ import { MAX_SEED } from '../options/table.js';
 import type { OptionInput } from '../options/types.js';
 import { loadConcepts, promptLoras, type LoadedConcepts } from './concepts.js';
 import { sourceEdit } from './edit-source.js';
-import { imageParameters, promptWarnings, samplerChoice, samplerScheduleType } from './generate.js';
+import { imageParameters, localBlendRequest, localBlendText, promptWarnings, samplerChoice, samplerScheduleType } from './generate.js';
 import type { SchedulerKind } from '../core/schedulers/index.js';
 import { breathe, phaseClock, type Hooks } from './hooks.js';
 import { checkMemoryBudget } from './memory-check.js';
@@ -54,6 +55,20 @@ async function toPixels(final: tf.Tensor4D, model: StableDiffusion, seed: number
   return Uint8Array.from(data);
 }
 
+/**
+ * --preserve-background: the VAE decoder fitted to the input outside the mask (Blended Latent
+ * Diffusion's background reconstruction, core/pipeline/background-fit.ts) for this result.
+ */
+async function backgroundDecoder(model: StableDiffusion, latents: tf.Tensor4D, picture: { width: number; height: number; pixels: Float32Array; mask?: Float32Array }, steps: number, progress: (step: number, total: number) => void): Promise<FittedDecoder> {
+  const input = tf.tensor4d(picture.pixels, [1, picture.height, picture.width, 3]);
+  const mask = tf.tensor4d(picture.mask!, [1, picture.height, picture.width, 1]);
+  try {
+    return await fitDecoderToBackground(model, latents, input, mask, { ...BACKGROUND_FIT_DEFAULTS, steps }, (step) => progress(step, steps));
+  } finally {
+    tf.dispose([input, mask]);
+  }
+}
+
 /** The input's pixels (RGB in [−1, 1]) written over the result where the mask keeps them. */
 export function pasteBack(result: Uint8Array, input: Float32Array, mask: Float32Array): void {
   for (let p = 0; p < mask.length; p++) {
@@ -72,8 +87,11 @@ export async function edit(input: EditInput, hooks: Hooks = {}): Promise<EditRes
   checkOutputDir(outDir, '--out');
   if (o.maskBlur > 0 && o.mask === undefined) throw new UsageError('--mask-blur needs --mask');
   if (o.pasteBack && o.mask === undefined && o.outpaint === undefined) throw new UsageError('--paste-back needs --mask or --outpaint');
+  if (o.preserveBackground && o.mask === undefined && o.outpaint === undefined) throw new UsageError('--preserve-background fits the decoder to the picture outside a mask; give --mask or --outpaint');
   if (o.source !== undefined && (o.mask !== undefined || o.outpaint !== undefined)) throw new UsageError('--source redraws the whole picture with Prompt-to-Prompt; leave out --mask and --outpaint');
   if (o.nullText && o.source === undefined) throw new UsageError('--null-text optimises the inversion of --source; give --source "WHAT THE PICTURE SHOWS"');
+  if (o.localBlend !== undefined && o.source === undefined) throw new UsageError('--local-blend blends a Prompt-to-Prompt edit; give --source "WHAT THE PICTURE SHOWS"');
+  const localBlend = o.source !== undefined ? localBlendRequest(o.localBlend, o.blendThreshold, o.source, prompt) : undefined;
   if (o.source !== undefined && o.count > 1) throw new UsageError('--source inverts the picture to one noise, so it makes one edit; leave out --count');
   if (o.noise !== undefined && o.count > 1) throw new UsageError('--noise gives the random draws of one result; use it with --count 1');
   const lastSeed = o.seed + o.count - 1;
@@ -130,14 +148,14 @@ export async function edit(input: EditInput, hooks: Hooks = {}): Promise<EditRes
     const stopped = () => new InterruptedError(`interrupted; ${files.length} complete image(s) kept in ${outDir}, no partial file written`);
     if (o.source !== undefined) {
       // Prompt-to-Prompt on the picture: the reconstruction first, then the edit.
-      const events = sourceEdit(model, picture, { ...o, source: o.source, target: prompt, draws });
+      const events = sourceEdit(model, picture, { ...o, source: o.source, target: prompt, draws, localBlend });
       for await (const event of events) {
         if (event.kind === 'invert') progress(event.step, event.steps, 'inversion step');
         else if (event.kind === 'null-text') progress(event.step, event.steps, 'null-text step');
         else if (event.kind === 'step') progress(event.step, event.steps, 'step');
         else {
           const edited = files.length > 0;
-          const how = `source "${o.source}" cross ${o.crossReplace} self ${o.selfReplace}${o.nullText ? ' null-text' : ''}`;
+          const how = `source "${o.source}" cross ${o.crossReplace} self ${o.selfReplace}${o.nullText ? ' null-text' : ''}${localBlendText(localBlend)}`;
           await write(event.image.pixels, event.image.seed, edited ? prompt : o.source, edited ? { 'Prompt-to-Prompt': how } : {}, 'ddim');
         }
         await breathe();
@@ -160,7 +178,13 @@ export async function edit(input: EditInput, hooks: Hooks = {}): Promise<EditRes
           r = loop.next();
         }
         const seed = o.seed + i;
-        const pixels = await toPixels(r.value, model, seed);
+        const decoder = o.preserveBackground && picture.mask ? await backgroundDecoder(model, r.value, picture, o.backgroundSteps, (step, total) => progress(step, total, `image ${i + 1}/${o.count} · background step`)) : undefined;
+        let pixels: Uint8Array;
+        try {
+          pixels = await toPixels(r.value, decoder ? { ...model, vae: { config: model.vae.config, params: decoder.params } } : model, seed);
+        } finally {
+          decoder?.dispose();
+        }
         if (o.pasteBack && picture.mask) pasteBack(pixels, picture.pixels, picture.mask);
         // A1111's img2img parameters: the strength, and the mask blur of an inpainting run.
         await write(pixels, seed, prompt, { 'Denoising strength': String(o.strength), ...(picture.mask && { 'Mask blur': String(o.maskBlur) }) }, sampler.kind);

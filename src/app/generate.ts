@@ -11,6 +11,7 @@ import { disposeModel, type StableDiffusion } from '../core/model.js';
 import { disposeParams } from '../core/params.js';
 import { samplePromptToPrompt, type PromptToPromptRequest } from '../core/pipeline/generate-p2p.js';
 import { chooseEdit } from '../core/pipeline/prompt-to-prompt.js';
+import { localBlendProblem } from '../core/pipeline/local-blend.js';
 import { classifierGuidance, parseClassifierTarget } from '../core/pipeline/classifier-guidance.js';
 import { loadImageClassifier } from '../io/load-classifier.js';
 import { sampleImages, sampleImagesPhased, type GenerateRequest, type PartLoader, type PipelinePart } from '../core/pipeline/generate.js';
@@ -61,9 +62,24 @@ export function promptWarnings(model: StableDiffusion, prompt: string, warn: (m:
   for (const t of unknownPlaceholders(model, prompt)) warn(`the prompt uses ${t}, but no loaded embedding defines it; pass --embedding FILE`);
 }
 
-/** --p2p, --cross-replace, --self-replace and --reweight as a Prompt-to-Prompt request (undefined without --p2p or --reweight). */
-function promptToPrompt(o: { p2p?: string; crossReplace: number; selfReplace: number; reweight?: string[] }, prompt: string): PromptToPromptRequest | undefined {
-  if (o.p2p === undefined && !o.reweight?.length) return undefined;
+/** --local-blend WORDS (repeated and/or comma-separated) checked against both prompts; undefined without it. */
+export function localBlendRequest(words: readonly string[] | undefined, threshold: number, source: string, target: string): PromptToPromptRequest['localBlend'] {
+  if (words === undefined) return undefined;
+  const split = words.flatMap((w) => w.split(',')).map((w) => w.trim()).filter((w) => w.length > 0);
+  const problem = localBlendProblem(source, target, split);
+  if (problem) throw new UsageError(problem);
+  return { words: split, threshold };
+}
+
+/** --p2p, --cross-replace, --self-replace, --reweight and --local-blend as a Prompt-to-Prompt request (undefined without --p2p or --reweight). */
+function promptToPrompt(
+  o: { p2p?: string; crossReplace: number; selfReplace: number; reweight?: string[]; localBlend?: string[]; blendThreshold: number },
+  prompt: string,
+): PromptToPromptRequest | undefined {
+  if (o.p2p === undefined && !o.reweight?.length) {
+    if (o.localBlend !== undefined) throw new UsageError('--local-blend blends a Prompt-to-Prompt edit; give --p2p "EDITED PROMPT"');
+    return undefined;
+  }
   const reweight = (o.reweight ?? []).map((arg) => {
     const m = /^(.+)=(-?\d+(?:\.\d+)?)$/.exec(arg);
     if (!m) throw new UsageError(`--reweight ${arg}: give WORD=FACTOR, e.g. cat=2`);
@@ -71,7 +87,8 @@ function promptToPrompt(o: { p2p?: string; crossReplace: number; selfReplace: nu
   });
   const target = o.p2p ?? prompt;
   chooseEdit(prompt, target, reweight.length > 0);
-  return { target, crossReplace: o.crossReplace, selfReplace: o.selfReplace, reweight };
+  const localBlend = localBlendRequest(o.localBlend, o.blendThreshold, prompt, target);
+  return { target, crossReplace: o.crossReplace, selfReplace: o.selfReplace, reweight, ...(localBlend && { localBlend }) };
 }
 
 /** What an image's AUTOMATIC1111 parameters text says (the settings it was made with). */
@@ -160,10 +177,15 @@ function classifierGuide(o: { classify?: string[]; classifier?: string; classifi
   }
 }
 
+/** The local blending an edited image's parameters text records ('' without it). */
+export function localBlendText(b: PromptToPromptRequest['localBlend']): string {
+  return b ? ` local-blend ${b.words.join(',')} threshold ${b.threshold}` : '';
+}
+
 /** The Prompt-to-Prompt settings an edited image's parameters text records. */
 function p2pText(source: string, p: PromptToPromptRequest): string {
   const weights = (p.reweight ?? []).map((r) => ` ${r.word}=${r.weight}`).join('');
-  return `source "${source}" cross ${p.crossReplace} self ${p.selfReplace}${weights ? ` reweight${weights}` : ''}`;
+  return `source "${source}" cross ${p.crossReplace} self ${p.selfReplace}${weights ? ` reweight${weights}` : ''}${localBlendText(p.localBlend)}`;
 }
 
 export async function generate(input: GenerateInput, hooks: Hooks = {}): Promise<GenerateResult> {

@@ -8,6 +8,8 @@ import * as path from 'node:path';
 import type { BackendReport } from '../backend/select.js';
 import { disposeModel, type StableDiffusion } from '../core/model.js';
 import { modelImageSize, modelLatentGrid } from '../core/sizes.js';
+import { groupByBucket, makeBuckets, type Bucket } from '../core/training/buckets.js';
+import { Rng } from '../core/random.js';
 import { PainterError, UsageError } from '../errors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
 import { readImageFolder, scanImageFolder, type SourceImage } from '../io/dataset.js';
@@ -16,7 +18,9 @@ import { checkOutputDir } from '../io/output-dir.js';
 import { chosenOptions, resolveConfig } from '../options/resolve.js';
 import type { CommandOptions, OptionInput } from '../options/types.js';
 import { latestCheckpoint, readCheckpointMeta, type EngineConfig, type EngineHooks, type MethodSettings } from '../train/engine.js';
+import type { ConceptDataset } from '../io/concept-dataset.js';
 import { breathe, phaseClock, type Hooks } from './hooks.js';
+import { conceptSummaries, describeConcept, readConceptImages, type ConceptSummary } from './training-concepts.js';
 import { checkMemoryBudget } from './memory-check.js';
 import { resolveModelPath } from '../io/paths.js';
 
@@ -30,7 +34,7 @@ const RESUME_OVERRIDABLE: ReadonlySet<string> = new Set(['steps', 'checkpointEve
 /** Options that hold for one command only: a resume does not inherit them from the run. */
 const PER_COMMAND = ['force', 'overwrite'];
 /** Options that hold paths: compared as absolute paths on resume. */
-const PATH_OPTIONS: ReadonlySet<string> = new Set(['model', 'config', 'classDir']);
+const PATH_OPTIONS: ReadonlySet<string> = new Set(['model', 'config', 'classDir', 'validationDir', 'dataset']);
 
 export interface TrainingRun<C extends TrainCommand> {
   options: CommandOptions[C];
@@ -114,6 +118,7 @@ export function resolveRun<C extends TrainCommand>(command: C, passed: OptionInp
     // --model is recorded as the bundled model's path, so the run config names what trained.
     options.model = path.resolve(resolveModelPath(options.model));
     if (options.config !== undefined) options.config = path.resolve(options.config);
+    if (options.dataset !== undefined) options.dataset = path.resolve(options.dataset);
   }
   runDir ??= path.resolve('runs', `${defaultName(options)}-${timestamp()}`);
   checkOutputDir(runDir, '--out');
@@ -140,8 +145,15 @@ export function trainingResolution(model: StableDiffusion, resolution: number | 
 }
 
 /** Reads every training image of a folder; bad ones are errors, or warnings with --skip-bad-images. */
-export async function readTrainingImages(dir: string, resolution: number, skipBad: boolean, warn: (m: string) => void, alphaMask = false, recursive = true): Promise<SourceImage[]> {
-  const images = await readImageFolder(dir, resolution, { skipBad, warn, alphaMask, recursive });
+export async function readTrainingImages(
+  dir: string,
+  resolution: number,
+  skipBad: boolean,
+  warn: (m: string) => void,
+  opts: { alphaMask?: boolean; recursive?: boolean; buckets?: readonly Bucket[]; captionExtensions?: readonly string[] } = {},
+): Promise<SourceImage[]> {
+  const recursive = opts.recursive ?? true;
+  const images = await readImageFolder(dir, resolution, { skipBad, warn, ...opts });
   if (images.length === 0 && !recursive) {
     throw new PainterError(`the current folder (${path.resolve(dir)}) holds no usable image; name the folder of training images (painter invert DIR …), or run painter where the images are`);
   }
@@ -163,6 +175,7 @@ export function engineConfig(o: CommandOptions[TrainCommand], lr: number): Engin
     keepCheckpoints: o.keepCheckpoints,
     validationEvery: o.validationEvery,
     seed: o.seed,
+    emaDecay: o.emaDecay ?? 0,
   };
 }
 
@@ -227,27 +240,84 @@ export interface TrainingInputs {
   model: StableDiffusion;
   resolution: number;
   images: SourceImage[];
+  /** Images kept out of training for the validation loss (--validation-split, --validation-dir). */
+  heldOut: SourceImage[];
+  /** The aspect-ratio buckets (--buckets). */
+  buckets?: Bucket[];
+  /** The concepts of a concept dataset, with their image counts (images and held-out ones carry their concept). */
+  concepts?: ConceptSummary[];
+}
+
+/** How many images each bucket holds, as "W×H" → count (the run log and config.json list them). */
+export function bucketCounts(images: readonly SourceImage[]): Record<string, number> {
+  return Object.fromEntries(groupByBucket(images.map((i) => i.bucket)).map((g) => [`${g.bucket[0]}×${g.bucket[1]}`, g.images.length]));
+}
+
+/** The buckets of --buckets (undefined without it), checked against the model's sizes. */
+export function trainingBuckets(model: StableDiffusion, o: CommandOptions[TrainCommand], resolution: number): Bucket[] | undefined {
+  if (!o.buckets) {
+    const stray = (['minBucket', 'maxBucket', 'bucketStep'] as const).find((k) => o[k] !== undefined);
+    if (stray) throw new UsageError(`--${stray.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} sets aspect-ratio buckets; add --buckets`);
+    return undefined;
+  }
+  const factor = modelLatentGrid(model, resolution, resolution).factor;
+  const step = o.bucketStep ?? factor * 2 ** (model.unet.config.block_out_channels.length - 1);
+  const round = (v: number) => Math.max(step, Math.round(v / step) * step);
+  const spec = { resolution, step, min: o.minBucket ?? round(resolution / 2), max: o.maxBucket ?? round(2 * resolution) };
+  for (const [flag, v] of [['--bucket-step', spec.step], ['--min-bucket', spec.min], ['--max-bucket', spec.max]] as const) {
+    if (v % factor !== 0) throw new UsageError(`${flag} ${v}: bucket sides must be multiples of the model's latent factor ${factor}`);
+  }
+  if (spec.min > spec.max) throw new UsageError(`--min-bucket ${spec.min} is above --max-bucket ${spec.max}`);
+  return makeBuckets(spec);
+}
+
+/**
+ * The held-out images: --validation-dir's, or max(1, round(P·N)) of the training images chosen
+ * by the seed (--validation-split P), leaving at least one to train on.
+ */
+async function splitHeldOut(o: CommandOptions[TrainCommand], images: SourceImage[], resolution: number, buckets: readonly Bucket[] | undefined, hooks: Hooks): Promise<{ train: SourceImage[]; heldOut: SourceImage[] }> {
+  if (o.validationDir !== undefined) {
+    if ((o.validationSplit ?? 0) > 0) throw new UsageError('--validation-split and --validation-dir both choose held-out images; give one');
+    const heldOut = await readImageFolder(o.validationDir, resolution, { skipBad: o.skipBadImages, warn: (m) => hooks.warn?.(m), what: 'validation images', alphaMask: o.alphaMask ?? false, buckets });
+    if (heldOut.length === 0) throw new PainterError(`--validation-dir ${o.validationDir}: no usable image found; put held-out pictures of the subject in it`);
+    return { train: images, heldOut };
+  }
+  const split = o.validationSplit ?? 0;
+  if (split <= 0) return { train: images, heldOut: [] };
+  const n = Math.max(1, Math.round(split * images.length));
+  if (images.length - n < 1) throw new PainterError(`--validation-split ${split}: ${images.length} image(s) leave none to train on; add images or give --validation-dir`);
+  const chosen = new Set(new Rng(o.seed + 0x5971).shuffle(images.map((_, i) => i)).slice(0, n));
+  return { train: images.filter((_, i) => !chosen.has(i)), heldOut: images.filter((_, i) => chosen.has(i)) };
 }
 
 /**
  * The steps every training command takes before its method: the memory check, the base model,
  * the training resolution and the images of `dir` (the model is freed if a later step fails).
  */
-export async function openTrainingInputs(request: TrainingRequest, folder: string | undefined, backend: BackendReport, hooks: Hooks): Promise<TrainingInputs> {
+export async function openTrainingInputs(request: TrainingRequest, folder: string | undefined, backend: BackendReport, hooks: Hooks, dataset?: ConceptDataset): Promise<TrainingInputs> {
   const options = request.options;
   // No folder named: the images in the current folder itself (its subfolders, run folders among
   // them, are not read), as the usage line promises.
   const dir = folder === undefined || folder === '' ? '.' : folder;
   const recursive = dir !== '.' || folder === '.';
-  if (!recursive) hooks.info?.(`no image folder given: training on the images in the current folder, ${path.resolve(dir)} (not its subfolders)`);
+  if (!recursive && !dataset) hooks.info?.(`no image folder given: training on the images in the current folder, ${path.resolve(dir)} (not its subfolders)`);
   const modelPath = resolveModelPath(options.model);
-  checkMemoryBudget({ ...request, images: scanImageFolder(dir, undefined, recursive).images.length }, modelPath, backend, { configDir: options.config });
+  const count = dataset ? dataset.concepts.reduce((n, c) => n + scanImageFolder(c.folder).images.length, 0) : scanImageFolder(dir, undefined, recursive).images.length;
+  checkMemoryBudget({ ...request, images: count }, modelPath, backend, { configDir: options.config });
   const model = loadModel(modelPath, { config: options.config, arch: options.arch, predictionType: options.predictionType });
   try {
     const resolution = trainingResolution(model, options.resolution);
-    const read = await readTrainingImages(dir, resolution, options.skipBadImages, (m) => hooks.warn?.(m), options.alphaMask ?? false, recursive);
+    const buckets = trainingBuckets(model, options, resolution);
+    const readFolder = (d: string, captionExtensions?: readonly string[]) =>
+      readTrainingImages(d, resolution, options.skipBadImages, (m) => hooks.warn?.(m), { alphaMask: options.alphaMask ?? false, recursive: recursive || dataset !== undefined, buckets, ...(captionExtensions && { captionExtensions }) });
+    const read = dataset ? await readConceptImages(dataset, readFolder) : await readFolder(dir);
+    if (buckets) hooks.info?.(`buckets (width×height: images): ${Object.entries(bucketCounts(read)).map(([b, n]) => `${b}: ${n}`).join(', ')}`);
     dataNotes(options, read, hooks);
-    return { modelPath, model, resolution, images: read };
+    const { train, heldOut } = await splitHeldOut(options, read, resolution, buckets, hooks);
+    if (heldOut.length > 0) hooks.info?.(`validation loss on ${heldOut.length} held-out image(s): ${heldOut.map((i) => path.basename(i.file)).join(', ')}`);
+    const concepts = dataset && conceptSummaries(dataset, train, heldOut);
+    for (const c of concepts ?? []) hooks.info?.(describeConcept(c));
+    return { modelPath, model, resolution, images: train, heldOut, ...(buckets && { buckets }), ...(concepts && { concepts }) };
   } catch (e) {
     disposeModel(model);
     throw e;

@@ -58,6 +58,8 @@ async function runCommand(name: CommandName, args: Args): Promise<void> {
       return (await import('./commands/bench.js')).benchCommand(args);
     case 'info':
       return (await import('./commands/info.js')).infoCommand(args);
+    case 'report':
+      return (await import('./commands/report.js')).reportCommand(args);
   }
 }
 

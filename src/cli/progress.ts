@@ -4,7 +4,10 @@
  * silent and nothing redraws. Machine-readable output never goes here.
  */
 import ora, { type Ora } from 'ora';
+import { formatDuration } from '../app/duration.js';
 import type { Progress as ProgressReport } from '../app/hooks.js';
+
+export { formatDuration };
 
 export interface Progress {
   update(p: ProgressReport): void;
@@ -16,15 +19,6 @@ export interface Progress {
 
 /** Seconds between plain progress lines when there is no spinner. */
 const PLAIN_EVERY_MS = 10_000;
-
-/** "42.0s", "1m05s", "2h03m" (whole units rounded together, so never "1m60s"). */
-export function formatDuration(ms: number): string {
-  if (ms < 59_950) return `${(ms / 1000).toFixed(1)}s`;
-  const total = Math.round(ms / 1000);
-  if (total < 3600) return `${Math.floor(total / 60)}m${String(total % 60).padStart(2, '0')}s`;
-  const minutes = Math.round(total / 60);
-  return `${Math.floor(minutes / 60)}h${String(minutes % 60).padStart(2, '0')}m`;
-}
 
 /** Whether stderr is a terminal a spinner can draw on (ora loops on a width of 0). */
 function spinnerTerminal(): boolean {

@@ -20,6 +20,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { PainterError } from '../errors.js';
+import type { Embedding } from './embeddings.js';
 import { doraChannels, doraMerge, type DoraMagnitude } from './lora-dora.js';
 import { lycorisDelta, lycorisDeltaSize, lycorisTensors, torchShapeOf, type LycorisAdapter } from './lora-lycoris.js';
 import type { StableDiffusion } from './model.js';
@@ -35,7 +36,33 @@ export const LORA_TARGETS: Record<LoraComponent, RegExp> = {
   unet: /(^|\.)attn[12]\.(to_q|to_k|to_v|to_out\.0)\.weight$/,
   text_encoder: /(^|\.)self_attn\.(q_proj|k_proj|v_proj|out_proj)\.weight$/,
 };
+
+/**
+ * Which weights LoRA training adapts (--lora-targets): `attention` as diffusers' DreamBooth-LoRA
+ * script (LORA_TARGETS); `transformer` as kohya's networks/lora.py, every Linear and 1×1 conv of
+ * the UNet's Transformer2DModel blocks (attention, feed-forward, proj_in/proj_out) and of CLIP's
+ * layers (attention and MLP).
+ */
+export type LoraTargetSet = 'attention' | 'transformer';
+export const LORA_TARGET_SETS: Record<LoraTargetSet, Record<LoraComponent, RegExp>> = {
+  attention: LORA_TARGETS,
+  transformer: {
+    unet: /(^|\.)(transformer_blocks\.\d+\.(attn[12]\.(to_q|to_k|to_v|to_out\.0)|ff\.net\.(0\.proj|2))|attentions\.\d+\.(proj_in|proj_out))\.weight$/,
+    text_encoder: /(^|\.)(self_attn\.(q_proj|k_proj|v_proj|out_proj)|mlp\.(fc1|fc2))\.weight$/,
+  },
+};
+
+/**
+ * The UNet weights kohya's LoCon (--lora-conv-rank, its conv_dim) adds, in its ResnetBlock2D,
+ * Downsample2D and Upsample2D modules: 3×3 convs at the conv rank, and the blocks' own Linear and
+ * 1×1 convs (time_emb_proj, conv_shortcut) at the main rank, as networks/lora.py assigns them.
+ */
+export const LOCON_TARGETS = /(^|\.)(resnets\.\d+\.(conv1|conv2|conv_shortcut|time_emb_proj)|downsamplers\.0\.conv|upsamplers\.0\.conv)\.weight$/;
 export type LoraFormat = 'diffusers' | 'peft' | 'kohya';
+
+/** Metadata of painter's pivotal-tuning LoRAs: the embedding's token and its file, written beside the LoRA. */
+export const PIVOTAL_TOKEN_KEY = 'painter.ti_token';
+export const PIVOTAL_EMBEDDING_KEY = 'painter.ti_embedding';
 
 export interface LoraAdapter {
   component: LoraComponent;
@@ -60,6 +87,8 @@ export interface LoraWeights {
   adapters: LoraAdapter[];
   /** LyCORIS adapters of other forms (LoHa, LoKr, LoCon-Tucker); absent in plain LoRA files. */
   lycoris?: LycorisAdapter[];
+  /** Textual Inversion embeddings bundled in the file (A1111's bundle_emb.*), by trigger word. */
+  embeddings?: Embedding[];
   metadata: Record<string, string>;
 }
 

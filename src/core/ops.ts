@@ -153,8 +153,11 @@ export interface AttentionOptions {
    * backward pass, so a taped run keeps only Q, K and V (with UNet gradient checkpointing).
    */
   checkpointSlices?: boolean;
-  /** Edits the probabilities before they weigh the values (inference only; see AttentionControl). */
-  editProbs?: (probs: tf.Tensor, queries: number) => tf.Tensor;
+  /**
+   * Edits the probabilities [B, H, rows, Lk] before they weigh the values (inference only; see
+   * AttentionControl); `rowStart` is the first query row of a slice.
+   */
+  editProbs?: (probs: tf.Tensor, rowStart: number) => tf.Tensor;
 }
 
 /** softmax(q·kᵀ + mask)·v on heads already split: [B, H, Lq, d]. */
@@ -196,9 +199,10 @@ export function attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, heads: numbe
   const [b, h, lq] = qh.shape;
   const rows = attentionSliceRows(b, h, lq, kh.shape[2]);
   if (opts.editProbs && opts.checkpointSlices) throw new Error('attention: editProbs is for inference, not checkpointed training');
-  const edit = opts.editProbs ? (p: tf.Tensor) => opts.editProbs!(p, lq) : undefined;
-  const run = opts.checkpointSlices ? attendCheckpointed : (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor, m?: tf.Tensor) => attend(a, b, c, m, edit);
-  if (rows >= lq) return mergeHeads(run(qh, kh, vh, mask));
+  const edit = opts.editProbs;
+  const run = (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor, m: tf.Tensor | undefined, rowStart: number) =>
+    opts.checkpointSlices ? attendCheckpointed(a, b, c, m) : attend(a, b, c, m, edit && ((p) => edit(p, rowStart)));
+  if (rows >= lq) return mergeHeads(run(qh, kh, vh, mask, 0));
   const slices: tf.Tensor[] = [];
   for (let start = 0; start < lq; start += rows) {
     const n = Math.min(rows, lq - start);
@@ -207,7 +211,7 @@ export function attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, heads: numbe
         const qs = qh.slice([0, 0, start, 0], [-1, -1, n, -1]);
         // A mask with a row per query is sliced with the queries; a broadcast one is shared.
         const ms = mask && mask.shape[mask.rank - 2] === lq ? sliceAxis(mask, mask.rank - 2, start, n) : mask;
-        return run(qs, kh, vh, ms);
+        return run(qs, kh, vh, ms, start);
       }),
     );
   }

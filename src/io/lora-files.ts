@@ -21,6 +21,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { LoraAdapter, LoraComponent, LoraFormat, LoraWeights } from '../core/lora.js';
 import { disposeLora, loraRank, loraScale } from '../core/lora.js';
 import { PainterError } from '../errors.js';
+import { bundledEmbeddingKey, takeBundledEmbeddings } from './lora-bundle.js';
 import { tfjsToTorch } from './layout.js';
 import { loadSafetensors, writeSafetensors, type TensorToWrite } from './safetensors.js';
 import { readTorchFile } from './torch-file.js';
@@ -177,6 +178,7 @@ function readStateDict(file: string): { tensors: Map<string, RawTensor>; metadat
  */
 export function readLoraFile(file: string): LoraWeights {
   const { tensors, metadata } = readStateDict(file);
+  const embeddings = takeBundledEmbeddings(file, tensors);
   if (tensors.size === 0) throw new PainterError(`${file}: holds no tensors; not a LoRA file`);
   const groups = new Map<string, ModuleGroup>();
   let kohya = 0;
@@ -208,7 +210,7 @@ export function readLoraFile(file: string): LoraWeights {
     throw e;
   }
   const format: LoraFormat = kohya > 0 ? 'kohya' : peft > 0 ? 'peft' : 'diffusers';
-  return { file, format, adapters: built.adapters, ...(built.lycoris.length > 0 ? { lycoris: built.lycoris } : {}), metadata };
+  return { file, format, adapters: built.adapters, ...(built.lycoris.length > 0 ? { lycoris: built.lycoris } : {}), ...(embeddings.length > 0 ? { embeddings } : {}), metadata };
 }
 
 export interface WriteLoraOptions {
@@ -217,6 +219,10 @@ export interface WriteLoraOptions {
   alpha?: number;
   /** Extra `__metadata__` entries. */
   metadata?: Record<string, string>;
+  /** kohya only: `ss_network_args` (e.g. LoCon's conv_dim and conv_alpha). */
+  networkArgs?: Record<string, string>;
+  /** kohya only: embeddings to bundle (A1111's bundle_emb.NAME.string_to_param.*), e.g. from pivotal tuning. */
+  bundle?: { token: string; vectors: tf.Tensor }[];
 }
 
 /** diffusers 0.30.3's key suffixes (PEFT_TO_DIFFUSERS): attention projections get legacy names. */
@@ -252,7 +258,9 @@ export async function writeLoraFile(file: string, adapters: readonly LoraAdapter
   const alphas = new Set<number>();
   for (const a of adapters) {
     const rank = loraRank(a);
-    ranks.add(rank);
+    // kohya's network dim and alpha are those of the Linear / 1×1 modules; LoCon's are in network_args.
+    const mainModule = a.down.rank === 2 || (a.down.shape[0] === 1 && a.down.shape[1] === 1);
+    if (mainModule) ranks.add(rank);
     if (opts.format === 'diffusers') {
       const [down, up] = diffusersSuffixes(a.module);
       const base = `${a.component}.${a.module}`;
@@ -261,12 +269,16 @@ export async function writeLoraFile(file: string, adapters: readonly LoraAdapter
     } else {
       const alpha = opts.alpha ?? (a.alpha || rank);
       if (!(alpha > 0)) throw new Error(`writeLoraFile: alpha must be positive (got ${alpha})`);
-      alphas.add(alpha);
+      if (mainModule) alphas.add(alpha);
       const name = moduleToKohya(a.component, a.module);
       out.set(`${name}.lora_down.weight`, await torchLayout(a.down));
       out.set(`${name}.lora_up.weight`, await torchLayout(a.up, loraScale(a) / (alpha / rank)));
       out.set(`${name}.alpha`, { dtype: 'F32', shape: [], data: Float32Array.of(alpha) });
     }
+  }
+  for (const e of opts.bundle ?? []) {
+    if (opts.format !== 'kohya') throw new Error('writeLoraFile: embeddings are bundled in kohya files only');
+    out.set(bundledEmbeddingKey(e.token), { dtype: 'F32', shape: e.vectors.shape, data: (await e.vectors.data()) as Float32Array });
   }
   const metadata: Record<string, string> =
     opts.format === 'diffusers'
@@ -275,6 +287,7 @@ export async function writeLoraFile(file: string, adapters: readonly LoraAdapter
           ss_network_module: 'networks.lora',
           ...(ranks.size === 1 ? { ss_network_dim: String([...ranks][0]) } : {}),
           ...(alphas.size === 1 ? { ss_network_alpha: pyFloat([...alphas][0]!) } : {}),
+          ...(opts.networkArgs ? { ss_network_args: JSON.stringify(opts.networkArgs) } : {}),
         };
   await writeSafetensors(file, out, { ...metadata, ...opts.metadata });
 }

@@ -82,3 +82,10 @@ export const SEED = { name: 'seed', type: 'integer', min: 0, max: MAX_SEED, defa
 
 export const JSON_OUTPUT = { name: 'json', type: 'boolean', scope: 'cli', describe: 'Print the result as JSON on stdout' } as const satisfies OptionSpec;
 
+
+/** The embeddings folder (training installs there, sampling loads from there). */
+export const EMBEDDINGS_DIR = {
+  name: 'embeddings-dir',
+  type: 'string',
+  describe: 'Embeddings folder: invert installs what it learns there, generate loads those whose trigger word the prompt uses (default: $PAINTER_EMBEDDINGS, else ./embeddings)',
+} as const satisfies OptionSpec;

@@ -6,13 +6,16 @@
  */
 import { autoOrderText, BACKEND_CHOICES } from '../backend/table.js';
 import { BENCH_ITEMS } from '../bench/items.js';
+import { LOCAL_BLEND_THRESHOLD } from '../core/pipeline/local-blend.js';
 import { EMPHASIS_MODES } from '../core/prompt/chunks.js';
 import { SAMPLER_NAMES, SIGMA_SCHEDULES } from '../core/schedulers/sampler-names.js';
 import { CONVERT_OPTIONS, MERGE_OPTIONS } from './model-file-options.js';
-import { ARCH, CONFIG, JSON_OUTPUT, MAX_SEED, MODEL, PREDICTION_TYPE, SEED, type CommandSpec, type OptionSpec } from './spec.js';
+import { ARCH, CONFIG, EMBEDDINGS_DIR, JSON_OUTPUT, MAX_SEED, MODEL, PREDICTION_TYPE, SEED, type CommandSpec, type OptionSpec } from './spec.js';
+import { DREAMBOOTH_OPTIONS, INVERT_OPTIONS } from './training-options.js';
 
 export { positionalUsage, MAX_SEED, type CommandSpec, type OptionSpec, type OptionType, type PositionalSpec } from './spec.js';
 export { CONVERT_OPTIONS, MERGE_OPTIONS } from './model-file-options.js';
+export { DREAMBOOTH_OPTIONS, INVERT_OPTIONS } from './training-options.js';
 
 /** The option every command takes, before its own. */
 export const BACKEND_OPTION = {
@@ -53,147 +56,6 @@ const SAMPLING = [
     default: 'lpw',
     describe: "Prompt emphasis (word:1.2): lpw restores the mean over the whole prompt and cuts chunks at 75 tokens (diffusers' long-prompt-weighting pipeline); a1111 restores it per chunk and cuts after a comma, as AUTOMATIC1111; none reads brackets as text",
   },
-] as const satisfies readonly OptionSpec[];
-
-const LR = { name: 'lr', type: 'number', above: 0, default: 5e-4, describe: 'Learning rate (AdamW)', presettable: true } as const satisfies OptionSpec;
-
-/** Options shared by the two training commands (the training engine's): those before the learning rate… */
-const TRAINING = [
-  MODEL,
-  CONFIG,
-  ARCH,
-  PREDICTION_TYPE,
-  { name: 'preset', type: 'string', describe: 'Recipe to start from: a name in presets/ (e.g. ti-object) or a path to a YAML file; flags you pass override it' },
-  { name: 'out', type: 'string', describe: 'Run folder for checkpoints, logs, samples and the result (default: ./runs/<command>-<time>)' },
-  { name: 'resume', type: 'string', describe: 'Resume from a checkpoint folder, or "latest" for the newest checkpoint in --out; settings that change the result must stay as they were' },
-  { name: 'overwrite', type: 'boolean', default: false, describe: 'Replace the run already in --out (without it, a folder that holds a run is refused)' },
-  { name: 'steps', type: 'integer', min: 1, default: 1000, describe: 'Number of optimisation steps', presettable: true },
-  { name: 'batch', type: 'integer', min: 1, default: 1, describe: 'Images per step', presettable: true },
-  { name: 'grad-accum', type: 'integer', min: 1, default: 1, describe: 'Gradient accumulation: steps whose gradients are summed before one update', presettable: true },
-  {
-    name: 'gradient-checkpointing',
-    type: 'boolean',
-    default: false,
-    describe:
-      "Recompute the UNet's resnet and attention blocks in the backward pass, as diffusers' --gradient_checkpointing; trades compute (about one extra forward pass per step) for memory: only block inputs are kept for the backward pass",
-    presettable: true,
-  },
-  {
-    name: 'resolution',
-    type: 'integer',
-    min: 8,
-    describe: "Training resolution in pixels: images are resized and cropped to it; a multiple of the model's latent factor (default: the model's native size)",
-    presettable: true,
-  },
-  { name: 'center-crop', type: 'boolean', default: true, describe: 'Center-crop after resizing (--no-center-crop takes random crops)', presettable: true },
-  { name: 'flip', type: 'boolean', default: true, describe: 'Random horizontal-flip augmentation', presettable: true },
-  {
-    name: 'alpha-mask',
-    type: 'boolean',
-    default: false,
-    describe: "Masked loss from each image's alpha channel (transparent = not learnt), as kohya's --alpha_mask; without it, a NAME.mask.png beside a photo masks it (white = learn, black = ignore)",
-    presettable: true,
-  },
-] as const satisfies readonly OptionSpec[];
-
-/** …and those after it (the learning rate's default differs between the commands). */
-const TRAINING_AFTER_LR = [
-  { name: 'scale-lr', type: 'boolean', default: false, describe: "Multiply the learning rate by batch × grad-accum, as diffusers' --scale_lr does", presettable: true },
-  { name: 'lr-schedule', type: 'string', choices: ['constant', 'cosine', 'linear'], default: 'constant', describe: 'Learning-rate schedule after warmup', presettable: true },
-  { name: 'warmup-steps', type: 'integer', min: 0, default: 0, describe: 'Linear learning-rate warmup steps', presettable: true },
-  { name: 'weight-decay', type: 'number', min: 0, default: 0.01, describe: 'AdamW decoupled weight decay', presettable: true },
-  { name: 'max-grad-norm', type: 'number', min: 0, default: 1, describe: 'Clip the global gradient norm to this value (0 disables clipping)', presettable: true },
-  { name: 'min-snr-gamma', type: 'number', min: 0, default: 0, describe: "Min-SNR-γ loss weighting (0 disables; 5 is the paper's choice)", presettable: true },
-  { name: 'noise-offset', type: 'number', min: 0, default: 0, describe: 'Offset-noise strength (0 disables; ~0.05 helps very dark/bright images)', presettable: true },
-  {
-    name: 'shuffle-captions',
-    type: 'boolean',
-    default: false,
-    describe: "Shuffle the comma-separated tags of each image's caption file every step, as kohya's --shuffle_caption (the instance prompt or template stays first)",
-    presettable: true,
-  },
-  { name: 'keep-tokens', type: 'integer', min: 0, default: 0, describe: "Caption tags at the start that keep their place when tags are shuffled or dropped, as kohya's --keep_tokens", presettable: true },
-  {
-    name: 'caption-dropout',
-    type: 'number',
-    min: 0,
-    max: 1,
-    default: 0,
-    describe: "Probability that a step trains an image on the empty prompt (the unconditional prediction guidance uses), as kohya's --caption_dropout_rate",
-    presettable: true,
-  },
-  { name: 'tag-dropout', type: 'number', min: 0, max: 1, default: 0, describe: "Probability that each caption tag (after --keep-tokens) is left out in a step, as kohya's --caption_tag_dropout_rate", presettable: true },
-  { name: 'checkpoint-every', type: 'integer', min: 1, default: 500, describe: 'Write a resumable checkpoint every N steps (also on Ctrl-C)', presettable: true },
-  { name: 'keep-checkpoints', type: 'integer', min: 0, default: 3, describe: 'Keep the newest N checkpoints and delete older ones (0 keeps all)', presettable: true },
-  { name: 'validation-prompt', type: 'string', describe: 'Prompt for validation samples ({token} / {identifier} / {class} are filled in)', presettable: true },
-  { name: 'validation-every', type: 'integer', min: 0, default: 250, describe: 'Render a validation grid every N steps (0 disables)', presettable: true },
-  { name: 'skip-bad-images', type: 'boolean', default: false, describe: 'Skip unreadable images with a warning instead of stopping', presettable: true },
-  SEED,
-  JSON_OUTPUT,
-] as const satisfies readonly OptionSpec[];
-
-const EMBEDDINGS_DIR = {
-  name: 'embeddings-dir',
-  type: 'string',
-  describe: 'Embeddings folder: invert installs what it learns there, generate loads those whose trigger word the prompt uses (default: $PAINTER_EMBEDDINGS, else ./embeddings)',
-} as const satisfies OptionSpec;
-
-export const INVERT_OPTIONS = [
-  { name: 'token', type: 'string', describe: 'The new placeholder word to learn, set off by symbols so it cannot match inside other words, e.g. "<cat>" (required; must not exist in the vocabulary)' },
-  { name: 'init-token', type: 'string', describe: 'An existing single token whose embedding initialises the new one (e.g. "cat")', presettable: true },
-  { name: 'vectors', type: 'integer', min: 1, max: 75, default: 1, describe: 'Embedding vectors per placeholder (multi-vector Textual Inversion)', presettable: true },
-  {
-    name: 'mode',
-    type: 'string',
-    choices: ['object', 'style'],
-    default: 'object',
-    describe: 'Prompt templates of the Textual Inversion paper: "a photo of a {}" (object) or "a painting in the style of {}" (style)',
-    presettable: true,
-  },
-  {
-    name: 'format',
-    type: 'string',
-    choices: ['diffusers', 'a1111'],
-    default: 'diffusers',
-    describe: 'Output layout: diffusers learned_embeds (load_textual_inversion) or AUTOMATIC1111/kohya (emb_params)',
-    presettable: true,
-  },
-  EMBEDDINGS_DIR,
-  {
-    name: 'force',
-    type: 'boolean',
-    default: false,
-    describe: 'Install even when the embeddings folder holds another token under this name, or another file for the same trigger word (it is replaced)',
-  },
-  ...TRAINING,
-  LR,
-  ...TRAINING_AFTER_LR,
-] as const satisfies readonly OptionSpec[];
-
-export const DREAMBOOTH_OPTIONS = [
-  { name: 'class', type: 'string', describe: 'The subject\'s class noun, e.g. "dog" (required)' },
-  { name: 'identifier', type: 'string', describe: 'Rare-token identifier for the subject (default: chosen from rarely used vocabulary tokens and printed)' },
-  { name: 'instance-prompt', type: 'string', default: 'a photo of {identifier} {class}', describe: 'Prompt for the subject images', presettable: true },
-  { name: 'class-prompt', type: 'string', default: 'a photo of a {class}', describe: 'Prompt for prior-preservation class images', presettable: true },
-  {
-    name: 'prior-preservation',
-    type: 'boolean',
-    default: true,
-    describe: 'Prior-preservation loss with class images generated by the frozen model (--no-prior-preservation turns it off)',
-    presettable: true,
-  },
-  { name: 'class-images', type: 'integer', min: 0, default: 200, describe: 'Number of class images (generated once into --class-dir and reused)', presettable: true },
-  { name: 'class-dir', type: 'string', describe: 'Folder of class images (default: a cache keyed by model, class prompt and settings)' },
-  { name: 'prior-weight', type: 'number', min: 0, default: 1, describe: 'λ in L = L_instance + λ·L_prior', presettable: true },
-  { name: 'mode', type: 'string', choices: ['full', 'lora'], default: 'lora', describe: 'Train the full UNet, or LoRA adapters on its attention projections', presettable: true },
-  { name: 'rank', type: 'integer', min: 1, default: 4, describe: 'LoRA rank', presettable: true },
-  { name: 'alpha', type: 'number', above: 0, describe: 'LoRA alpha (scale = alpha / rank; default: rank)', presettable: true },
-  { name: 'train-text-encoder', type: 'boolean', default: false, describe: 'Also train the text encoder (full or LoRA, following --mode)', presettable: true },
-  { name: 'format', type: 'string', choices: ['diffusers', 'kohya'], default: 'diffusers', describe: 'Key naming of the LoRA output file', presettable: true },
-  ...TRAINING,
-  // DreamBooth's learning rate depends on --mode, so it has no single static default.
-  { ...LR, default: undefined, describe: "Learning rate (AdamW; default 1e-4 with --mode lora, 5e-6 with --mode full, as diffusers' DreamBooth examples)" },
-  ...TRAINING_AFTER_LR,
 ] as const satisfies readonly OptionSpec[];
 
 /** Learned concepts a sampling command loads. */
@@ -245,6 +107,12 @@ export const GENERATE_OPTIONS = [
   { name: 'classifier', type: 'string', describe: "Attribute classifier folder for --classify (default: the bundled painter-mini classifier, fixtures/mini-classifier)" },
   { name: 'classifier-scale', type: 'number', min: 0, default: 10, describe: 'Classifier guidance scale s: ε̂ − √(1−ᾱ)·s·∇ log p(class | x̂₀)' },
   { name: 'reweight', type: 'string[]', describe: 'Prompt-to-Prompt: scale the attention to a word of the edited prompt, WORD=FACTOR (repeatable); alone, reweights the prompt itself' },
+  {
+    name: 'local-blend',
+    type: 'string[]',
+    describe: "Prompt-to-Prompt local blending: words of the source and/or edited prompt (comma-separated or repeated, e.g. cat,dog) whose cross-attention marks the region that changes; outside it the edit keeps the source's latents",
+  },
+  { name: 'blend-threshold', type: 'number', min: 0, max: 1, default: LOCAL_BLEND_THRESHOLD, describe: "With --local-blend: share of the words' peak attention above which a latent cell is edited" },
   { ...JSON_OUTPUT, describe: 'Print files, seeds and timings as JSON on stdout' },
 ] as const satisfies readonly OptionSpec[];
 
@@ -270,6 +138,14 @@ export const EDIT_OPTIONS = [
     default: false,
     describe: "Put the picture's own pixels back outside the mask (as AUTOMATIC1111 does); without it the output is the decoded latents, as diffusers', whose decoder spreads the edit a little over the whole picture",
   },
+  {
+    name: 'preserve-background',
+    type: 'boolean',
+    default: false,
+    describe:
+      "Fit the VAE decoder to this picture outside the mask before decoding (Blended Latent Diffusion's background reconstruction): the background comes out as the input's without pasting pixels back, the edit as generated",
+  },
+  { name: 'background-steps', type: 'integer', min: 1, default: 100, describe: 'Optimisation steps of --preserve-background' },
   { name: 'outpaint', type: 'string', describe: 'Extend the canvas by LEFT,TOP,RIGHT,BOTTOM pixels and paint the new area (e.g. 0,0,64,0)' },
   {
     name: 'source',
@@ -284,6 +160,12 @@ export const EDIT_OPTIONS = [
   },
   { name: 'cross-replace', type: 'number', min: 0, max: 1, default: 0.4, describe: 'With --source: share of the steps whose cross-attention comes from the source prompt' },
   { name: 'self-replace', type: 'number', min: 0, max: 1, default: 0.4, describe: "With --source: share of the steps whose self-attention (maps of at most 16×16) is the source's" },
+  {
+    name: 'local-blend',
+    type: 'string[]',
+    describe: "With --source: local blending — words of the source and/or PROMPT (comma-separated or repeated) whose cross-attention marks the region that changes; outside it the edit keeps the reconstruction's latents",
+  },
+  { name: 'blend-threshold', type: 'number', min: 0, max: 1, default: LOCAL_BLEND_THRESHOLD, describe: "With --local-blend: share of the words' peak attention above which a latent cell is edited" },
   { name: 'negative', type: 'string', default: '', describe: 'Negative prompt (what the image should not show)' },
   { name: 'steps', type: 'integer', min: 1, max: 1000, default: 30, describe: 'Denoising steps of the full schedule (strength × steps of them run)' },
   { name: 'guidance', type: 'number', min: 0, default: 7.5, describe: 'Classifier-free guidance scale (1 skips the unconditional pass)' },
@@ -332,6 +214,8 @@ export const INFO_OPTIONS = [
   { name: 'model', type: 'string', describe: 'A diffusers model folder or single-file .safetensors checkpoint to describe' },
   { ...JSON_OUTPUT, describe: 'Print the report as JSON on stdout' },
 ] as const satisfies readonly OptionSpec[];
+
+export const REPORT_OPTIONS = [{ ...JSON_OUTPUT, describe: 'Print what was written as JSON on stdout' }] as const satisfies readonly OptionSpec[];
 
 /** Every command: usage, positional argument and options (in help order). */
 export const COMMANDS = {
@@ -397,6 +281,12 @@ export const COMMANDS = {
     describe: 'Versions, compute backend; what a model, a Textual Inversion embedding or a LoRA file holds; the parameters stored in a PNG',
     positionals: [{ name: 'file', describe: 'A model folder or checkpoint (same as --model), an embedding or LoRA file, or a PNG', required: false }],
     options: INFO_OPTIONS,
+  },
+  report: {
+    name: 'report',
+    describe: "Write DIR/index.html: a training run's report (loss, validation samples, timings, settings, results) from its train.log and files, or a gallery of a folder of generated PNGs grouped by prompt",
+    positionals: [{ name: 'dir', describe: 'A training run folder (the --out of invert or dreambooth) or a folder of PNGs painter generated', required: true }],
+    options: REPORT_OPTIONS,
   },
 } as const satisfies Record<string, CommandSpec>;
 

@@ -32,6 +32,7 @@ export type EditOptions = OptionsOf<(typeof COMMANDS)['edit']['options']>;
 export type DdimInvertOptions = OptionsOf<(typeof COMMANDS)['ddim-invert']['options']>;
 export type BenchOptions = OptionsOf<(typeof COMMANDS)['bench']['options']>;
 export type InfoOptions = OptionsOf<(typeof COMMANDS)['info']['options']>;
+export type ReportOptions = OptionsOf<(typeof COMMANDS)['report']['options']>;
 export type ConvertOptions = OptionsOf<(typeof COMMANDS)['convert']['options']>;
 export type MergeOptions = OptionsOf<(typeof COMMANDS)['merge']['options']>;
 
@@ -43,6 +44,7 @@ export interface CommandOptions {
   'ddim-invert': DdimInvertOptions;
   bench: BenchOptions;
   info: InfoOptions;
+  report: ReportOptions;
   convert: ConvertOptions;
   merge: MergeOptions;
 }

@@ -16,6 +16,7 @@ import { sampleImages } from '../core/pipeline/generate.js';
 import { A1111_SAMPLER_NAMES, type SchedulerKind } from '../core/schedulers/index.js';
 import { InterruptedError, PainterError } from '../errors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
+import type { Bucket } from '../core/training/buckets.js';
 import { readImageFolder, readSourceImage, type SourceImage } from '../io/dataset.js';
 import { encodePng } from '../io/png-out.js';
 
@@ -109,11 +110,12 @@ export async function ensureClassImages(
   dir: string,
   count: number,
   s: ClassImageSettings,
-  opts: { modelHash: string; skipBadImages: boolean },
+  opts: { modelHash: string; skipBadImages: boolean; buckets?: readonly Bucket[] },
   hooks: ClassImageHooks = {},
 ): Promise<ClassImages> {
   if (!fs.existsSync(dir)) fs.mkdirSync(dir, { recursive: true });
-  const images = await readImageFolder(dir, s.size, { skipBad: opts.skipBadImages, warn: (m) => hooks.warn?.(m), what: 'class images', limit: count });
+  // With buckets, class images of other shapes (a folder of your own) keep their aspect ratio too.
+  const images = await readImageFolder(dir, s.size, { skipBad: opts.skipBadImages, warn: (m) => hooks.warn?.(m), what: 'class images', limit: count, buckets: opts.buckets });
   const existing = images.length;
   const need = count - existing;
   if (need > 0) {
@@ -130,7 +132,7 @@ export async function ensureClassImages(
     }
     const png = await sampleClassImage(model, s, k, opts.modelHash, (step) => hooks.onStep?.(generated, need, step, s.steps), hooks);
     await writeBytesAtomic(file, png);
-    images.push(await readSourceImage(file, s.size));
+    images.push(await readSourceImage(file, s.size, { buckets: opts.buckets }));
     generated++;
   }
   images.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0));

@@ -25,23 +25,43 @@ import { writeBytesAtomic } from '../io/atomic.js';
 import { loadSafetensors, writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
 import { throwIfDeviceError } from '../backend/webgpu-kernels.js';
 import type { CaptionSettings } from './captions.js';
-import { lossCurveSvg } from './loss-curve.js';
+import { WeightEma } from './ema.js';
+import { lossCurveSvg, type ValidationPoint } from './loss-curve.js';
+
+export type { ValidationPoint } from './loss-curve.js';
 
 export interface TrainingTask {
   /** Trainable weights by a stable name (saved in checkpoints under it). */
   vars: Map<string, tf.Variable>;
   /**
    * Draws this micro-batch's random choices from `rng` (outside the gradient tape) and returns
-   * the loss closure to differentiate.
+   * the loss closure to differentiate; `step` is the optimisation step it is for (0-based).
    */
-  prepareBatch(rng: Rng): () => tf.Scalar;
+  prepareBatch(rng: Rng, step: number): () => tf.Scalar;
+  /** A variable's learning rate as a multiple of the run's (e.g. the text encoder's own); default 1. */
+  lrScale?(key: string): number;
   /** Task state that must survive a resume (e.g. data order); JSON-serialisable. */
   saveState(): unknown;
   restoreState(state: unknown): void;
+  /**
+   * The loss on held-out images at fixed timesteps and noise (optional; validation-loss.ts),
+   * computed every validation step and at the last step, logged as `val_loss`.
+   */
+  validationLoss?(): Promise<number>;
   /** Renders validation images for the current weights (optional); returns PNG bytes. */
   validate?(step: number): Promise<Buffer | undefined>;
-  /** Writes the final result(s) into the run folder; returns the main output path. */
-  saveResult(runDir: string, step: number): Promise<string>;
+  /**
+   * Writes the final result(s) into the run folder; returns the main output path. `variant`
+   * 'ema' writes the EMA weights (then in the variables) under the same name with `-ema` added.
+   */
+  saveResult(runDir: string, step: number, variant?: 'ema'): Promise<string>;
+}
+
+/** A result's file or folder name for a variant: `cat.safetensors` → `cat-ema.safetensors`, `model` → `model-ema`. */
+export function variantName(name: string, variant?: 'ema'): string {
+  if (!variant) return name;
+  const ext = path.extname(name);
+  return `${name.slice(0, name.length - ext.length)}-${variant}${ext}`;
 }
 
 /** Data, loss and validation settings every training method takes. */
@@ -83,6 +103,8 @@ export interface EngineConfig {
   keepCheckpoints?: number;
   validationEvery: number;
   seed: number;
+  /** EMA of the trained weights with this decay (0 or absent: none); see ema.ts. */
+  emaDecay?: number;
 }
 
 export interface StepReport {
@@ -122,6 +144,8 @@ interface CheckpointMeta {
   task: unknown;
   config: unknown;
   losses: number[];
+  /** Validation losses logged so far (absent in checkpoints of runs without them). */
+  valLosses?: ValidationPoint[];
 }
 
 const STEP_DIR = /^step-(\d{6,})$/;
@@ -216,7 +240,7 @@ async function hostOf(t: tf.Tensor): Promise<TensorToWrite> {
   return { dtype: 'F32', shape: t.shape, data: (await t.data()) as Float32Array };
 }
 
-async function saveCheckpoint(runDir: string, step: number, task: TrainingTask, adam: AdamWState, rng: Rng, config: unknown, losses: number[]): Promise<string> {
+async function saveCheckpoint(runDir: string, step: number, task: TrainingTask, adam: AdamWState, rng: Rng, config: unknown, losses: number[], valLosses: ValidationPoint[], ema?: WeightEma): Promise<string> {
   const final = path.join(checkpointsDir(runDir), `step-${String(step).padStart(6, '0')}`);
   const tmp = `${final}.partial-${process.pid}`;
   fs.rmSync(tmp, { recursive: true, force: true });
@@ -226,9 +250,10 @@ async function saveCheckpoint(runDir: string, step: number, task: TrainingTask, 
     tensors.set(`param/${k}`, await hostOf(v));
     tensors.set(`adam.m/${k}`, await hostOf(adam.m.get(k)!));
     tensors.set(`adam.v/${k}`, await hostOf(adam.v.get(k)!));
+    if (ema) tensors.set(`ema/${k}`, await hostOf(ema.shadow.get(k)!));
   }
   await writeSafetensors(path.join(tmp, 'state.safetensors'), tensors, { format: 'painter-checkpoint' });
-  const meta: CheckpointMeta = { format: 'painter-checkpoint', version: 1, step, rng: rng.state(), adamStep: adam.step, task: task.saveState(), config, losses };
+  const meta: CheckpointMeta = { format: 'painter-checkpoint', version: 1, step, rng: rng.state(), adamStep: adam.step, task: task.saveState(), config, losses, valLosses };
   // state.json last: a folder without it is incomplete and ignored by --resume latest.
   await writeBytesAtomic(path.join(tmp, 'state.json'), JSON.stringify(meta));
   fs.rmSync(final, { recursive: true, force: true });
@@ -251,7 +276,7 @@ export function checkpointParams(dir: string, prefix?: string): Map<string, tf.T
   return out;
 }
 
-function restoreCheckpoint(dir: string, task: TrainingTask, adam: AdamWState): CheckpointMeta {
+function restoreCheckpoint(dir: string, task: TrainingTask, adam: AdamWState, ema?: WeightEma): CheckpointMeta {
   const meta = readCheckpointMeta(dir);
   const { tensors } = loadSafetensors(path.join(dir, 'state.safetensors'));
   for (const [k, v] of task.vars) {
@@ -268,6 +293,11 @@ function restoreCheckpoint(dir: string, task: TrainingTask, adam: AdamWState): C
     adam.v.get(k)!.dispose();
     adam.m.set(k, tf.keep(get(`adam.m/${k}`)));
     adam.v.set(k, tf.keep(get(`adam.v/${k}`)));
+    if (ema) {
+      const e = get(`ema/${k}`);
+      ema.shadow.get(k)!.assign(e);
+      e.dispose();
+    }
   }
   adam.step = meta.adamStep;
   task.restoreState(meta.task);
@@ -277,6 +307,10 @@ function restoreCheckpoint(dir: string, task: TrainingTask, adam: AdamWState): C
 export interface TrainResult {
   step: number;
   output: string;
+  /** The result with the EMA weights (with an EMA decay). */
+  emaOutput?: string;
+  /** Validation losses (with held-out images). */
+  valLosses?: ValidationPoint[];
   losses: number[];
   checkpoint?: string;
 }
@@ -288,22 +322,27 @@ export interface TrainResult {
 export async function train(task: TrainingTask, cfg: EngineConfig, runDir: string, fullConfig: unknown, hooks: EngineHooks = {}, resumeFrom?: string): Promise<TrainResult> {
   fs.mkdirSync(runDir, { recursive: true });
   const adam = createAdamWState(task.vars);
+  const ema = cfg.emaDecay ? new WeightEma(task.vars, cfg.emaDecay) : undefined;
+  /** Runs fn with the weights validation and the EMA result use: the EMA's when on. */
+  const withShownWeights = <T>(fn: () => Promise<T>): Promise<T> => (ema ? ema.swapIn(task.vars, fn) : fn());
   let rng = new Rng(cfg.seed);
   let step = 0;
   let losses: number[] = [];
+  let valLosses: ValidationPoint[] = [];
   try {
     if (resumeFrom) {
-      const meta = restoreCheckpoint(resumeFrom, task, adam);
+      const meta = restoreCheckpoint(resumeFrom, task, adam, ema);
       rng = new Rng(meta.rng);
       step = meta.step;
       losses = meta.losses;
+      valLosses = meta.valLosses ?? [];
       hooks.info?.(`resumed from ${resumeFrom} at step ${step}`);
     }
     /** A validation grid: a sample for the user to look at, so its failure (NaN, say) never stops training. */
     const writeSample = async (at: number): Promise<void> => {
       let png: Buffer | undefined;
       try {
-        png = await task.validate?.(at);
+        png = await withShownWeights(async () => task.validate?.(at));
       } catch (e) {
         if (!(e instanceof PainterError)) throw e;
         hooks.warn?.(`no validation samples at step ${at}: ${e.message}`);
@@ -315,8 +354,8 @@ export async function train(task: TrainingTask, cfg: EngineConfig, runDir: strin
       hooks.file?.('sample', file, at);
     };
     const checkpoint = async (): Promise<string> => {
-      const dir = await saveCheckpoint(runDir, step, task, adam, rng, fullConfig, losses);
-      await writeBytesAtomic(path.join(runDir, 'loss.svg'), lossCurveSvg(losses));
+      const dir = await saveCheckpoint(runDir, step, task, adam, rng, fullConfig, losses, valLosses, ema);
+      await writeBytesAtomic(path.join(runDir, 'loss.svg'), lossCurveSvg(losses, valLosses));
       pruneCheckpoints(runDir, cfg.keepCheckpoints ?? 0, dir);
       hooks.file?.('checkpoint', dir, step);
       return dir;
@@ -338,7 +377,7 @@ export async function train(task: TrainingTask, cfg: EngineConfig, runDir: strin
         const grads = new Map<string, tf.Tensor>();
         let lossSum = 0;
         for (let micro = 0; micro < cfg.gradAccum; micro++) {
-          const lossFn = task.prepareBatch(rng);
+          const lossFn = task.prepareBatch(rng, step);
           const { value, grads: g } = tf.variableGrads(lossFn, [...task.vars.values()]);
           try {
             lossSum += (await value.data())[0]!;
@@ -365,13 +404,17 @@ export async function train(task: TrainingTask, cfg: EngineConfig, runDir: strin
           throw new PainterError(`the loss became ${loss} at step ${step + 1}; training stopped without applying that update (${keep}). Try a lower --lr or --max-grad-norm 1`);
         }
         const gradNorm = await clipGradNorm(grads, cfg.maxGradNorm);
-        adamWStep(task.vars, grads, adam, adamCfg, lr);
+        adamWStep(task.vars, grads, adam, adamCfg, lr, task.lrScale);
         for (const g of grads.values()) g.dispose();
         throwIfDeviceError();
         step += 1;
+        ema?.update(task.vars, step);
         losses.push(loss);
         const ms = performance.now() - t0;
-        fs.writeSync(log, JSON.stringify({ step, loss, lr, gradNorm, ms: Math.round(ms) }) + '\n');
+        const validating = task.validationLoss !== undefined && ((cfg.validationEvery > 0 && step % cfg.validationEvery === 0) || step === cfg.steps);
+        const valLoss = validating ? await withShownWeights(() => task.validationLoss!()) : undefined;
+        if (valLoss !== undefined) valLosses.push({ step, loss: valLoss });
+        fs.writeSync(log, JSON.stringify({ step, loss, lr, gradNorm, ms: Math.round(ms), ...(valLoss !== undefined ? { val_loss: valLoss } : {}) }) + '\n');
         hooks.onStep?.({ step, steps: cfg.steps, loss, lr, gradNorm, msPerStep: ms });
         // Let signals and timers run, then see whether the user asked to stop (Ctrl-C).
         await hooks.breathe?.();
@@ -389,9 +432,11 @@ export async function train(task: TrainingTask, cfg: EngineConfig, runDir: strin
     // The final state is a checkpoint too, so a finished run can be extended with more --steps.
     const finalCheckpoint = await checkpoint();
     const output = await task.saveResult(runDir, step);
+    const emaOutput = ema ? await ema.swapIn(task.vars, () => task.saveResult(runDir, step, 'ema')) : undefined;
     if (cfg.validationEvery > 0 && step % cfg.validationEvery !== 0) await writeSample(step);
-    return { step, output, losses, checkpoint: finalCheckpoint };
+    return { step, output, ...(emaOutput ? { emaOutput } : {}), losses, ...(valLosses.length > 0 ? { valLosses } : {}), checkpoint: finalCheckpoint };
   } finally {
     disposeAdamWState(adam);
+    ema?.dispose();
   }
 }

@@ -8,9 +8,10 @@ import * as tf from '@tensorflow/tfjs';
 import type { StableDiffusion } from '../core/model.js';
 import { vaeEncode } from '../core/models/vae.js';
 import { Rng } from '../core/random.js';
+import { BucketBatchSampler, groupByBucket, type BatchSamplerState } from '../core/training/buckets.js';
 import { RANDOM_CROPS_PER_IMAGE } from '../core/training/constants.js';
 import { addOffsetNoise } from '../core/training/noise.js';
-import { centreCrop, cropToTensorData, type SourceImage } from '../io/dataset.js';
+import { centreCrop, cropSize, cropToTensorData, type SourceImage } from '../io/dataset.js';
 
 /** A cached training view: the VAE posterior of one crop (and mirror) of one image. */
 export interface View {
@@ -27,12 +28,13 @@ export interface View {
  */
 export function maskCropToLatent(img: SourceImage, resolution: number, left: number, top: number, flip: boolean, h: number, w: number): Float32Array {
   const mask = img.mask!;
-  const fy = resolution / h;
-  const fx = resolution / w;
+  const [cw, ch] = cropSize(img, resolution);
+  const fy = ch / h;
+  const fx = cw / w;
   const out = new Float32Array(h * w);
-  for (let y = 0; y < resolution; y++) {
-    for (let x = 0; x < resolution; x++) {
-      const sx = flip ? left + resolution - 1 - x : left + x;
+  for (let y = 0; y < ch; y++) {
+    for (let x = 0; x < cw; x++) {
+      const sx = flip ? left + cw - 1 - x : left + x;
       out[Math.floor(y / fy) * w + Math.floor(x / fx)]! += mask[(top + y) * img.width + sx]! / 255;
     }
   }
@@ -47,14 +49,15 @@ export function encodeViews(model: StableDiffusion, images: SourceImage[], resol
   const rng = new Rng(seed + 0x5eed);
   const views: View[] = [];
   images.forEach((img, index) => {
+    const [cw, ch] = cropSize(img, resolution);
     const crops = centerCrop
       ? [centreCrop(img, resolution)]
-      : Array.from({ length: RANDOM_CROPS_PER_IMAGE }, () => ({ left: rng.int(img.width - resolution + 1), top: rng.int(img.height - resolution + 1) }));
+      : Array.from({ length: RANDOM_CROPS_PER_IMAGE }, () => ({ left: rng.int(img.width - cw + 1), top: rng.int(img.height - ch + 1) }));
     for (const c of crops) {
       for (const mirrored of flip ? [false, true] : [false]) {
         const data = cropToTensorData(img, resolution, c.left, c.top, mirrored);
         const post = tf.tidy(() => {
-          const p = vaeEncode(model.vae.params, model.vae.config, tf.tensor4d(data, [1, resolution, resolution, 3]));
+          const p = vaeEncode(model.vae.params, model.vae.config, tf.tensor4d(data, [1, ch, cw, 3]));
           return { mean: p.mean, std: p.std };
         });
         const [, h, w] = post.mean.shape;
@@ -93,14 +96,25 @@ export interface SamplerState {
   pos: number;
 }
 
-/** Epoch-style sampling: every image once per epoch, in a fresh shuffled order; its state survives a resume. */
+/** Each image index as often as it repeats (kohya's num_repeats), in index order: the entries of one epoch. */
+export function repeatedIndices(n: number, repeats?: readonly number[]): number[] {
+  return Array.from({ length: n }, (_, i) => Array<number>(repeats?.[i] ?? 1).fill(i)).flat();
+}
+
+/**
+ * Epoch-style sampling: every image once per epoch (`repeats[i]` times with repeats), in a fresh
+ * shuffled order; its state survives a resume.
+ */
 export class EpochSampler {
   private order: number[] = [];
   private pos = 0;
-  constructor(private readonly n: number) {}
+  private readonly entries: number[];
+  constructor(n: number, repeats?: readonly number[]) {
+    this.entries = repeatedIndices(n, repeats);
+  }
   next(rng: Rng): number {
     if (this.pos >= this.order.length) {
-      this.order = rng.shuffle(Array.from({ length: this.n }, (_, i) => i));
+      this.order = rng.shuffle(this.entries);
       this.pos = 0;
     }
     return this.order[this.pos++]!;
@@ -112,6 +126,47 @@ export class EpochSampler {
     this.order = s.order;
     this.pos = s.pos;
   }
+}
+
+/**
+ * Which images a step trains on. Without buckets: `batch` images in epoch order, each drawn just
+ * before the caller's own draws for it (the order runs have always drawn in). With buckets
+ * (some image has one): a whole batch from one bucket (BucketBatchSampler), so its latents share
+ * a shape; it may be smaller than `batch` at the end of a bucket. An image with `repeats` N
+ * appears N times per epoch, in its bucket too (kohya's num_repeats).
+ */
+export class ImageBatcher {
+  private readonly epoch: EpochSampler;
+  private readonly buckets?: BucketBatchSampler;
+  constructor(
+    images: readonly SourceImage[],
+    private readonly batch: number,
+  ) {
+    const repeats = images.map((i) => i.repeats ?? 1);
+    this.epoch = new EpochSampler(images.length, repeats);
+    if (images.some((i) => i.bucket)) this.buckets = new BucketBatchSampler(groupByBucket(images.map((i) => i.bucket)).map((g) => g.images.flatMap((i) => Array<number>(repeats[i]!).fill(i))), batch);
+  }
+  /** Calls `each` with every image of the next batch, in order. */
+  draw(rng: Rng, each: (image: number) => void): void {
+    if (this.buckets) {
+      for (const image of this.buckets.next(rng)) each(image);
+      return;
+    }
+    for (let b = 0; b < this.batch; b++) each(this.epoch.next(rng));
+  }
+  state(): SamplerState | BatchSamplerState {
+    return this.buckets ? this.buckets.state() : this.epoch.state();
+  }
+  restore(s: unknown): void {
+    if (this.buckets) this.buckets.restore(s as BatchSamplerState);
+    else this.epoch.restore(s as SamplerState);
+  }
+}
+
+/** The latent shape [h, w, C] of a drawn batch (its views share it). */
+export function latentShape(views: readonly View[]): [number, number, number] {
+  const [, h, w, c] = views[0]!.mean.shape;
+  return [h, w, c];
 }
 
 /** One step's random draws for `rows` latents (made outside the gradient tape). */

@@ -18,9 +18,10 @@ import { writeEmbeddingFile } from '../io/embeddings.js';
 import { multiVectorTokens, TOKEN_EMBEDDING_KEY } from '../core/embeddings.js';
 import { meanRows, rowParts, rowsShape, sliceRows, type RowPart } from '../core/row-chunks.js';
 import type { SourceImage } from '../io/dataset.js';
-import type { MethodSettings, TrainingTask } from './engine.js';
-import { disposeViews, drawNoise, encodeViews, EpochSampler, pickView, positionWeights, sampleLatents, withCaption, type SamplerState, type View } from './steps.js';
+import { variantName, type MethodSettings, type TrainingTask } from './engine.js';
+import { disposeViews, drawNoise, encodeViews, ImageBatcher, latentShape, pickView, positionWeights, sampleLatents, withCaption, type View } from './steps.js';
 import { PLAIN_CAPTIONS, trainingPrompt } from './captions.js';
+import { disposeHeldOut, heldOutLoss, heldOutSet } from './validation-loss.js';
 import { renderValidationGrid } from './validation.js';
 import * as path from 'node:path';
 
@@ -49,19 +50,28 @@ export interface InvertSettings extends MethodSettings {
   vectors: number;
   mode: 'object' | 'style';
   format: 'diffusers' | 'a1111';
+  /**
+   * Several tokens in one run (a concept dataset): each concept's token, indexed by
+   * SourceImage.concept, so each image trains its own concept's token. The tokens learnt are
+   * these, each once (in order of first appearance); `token` and `initToken` are then unused.
+   */
+  conceptTokens?: readonly { token: string; initToken?: string }[];
 }
 
 export interface InversionSetup {
   task: TrainingTask;
+  /** The placeholders learnt, one embedding file each (the run's token, or each concept's). */
+  placeholders: string[];
+  /** The tokenizer tokens they expand to (several per placeholder for multi-vector embeddings). */
   tokens: string[];
   ids: number[];
-  /** The trainable rows [vectors, dim]. */
+  /** The trainable rows [vectors, dim], placeholder after placeholder. */
   rows: tf.Variable;
   offset: number;
   dispose(): void;
 }
 
-function checkPlaceholder(model: StableDiffusion, token: string, vectors: number): string[] {
+export function checkPlaceholder(model: StableDiffusion, token: string, vectors: number): string[] {
   if (!token || /\s/.test(token)) throw new UsageError(`--token "${token}": give one word without spaces, e.g. "<cat>"`);
   const tokens = multiVectorTokens(token, vectors);
   for (const t of tokens) {
@@ -72,7 +82,7 @@ function checkPlaceholder(model: StableDiffusion, token: string, vectors: number
   return tokens;
 }
 
-function initVector(model: StableDiffusion, initToken: string | undefined, table: readonly RowPart[], offset: number): tf.Tensor1D {
+export function initVector(model: StableDiffusion, initToken: string | undefined, table: readonly RowPart[], offset: number): tf.Tensor1D {
   // No initializer: the mean embedding of the vocabulary, a neutral starting point.
   if (initToken === undefined) return meanRows(table, offset);
   const pieces = tokenize(model.tokenizer, initToken);
@@ -95,28 +105,34 @@ export function inversionPrompt(template: string, token: string, caption?: strin
   return withCaption(template.replace(TEMPLATE_SLOT, token), caption);
 }
 
-export function createInversion(model: StableDiffusion, images: SourceImage[], s: InvertSettings): InversionSetup {
-  const tokens = checkPlaceholder(model, s.token, s.vectors);
+/** `heldOut`: images kept out of training for the validation loss (validation-loss.ts). */
+export function createInversion(model: StableDiffusion, images: SourceImage[], s: InvertSettings, heldOut: readonly SourceImage[] = []): InversionSetup {
+  const learnt = s.conceptTokens ? s.conceptTokens.filter((c, i, all) => all.findIndex((o) => o.token === c.token) === i) : [{ token: s.token, initToken: s.initToken }];
+  // Each image's token: its concept's, or the run's one.
+  const tokenOf = (img: SourceImage): string => (s.conceptTokens ? s.conceptTokens[img.concept ?? 0]!.token : s.token);
+  const tokens = learnt.flatMap((l) => checkPlaceholder(model, l.token, s.vectors));
   const table = rowParts(model.textEncoder.params, TOKEN_EMBEDDING_KEY);
   const [tableRows] = rowsShape(table);
-  const init = initVector(model, s.initToken, table, Math.min(tableRows, vocabSize(model.tokenizer)));
+  const inits = learnt.map((l) => initVector(model, l.initToken, table, Math.min(tableRows, vocabSize(model.tokenizer))));
+  // All placeholders' tokens are added at once: their rows are contiguous, one trainable block.
   const ids = addTokens(model.tokenizer, tokens);
   const offset = ids[0]!;
   if (offset > tableRows) throw new PainterError(`the tokenizer has ${offset} tokens but the text encoder only ${tableRows} embeddings; they do not belong together`);
-  const rows = tf.variable(tf.tidy(() => tf.tile(init.reshape([1, -1]), [s.vectors, 1])), true, `ti_rows_${Date.now()}_${Math.random()}`);
-  init.dispose();
+  const rows = tf.variable(tf.tidy(() => tf.concat(inits.map((init) => tf.tile(init.reshape([1, -1]), [s.vectors, 1])), 0)), true, `ti_rows_${Date.now()}_${Math.random()}`);
+  tf.dispose(inits);
   const extraTokens = { offset, rows };
   const views = encodeViews(model, images, s.resolution, s.centerCrop, s.flip, s.seed);
+  const templates = s.mode === 'style' ? STYLE_TEMPLATES : OBJECT_TEMPLATES;
+  // Held-out images are prompted with the first template, as the paper's "a photo of S*".
+  const validation = heldOut.length > 0 ? heldOutSet(model, heldOut, heldOut.map((img) => inversionPrompt(templates[0]!, tokenOf(img), img.caption)), s.resolution, s.seed) : undefined;
   // The images are cached as latents: without validation grids the VAE is not needed again.
   if (s.releaseUnused) releaseComponent(model, 'vae');
-  const templates = s.mode === 'style' ? STYLE_TEMPLATES : OBJECT_TEMPLATES;
   const schedule: NoiseSchedule = noiseSchedule(model.scheduler);
   const predictionType = model.scheduler.prediction_type as PredictionType;
   const T = model.scheduler.num_train_timesteps;
   const sf = model.vae.config.scaling_factor;
-  const [, lh, lw, lc] = views[0]!.mean.shape;
-  // Epoch-style order over images, saved in checkpoints so a resumed run continues it.
-  const sampler = new EpochSampler(images.length);
+  // Epoch-style order over images (bucket by bucket with buckets), saved in checkpoints so a resumed run continues it.
+  const sampler = new ImageBatcher(images, s.batch);
   // Only the text side trains: checkpointed UNet blocks differentiate w.r.t. their inputs alone.
   const checkpoint = s.gradientCheckpointing ? { weights: () => false } : undefined;
 
@@ -125,14 +141,13 @@ export function createInversion(model: StableDiffusion, images: SourceImage[], s
     prepareBatch(rng: Rng) {
       const picks: View[] = [];
       const prompts: string[] = [];
-      for (let b = 0; b < s.batch; b++) {
-        const image = sampler.next(rng);
+      sampler.draw(rng, (image) => {
         picks.push(pickView(views, image, rng));
         const template = templates[rng.int(templates.length)]!;
         // Multi-vector tokens are expanded by promptIds, as diffusers' maybe_convert_prompt does.
-        prompts.push(trainingPrompt(template.replace(TEMPLATE_SLOT, s.token), images[image]!.caption, s.captions ?? PLAIN_CAPTIONS, rng));
-      }
-      const draw = drawNoise(rng, s.batch, [lh, lw, lc], T, s.noiseOffset);
+        prompts.push(trainingPrompt(template.replace(TEMPLATE_SLOT, tokenOf(images[image]!)), images[image]!.caption, s.captions ?? PLAIN_CAPTIONS, rng));
+      });
+      const draw = drawNoise(rng, picks.length, latentShape(picks), T, s.noiseOffset);
       return () => {
         const latents = sampleLatents(picks, draw.posterior, sf);
         const ehs = clipTextForward(model.textEncoder.params, model.textEncoder.config, promptIdRows(model, prompts), { extraTokens }).lastHiddenState;
@@ -141,30 +156,42 @@ export function createInversion(model: StableDiffusion, images: SourceImage[], s
       };
     },
     saveState: () => sampler.state(),
-    restoreState: (state) => sampler.restore(state as SamplerState),
+    restoreState: (state) => sampler.restore(state),
     validate: (step) => renderValidationGrid(model, s.validationPrompt, s.seed, { extraTokens }, step),
-    async saveResult(runDir, step) {
-      const file = path.join(runDir, embeddingFileName(s.token));
-      await writeEmbeddingFile(file, s.token, rows, {
-        format: s.format,
-        metadata: {
-          'painter.base_model_hash': s.baseModelHash,
-          'painter.steps': String(step),
-          'painter.init_token': s.initToken ?? '',
-          'painter.vectors': String(s.vectors),
-        },
-      });
-      return file;
+    ...(validation && {
+      validationLoss: () =>
+        heldOutLoss(model, validation, () => model.unet, (prompts) => clipTextForward(model.textEncoder.params, model.textEncoder.config, promptIdRows(model, prompts), { extraTokens }).lastHiddenState),
+    }),
+    async saveResult(runDir, step, variant) {
+      const files = learnt.map((l) => path.join(runDir, variantName(embeddingFileName(l.token), variant)));
+      // Several placeholders: each file holds its own block of rows.
+      const all = learnt.length > 1 ? ((await rows.data()) as Float32Array) : undefined;
+      const size = rows.shape[1]! * s.vectors;
+      for (const [j, l] of learnt.entries()) {
+        const vectors = all ? { data: all.slice(j * size, (j + 1) * size), shape: [s.vectors, rows.shape[1]!] } : rows;
+        await writeEmbeddingFile(files[j]!, l.token, vectors, {
+          format: s.format,
+          metadata: {
+            'painter.base_model_hash': s.baseModelHash,
+            'painter.steps': String(step),
+            'painter.init_token': l.initToken ?? '',
+            'painter.vectors': String(s.vectors),
+          },
+        });
+      }
+      return files[0]!;
     },
   };
   return {
     task,
+    placeholders: learnt.map((l) => l.token),
     tokens,
     ids,
     rows,
     offset,
     dispose() {
       disposeViews(views);
+      disposeHeldOut(validation);
       rows.dispose();
     },
   };

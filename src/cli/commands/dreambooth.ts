@@ -8,10 +8,11 @@ export async function dreamboothCommand(args: Args): Promise<void> {
   const json = jsonFlag(args);
   await withSession(json, STOPPING_TRAINING, async ({ hooks, progress }) => {
     const r = await dreambooth({ ...inputFrom('dreambooth', args), dir: positional(args, 'dir'), backend: backendChoice(args) }, hooks);
-    progress.succeed(`trained "${r.instancePrompt}" in ${r.steps} steps → ${r.output}`);
+    const what = r.concepts && r.concepts.length > 1 ? `${r.concepts.length} concepts` : `"${r.instancePrompt}"`;
+    progress.succeed(`trained ${what} in ${r.steps} steps → ${r.output}`);
     if (json) {
-      const { output, runDir, steps, finalLoss, identifier, instancePrompt, classImages } = r;
-      printJson({ output, runDir, steps, finalLoss, identifier, instancePrompt, classImages });
+      const { output, runDir, steps, finalLoss, identifier, instancePrompt, classImages, classes, concepts } = r;
+      printJson({ output, runDir, steps, finalLoss, identifier, instancePrompt, classImages, ...(classes && { classes }), ...(concepts && { concepts }) });
       return;
     }
     process.stdout.write(`${r.output}\n`);

@@ -8,12 +8,14 @@ export async function invertCommand(args: Args): Promise<void> {
   const json = jsonFlag(args);
   await withSession(json, STOPPING_TRAINING, async ({ hooks, progress }) => {
     const r = await invert({ ...inputFrom('invert', args), dir: positional(args, 'dir'), backend: backendChoice(args) }, hooks);
-    progress.succeed(`learned ${r.token} in ${r.steps} steps → ${r.output}`);
+    const several = r.embeddings.length > 1;
+    progress.succeed(`learned ${r.embeddings.map((e) => e.token).join(', ')} in ${r.steps} steps → ${several ? r.runDir : r.output}`);
     if (json) {
-      printJson({ output: r.output, installed: r.installed, runDir: r.runDir, steps: r.steps, finalLoss: r.finalLoss });
+      const embeddings = several ? { embeddings: r.embeddings.map(({ token, output, installed }) => ({ token, output, installed })) } : {};
+      printJson({ output: r.output, installed: r.installed, runDir: r.runDir, steps: r.steps, finalLoss: r.finalLoss, ...embeddings, ...(r.concepts && { concepts: r.concepts }) });
       return;
     }
-    process.stderr.write(`painter: installed as ${r.installed}; "painter generate" uses it whenever a prompt says ${r.trigger}\n`);
-    process.stdout.write(`${r.output}\n`);
+    for (const e of r.embeddings) process.stderr.write(`painter: installed as ${e.installed}; "painter generate" uses it whenever a prompt says ${e.trigger}\n`);
+    process.stdout.write(`${r.embeddings.map((e) => e.output).join('\n')}\n`);
   });
 }

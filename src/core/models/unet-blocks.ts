@@ -144,15 +144,18 @@ export function resnetBlock(
   });
 }
 
+/** The feature map [height, width] a transformer block attends over (for the attention hook). */
+type MapSize = readonly [number, number];
+
 /** Attention (AttnProcessor): to_q/k/v without bias, softmax(QKᵀ/√d)V per head, to_out.0. */
-function attentionBlock(p: Params, prefix: string, x: tf.Tensor3D, context: tf.Tensor3D, heads: number, b: BlockSettings, kind: AttentionKind): tf.Tensor3D {
+function attentionBlock(p: Params, prefix: string, x: tf.Tensor3D, context: tf.Tensor3D, heads: number, b: BlockSettings, kind: AttentionKind, map: MapSize): tf.Tensor3D {
   const q = linear(x, param(p, `${prefix}.to_q.weight`));
   const k = linear(context, param(p, `${prefix}.to_k.weight`));
   const v = linear(context, param(p, `${prefix}.to_v.weight`));
   const control = b.attentionControl;
   const o = attention(q, k, v, heads, undefined, {
     checkpointSlices: b.checkpointAttention ?? false,
-    ...(control && { editProbs: (probs: tf.Tensor, queries: number) => control.edit(probs, kind, queries) }),
+    ...(control && { editProbs: (probs: tf.Tensor, rowStart: number) => control.edit(probs, { kind, layer: prefix, height: map[0], width: map[1], rowStart }) }),
   });
   return linear(o, param(p, `${prefix}.to_out.0.weight`), param(p, `${prefix}.to_out.0.bias`)) as tf.Tensor3D;
 }
@@ -166,13 +169,13 @@ function feedForward(p: Params, prefix: string, x: tf.Tensor3D): tf.Tensor3D {
 }
 
 /** BasicTransformerBlock: pre-LayerNorm self-attention, cross-attention, GEGLU feed-forward. */
-function basicTransformerBlock(p: Params, prefix: string, x: tf.Tensor3D, context: tf.Tensor3D, heads: number, b: BlockSettings): tf.Tensor3D {
+function basicTransformerBlock(p: Params, prefix: string, x: tf.Tensor3D, context: tf.Tensor3D, heads: number, b: BlockSettings, map: MapSize): tf.Tensor3D {
   const ln = (h: tf.Tensor3D, name: string): tf.Tensor3D =>
     layerNorm(h, param(p, `${prefix}.${name}.weight`), param(p, `${prefix}.${name}.bias`), TRANSFORMER_LAYER_NORM_EPS) as tf.Tensor3D;
   let h = x;
   const n1 = ln(h, 'norm1');
-  h = tf.add(h, attentionBlock(p, `${prefix}.attn1`, n1, n1, heads, b, 'self'));
-  h = tf.add(h, attentionBlock(p, `${prefix}.attn2`, ln(h, 'norm2'), context, heads, b, 'cross'));
+  h = tf.add(h, attentionBlock(p, `${prefix}.attn1`, n1, n1, heads, b, 'self', map));
+  h = tf.add(h, attentionBlock(p, `${prefix}.attn2`, ln(h, 'norm2'), context, heads, b, 'cross', map));
   h = tf.add(h, feedForward(p, `${prefix}.ff`, ln(h, 'norm3')));
   return h;
 }
@@ -196,7 +199,7 @@ export function transformer2d(p: Params, s: TransformerSpec, x: tf.Tensor4D, con
     const normed = groupNorm(x, b.groups, param(p, `${k}.norm.weight`), param(p, `${k}.norm.bias`), TRANSFORMER_GROUP_NORM_EPS);
     let tokens = projection(p, `${k}.proj_in`, normed.reshape([n, h * w, c])) as tf.Tensor3D;
     for (let j = 0; j < s.layers; j++) {
-      tokens = basicTransformerBlock(p, `${k}.transformer_blocks.${j}`, tokens, context, s.heads, b);
+      tokens = basicTransformerBlock(p, `${k}.transformer_blocks.${j}`, tokens, context, s.heads, b, [h, w]);
     }
     const out = projection(p, `${k}.proj_out`, tokens).reshape([n, h, w, c]);
     return tf.add(out, x) as tf.Tensor4D;

@@ -13,6 +13,7 @@ import { isPlainPrompt } from '../prompt/encode.js';
 import { fixedConditioning, type RunConditioning } from '../prompt/conditioning.js';
 import { isEditedPrompt } from '../prompt/schedule.js';
 import { decodeBatch, type GenerateEvent, type GenerateRequest } from './generate.js';
+import { LocalBlend, localBlendLayers } from './local-blend.js';
 import { PromptToPromptControl } from './prompt-to-prompt.js';
 import { denoise, encodePrompts } from './text-to-image.js';
 
@@ -21,6 +22,8 @@ export interface PromptToPromptRequest {
   crossReplace: number;
   selfReplace: number;
   reweight?: { word: string; weight: number }[];
+  /** Local blending: outside the region of these words' attention the edit keeps the source's latents. */
+  localBlend?: { words: string[]; threshold: number };
   /**
    * Null-text inversion's unconditional embeddings, one [1, L, C] per step (pipeline/null-text.ts),
    * used instead of the negative prompt's; the caller keeps them.
@@ -30,17 +33,23 @@ export interface PromptToPromptRequest {
 
 export async function* samplePromptToPrompt(model: StableDiffusion, req: GenerateRequest, p2p: PromptToPromptRequest): AsyncGenerator<GenerateEvent, void, void> {
   const { h, w, c } = modelLatentGrid(model, req.width, req.height);
-  const control = new PromptToPromptControl(
-    model.tokenizer,
-    { source: req.prompt, target: p2p.target, crossReplace: p2p.crossReplace, selfReplace: p2p.selfReplace, reweight: p2p.reweight, steps: req.steps, length: modelPromptLength(model) },
-    req.guidance > 1,
-  );
+  const length = modelPromptLength(model);
   for (const p of [req.prompt, p2p.target]) {
     if (!isPlainPrompt(model, p) || isEditedPrompt(p)) {
       throw new PainterError(
-        `Prompt-to-Prompt takes plain prompts of up to ${modelPromptLength(model) - 2} tokens, without (word:1.2), [from:to:when], [a|b] or BREAK; "${p}" is not one (use --reweight WORD=FACTOR to weight a word)`,
+        `Prompt-to-Prompt takes plain prompts of up to ${length - 2} tokens, without (word:1.2), [from:to:when], [a|b] or BREAK; "${p}" is not one (use --reweight WORD=FACTOR to weight a word)`,
       );
     }
+  }
+  const lb = p2p.localBlend;
+  const blend = lb && new LocalBlend(model.tokenizer, { source: req.prompt, target: p2p.target, words: lb.words, threshold: lb.threshold, length }, localBlendLayers(model.unet.config, h, w));
+  let control: PromptToPromptControl;
+  try {
+    const settings = { source: req.prompt, target: p2p.target, crossReplace: p2p.crossReplace, selfReplace: p2p.selfReplace, reweight: p2p.reweight, steps: req.steps, length };
+    control = new PromptToPromptControl(model.tokenizer, settings, req.guidance > 1, blend);
+  } catch (e) {
+    blend?.dispose();
+    throw e;
   }
   const textOpts = { clipSkip: req.clipSkip, tokenEmbedding: req.tokenEmbedding, extraTokens: req.extraTokens };
   const promptEmbeds = encodePrompts(model, [req.prompt, p2p.target], textOpts);

@@ -7,12 +7,18 @@
  * as many words), an aligned refinement (`refine`, words added or removed) — or the source's
  * reweighted per word (`reweight`, applied in those steps only, as the pipeline does); for the
  * first ⌊selfReplace·steps⌋ steps its self-attention maps of at most 16×16 positions are the
- * source's. Only the conditional branch of classifier-free guidance is edited.
+ * source's. Only the conditional branch of classifier-free guidance is edited. With a LocalBlend
+ * (local-blend.ts) the control also keeps the cross-attention maps it needs and blends the latents
+ * after every step.
  */
 import * as tf from '@tensorflow/tfjs';
 import { PainterError } from '../../errors.js';
-import type { AttentionControl, AttentionKind } from '../models/attention-control.js';
-import { decode, encode, type ClipTokenizer } from '../tokenizer/clip-tokenizer.js';
+import type { AttentionControl, AttentionSite } from '../models/attention-control.js';
+import { encode, type ClipTokenizer } from '../tokenizer/clip-tokenizer.js';
+import { placesOf, wordTokenIndices } from './prompt-words.js';
+
+export { placesOf, wordTokenIndices } from './prompt-words.js';
+import type { LocalBlend } from './local-blend.js';
 
 export type PromptToPromptEdit = 'replace' | 'refine' | 'reweight';
 
@@ -32,37 +38,6 @@ export interface PromptToPromptSettings {
 
 /** Self-attention maps with more query positions than this keep their own (the pipeline's 16²). */
 const SELF_REPLACE_MAX_QUERIES = 16 * 16;
-
-const chars = (s: string) => [...s].length;
-
-/**
- * Token positions (1-based past <|startoftext|>) of the words of `text` at `places` (word indices
- * in the text split at spaces), matching decoded token lengths to word lengths as the pipeline's
- * get_word_inds does.
- */
-export function wordTokenIndices(tok: ClipTokenizer, text: string, places: readonly number[]): number[] {
-  if (places.length === 0) return [];
-  const words = text.split(' ');
-  const ids = encode(tok, text, { padding: 'none', truncation: false }).ids.slice(1, -1);
-  const pieces = ids.map((id) => decode(tok, [id]).trim().replace(/^#+|#+$/g, ''));
-  const out: number[] = [];
-  let length = 0;
-  let word = 0;
-  pieces.forEach((piece, i) => {
-    length += chars(piece);
-    if (places.includes(word)) out.push(i + 1);
-    if (length >= chars(words[word] ?? '')) {
-      word++;
-      length = 0;
-    }
-  });
-  return out;
-}
-
-/** Word indices of `word` in `text` split at spaces. */
-function placesOf(text: string, word: string): number[] {
-  return text.split(' ').flatMap((w, i) => (w === word ? [i] : []));
-}
 
 /** The word swap's token map [L, L]: source token i → target token j (split words share evenly). */
 export function replacementMapper(tok: ClipTokenizer, source: string, target: string, length: number): Float32Array {
@@ -167,6 +142,8 @@ export function chooseEdit(source: string, target: string, reweight: boolean): P
 export class PromptToPromptControl implements AttentionControl {
   readonly editType: PromptToPromptEdit;
   step = 0;
+  /** Local blending after each scheduler step, when the control has it. */
+  readonly afterStep?: (latents: tf.Tensor4D) => tf.Tensor4D;
   private readonly crossSteps: number;
   private readonly selfSteps: number;
   private readonly replaceMap?: tf.Tensor2D;
@@ -178,6 +155,8 @@ export class PromptToPromptControl implements AttentionControl {
     s: PromptToPromptSettings,
     /** Whether the UNet batch is [uncond…, cond…] (classifier-free guidance). */
     private readonly guided: boolean,
+    /** Local blending (owned: disposed with the control); without it the latents are not touched. */
+    private readonly blend?: LocalBlend,
   ) {
     for (const [flag, v] of [
       ['--cross-replace', s.crossReplace],
@@ -198,6 +177,7 @@ export class PromptToPromptControl implements AttentionControl {
       this.refineMap = { index: tf.tensor1d(Int32Array.from(r.mapper, (i) => (i < 0 ? L + i : i)), 'int32'), alphas: tf.tensor1d(r.alphas) };
     }
     if (reweight) this.weights = tf.tensor1d(equalizer(tok, s.target, s.reweight!, L));
+    if (blend) this.afterStep = (latents) => blend.apply(latents, this.step);
   }
 
   /** The source's cross-attention carried onto the target's tokens (before the time mix). */
@@ -209,9 +189,9 @@ export class PromptToPromptControl implements AttentionControl {
     return r;
   }
 
-  edit(probs: tf.Tensor, kind: AttentionKind, queries: number): tf.Tensor {
-    const selfTurn = kind === 'self' && this.step < this.selfSteps && queries <= SELF_REPLACE_MAX_QUERIES;
-    const crossTurn = kind === 'cross';
+  edit(probs: tf.Tensor, site: AttentionSite): tf.Tensor {
+    const selfTurn = site.kind === 'self' && this.step < this.selfSteps && site.height * site.width <= SELF_REPLACE_MAX_QUERIES;
+    const crossTurn = site.kind === 'cross';
     if (!selfTurn && !crossTurn) return probs;
     return tf.tidy(() => {
       const b = probs.shape[0]!;
@@ -224,11 +204,14 @@ export class PromptToPromptControl implements AttentionControl {
       if (selfTurn) next = base;
       else if (this.step < this.crossSteps) next = this.carried(base, own);
       else next = own;
-      return tf.concat([...(half ? [probs.slice([0], [half])] : []), base, next], 0);
+      const edited = tf.concat([base, next], 0);
+      if (crossTurn) this.blend?.record(edited, site);
+      return half ? tf.concat([probs.slice([0], [half]), edited], 0) : edited;
     });
   }
 
   dispose(): void {
     tf.dispose([this.replaceMap ?? [], this.refineMap?.index ?? [], this.refineMap?.alphas ?? [], this.weights ?? []].flat());
+    this.blend?.dispose();
   }
 }

@@ -77,7 +77,10 @@ export interface DenoiseInput {
    * scheduler steps with. Runs inside the step's tidy.
    */
   guide?: (t: number, latents: tf.Tensor4D, output: tf.Tensor) => tf.Tensor;
-  /** A hook on the UNet's attention (Prompt-to-Prompt); its `step` is set before each step. */
+  /**
+   * A hook on the UNet's attention (Prompt-to-Prompt); its `step` is set before each step, and its
+   * afterStep, if any, runs on the stepped latents before `afterStep`.
+   */
   attentionControl?: AttentionControl & { step: number };
 }
 
@@ -147,7 +150,9 @@ export function* denoise(model: StableDiffusion, input: DenoiseInput): Generator
         // 6. x_t → x_{t−1} with the scheduler's update rule.
         const noise = scheduler.needsNoise ? input.noise?.(i - start, latents.shape) : undefined;
         if (scheduler.needsNoise && !noise) throw new Error(`denoise: scheduler ${scheduler.kind} needs noise for step ${i}`);
-        const stepped = scheduler.step(eps, t, latents, noise).prevSample as tf.Tensor4D;
+        let stepped = scheduler.step(eps, t, latents, noise).prevSample as tf.Tensor4D;
+        // 7. The attention hook's blend (Prompt-to-Prompt's local blending), then the caller's.
+        if (control?.afterStep) stepped = control.afterStep(stepped);
         return [input.afterStep ? input.afterStep(i, stepped) : stepped, pred];
       });
       latents.dispose();

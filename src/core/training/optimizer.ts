@@ -40,18 +40,19 @@ export function disposeAdamWState(s: AdamWState): void {
 }
 
 /**
- * One AdamW update at learning rate `lr` (torch.optim.AdamW):
+ * One AdamW update at learning rate `lr` (torch.optim.AdamW; `lrScale` gives a variable's own
+ * multiple of it, as a parameter group with its own lr):
  * θ ← θ(1 − lr·λ); m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²;
  * θ ← θ − lr·(m/(1−β₁ᵗ)) / (√(v/(1−β₂ᵗ)) + ε).
  */
-export function adamWStep(vars: Map<string, tf.Variable>, grads: Map<string, tf.Tensor>, state: AdamWState, cfg: AdamWConfig, lr: number): void {
+export function adamWStep(vars: Map<string, tf.Variable>, grads: Map<string, tf.Tensor>, state: AdamWState, cfg: AdamWConfig, lr: number, lrScale?: (key: string) => number): void {
   state.step += 1;
   const t = state.step;
   for (const [k, p] of vars) {
     const g = grads.get(k);
     if (!g) continue;
     const [next, m, v] = adamWUpdate(p, g, state.m.get(k)!, state.v.get(k)!, {
-      lr,
+      lr: lrScale ? lr * lrScale(k) : lr,
       beta1: cfg.beta1,
       beta2: cfg.beta2,
       eps: cfg.eps,

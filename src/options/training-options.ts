@@ -1,0 +1,192 @@
+/** Options of the training commands, invert and dreambooth (the training engine's and each method's own). */
+import { ARCH, CONFIG, EMBEDDINGS_DIR, JSON_OUTPUT, MODEL, PREDICTION_TYPE, SEED, type OptionSpec } from './spec.js';
+
+const LR = { name: 'lr', type: 'number', above: 0, default: 5e-4, describe: 'Learning rate (AdamW)', presettable: true } as const satisfies OptionSpec;
+
+/** Options shared by the two training commands (the training engine's): those before the learning rate… */
+const TRAINING = [
+  MODEL,
+  CONFIG,
+  ARCH,
+  PREDICTION_TYPE,
+  { name: 'preset', type: 'string', describe: 'Recipe to start from: a name in presets/ (e.g. ti-object) or a path to a YAML file; flags you pass override it' },
+  { name: 'dataset', type: 'string', describe: 'A dataset file (YAML) of several concepts, instead of DIR: concepts: a list of folder (relative to the file), repeats, prompt (dreambooth) or token and init_token (invert), class, caption_extension (a DIR of kohya folders named N_prompt is read so without it)' },
+  { name: 'out', type: 'string', describe: 'Run folder for checkpoints, logs, samples and the result (default: ./runs/<command>-<time>)' },
+  { name: 'resume', type: 'string', describe: 'Resume from a checkpoint folder, or "latest" for the newest checkpoint in --out; settings that change the result must stay as they were' },
+  { name: 'overwrite', type: 'boolean', default: false, describe: 'Replace the run already in --out (without it, a folder that holds a run is refused)' },
+  { name: 'steps', type: 'integer', min: 1, default: 1000, describe: 'Number of optimisation steps', presettable: true },
+  { name: 'batch', type: 'integer', min: 1, default: 1, describe: 'Images per step', presettable: true },
+  { name: 'grad-accum', type: 'integer', min: 1, default: 1, describe: 'Gradient accumulation: steps whose gradients are summed before one update', presettable: true },
+  {
+    name: 'gradient-checkpointing',
+    type: 'boolean',
+    default: false,
+    describe:
+      "Recompute the UNet's resnet and attention blocks in the backward pass, as diffusers' --gradient_checkpointing; trades compute (about one extra forward pass per step) for memory: only block inputs are kept for the backward pass",
+    presettable: true,
+  },
+  {
+    name: 'resolution',
+    type: 'integer',
+    min: 8,
+    describe: "Training resolution in pixels: images are resized and cropped to it; a multiple of the model's latent factor (default: the model's native size)",
+    presettable: true,
+  },
+  { name: 'center-crop', type: 'boolean', default: true, describe: 'Center-crop after resizing (--no-center-crop takes random crops)', presettable: true },
+  {
+    name: 'buckets',
+    type: 'boolean',
+    default: false,
+    describe: "Aspect-ratio buckets, as kohya's --enable_bucket: each image keeps its aspect ratio in the bucket (about resolution² pixels) nearest it, and each batch comes from one bucket",
+    presettable: true,
+  },
+  { name: 'min-bucket', type: 'integer', min: 8, describe: 'Smallest bucket side in pixels (default: resolution / 2)', presettable: true },
+  { name: 'max-bucket', type: 'integer', min: 8, describe: 'Largest bucket side in pixels (default: 2 × resolution)', presettable: true },
+  { name: 'bucket-step', type: 'integer', min: 8, describe: "Bucket sides are multiples of this (default: the model's latent factor × 2 per UNet downsampling, 64 for SD)", presettable: true },
+  { name: 'flip', type: 'boolean', default: true, describe: 'Random horizontal-flip augmentation', presettable: true },
+  {
+    name: 'alpha-mask',
+    type: 'boolean',
+    default: false,
+    describe: "Masked loss from each image's alpha channel (transparent = not learnt), as kohya's --alpha_mask; without it, a NAME.mask.png beside a photo masks it (white = learn, black = ignore)",
+    presettable: true,
+  },
+] as const satisfies readonly OptionSpec[];
+
+/** …and those after it (the learning rate's default differs between the commands). */
+const TRAINING_AFTER_LR = [
+  { name: 'scale-lr', type: 'boolean', default: false, describe: "Multiply the learning rate by batch × grad-accum, as diffusers' --scale_lr does", presettable: true },
+  { name: 'lr-schedule', type: 'string', choices: ['constant', 'cosine', 'linear'], default: 'constant', describe: 'Learning-rate schedule after warmup', presettable: true },
+  { name: 'warmup-steps', type: 'integer', min: 0, default: 0, describe: 'Linear learning-rate warmup steps', presettable: true },
+  { name: 'weight-decay', type: 'number', min: 0, default: 0.01, describe: 'AdamW decoupled weight decay', presettable: true },
+  { name: 'max-grad-norm', type: 'number', min: 0, default: 1, describe: 'Clip the global gradient norm to this value (0 disables clipping)', presettable: true },
+  { name: 'min-snr-gamma', type: 'number', min: 0, default: 0, describe: "Min-SNR-γ loss weighting (0 disables; 5 is the paper's choice)", presettable: true },
+  { name: 'noise-offset', type: 'number', min: 0, default: 0, describe: 'Offset-noise strength (0 disables; ~0.05 helps very dark/bright images)', presettable: true },
+  {
+    name: 'shuffle-captions',
+    type: 'boolean',
+    default: false,
+    describe: "Shuffle the comma-separated tags of each image's caption file every step, as kohya's --shuffle_caption (the instance prompt or template stays first)",
+    presettable: true,
+  },
+  { name: 'keep-tokens', type: 'integer', min: 0, default: 0, describe: "Caption tags at the start that keep their place when tags are shuffled or dropped, as kohya's --keep_tokens", presettable: true },
+  {
+    name: 'caption-dropout',
+    type: 'number',
+    min: 0,
+    max: 1,
+    default: 0,
+    describe: "Probability that a step trains an image on the empty prompt (the unconditional prediction guidance uses), as kohya's --caption_dropout_rate",
+    presettable: true,
+  },
+  { name: 'tag-dropout', type: 'number', min: 0, max: 1, default: 0, describe: "Probability that each caption tag (after --keep-tokens) is left out in a step, as kohya's --caption_tag_dropout_rate", presettable: true },
+  { name: 'checkpoint-every', type: 'integer', min: 1, default: 500, describe: 'Write a resumable checkpoint every N steps (also on Ctrl-C)', presettable: true },
+  { name: 'keep-checkpoints', type: 'integer', min: 0, default: 3, describe: 'Keep the newest N checkpoints and delete older ones (0 keeps all)', presettable: true },
+  {
+    name: 'ema-decay',
+    type: 'number',
+    min: 0,
+    max: 0.99999,
+    default: 0,
+    describe: "Keep an EMA of the trained weights with this decay (e.g. 0.9999), as diffusers' --use_ema (EMAModel, warm-up (1+n)/(10+n)); validation uses it, and it is saved beside the result as NAME-ema (0: off)",
+    presettable: true,
+  },
+  { name: 'validation-prompt', type: 'string', describe: 'Prompt for validation samples ({token} / {identifier} / {class} are filled in)', presettable: true },
+  { name: 'validation-every', type: 'integer', min: 0, default: 250, describe: 'Render a validation grid (and compute the validation loss) every N steps (0: grids off, the loss at the last step only)', presettable: true },
+  {
+    name: 'validation-split',
+    type: 'number',
+    min: 0,
+    max: 0.5,
+    default: 0,
+    describe: "Hold out this fraction of the images (at least one; chosen by --seed) for a validation loss at fixed timesteps and noise, logged as val_loss and drawn in loss.svg, as kohya's --validation_split",
+    presettable: true,
+  },
+  { name: 'validation-dir', type: 'string', describe: 'Folder of held-out images for the validation loss (instead of --validation-split)' },
+  { name: 'skip-bad-images', type: 'boolean', default: false, describe: 'Skip unreadable images with a warning instead of stopping', presettable: true },
+  SEED,
+  JSON_OUTPUT,
+] as const satisfies readonly OptionSpec[];
+
+
+export const INVERT_OPTIONS = [
+  { name: 'token', type: 'string', describe: 'The new placeholder word to learn, set off by symbols so it cannot match inside other words, e.g. "<cat>" (required; must not exist in the vocabulary)' },
+  { name: 'init-token', type: 'string', describe: 'An existing single token whose embedding initialises the new one (e.g. "cat")', presettable: true },
+  { name: 'vectors', type: 'integer', min: 1, max: 75, default: 1, describe: 'Embedding vectors per placeholder (multi-vector Textual Inversion)', presettable: true },
+  {
+    name: 'mode',
+    type: 'string',
+    choices: ['object', 'style'],
+    default: 'object',
+    describe: 'Prompt templates of the Textual Inversion paper: "a photo of a {}" (object) or "a painting in the style of {}" (style)',
+    presettable: true,
+  },
+  {
+    name: 'format',
+    type: 'string',
+    choices: ['diffusers', 'a1111'],
+    default: 'diffusers',
+    describe: 'Output layout: diffusers learned_embeds (load_textual_inversion) or AUTOMATIC1111/kohya (emb_params)',
+    presettable: true,
+  },
+  EMBEDDINGS_DIR,
+  {
+    name: 'force',
+    type: 'boolean',
+    default: false,
+    describe: 'Install even when the embeddings folder holds another token under this name, or another file for the same trigger word (it is replaced)',
+  },
+  ...TRAINING,
+  LR,
+  ...TRAINING_AFTER_LR,
+] as const satisfies readonly OptionSpec[];
+
+export const DREAMBOOTH_OPTIONS = [
+  { name: 'class', type: 'string', describe: 'The subject\'s class noun, e.g. "dog" (required)' },
+  { name: 'identifier', type: 'string', describe: 'Rare-token identifier for the subject (default: chosen from rarely used vocabulary tokens and printed)' },
+  { name: 'instance-prompt', type: 'string', default: 'a photo of {identifier} {class}', describe: 'Prompt for the subject images', presettable: true },
+  { name: 'class-prompt', type: 'string', default: 'a photo of a {class}', describe: 'Prompt for prior-preservation class images', presettable: true },
+  {
+    name: 'prior-preservation',
+    type: 'boolean',
+    default: true,
+    describe: 'Prior-preservation loss with class images generated by the frozen model (--no-prior-preservation turns it off)',
+    presettable: true,
+  },
+  { name: 'class-images', type: 'integer', min: 0, default: 200, describe: 'Number of class images (generated once into --class-dir and reused)', presettable: true },
+  { name: 'class-dir', type: 'string', describe: 'Folder of class images (default: a cache keyed by model, class prompt and settings)' },
+  { name: 'prior-weight', type: 'number', min: 0, default: 1, describe: 'λ in L = L_instance + λ·L_prior', presettable: true },
+  { name: 'mode', type: 'string', choices: ['full', 'lora'], default: 'lora', describe: 'Train the full UNet, or LoRA adapters on its attention projections', presettable: true },
+  { name: 'rank', type: 'integer', min: 1, default: 4, describe: 'LoRA rank', presettable: true },
+  { name: 'alpha', type: 'number', above: 0, describe: 'LoRA alpha (scale = alpha / rank; default: rank)', presettable: true },
+  {
+    name: 'lora-targets',
+    type: 'string',
+    choices: ['attention', 'transformer'],
+    default: 'attention',
+    describe: "What LoRA adapts: attention = the attention projections (diffusers' DreamBooth-LoRA); transformer = every Linear/1×1 conv of the transformer blocks and text-encoder layers, feed-forward included (kohya's LoRA)",
+    presettable: true,
+  },
+  { name: 'lora-conv-rank', type: 'integer', min: 1, describe: "LoCon: also adapt the UNet's ResNet and up/down-sampler convs, the 3×3 ones at this rank (kohya's conv_dim)", presettable: true },
+  { name: 'lora-conv-alpha', type: 'number', above: 0, describe: "Alpha of the 3×3 conv adapters (kohya's conv_alpha; default: --lora-conv-rank)", presettable: true },
+  { name: 'text-encoder-lr', type: 'number', above: 0, describe: "Learning rate of the text encoder with --train-text-encoder (default: --lr), as kohya's --text_encoder_lr", presettable: true },
+  {
+    name: 'ti-token',
+    type: 'string',
+    describe:
+      "Pivotal tuning (--mode lora): learn a new token's embedding (e.g. \"<sks>\") together with the LoRA, as diffusers' advanced DreamBooth-LoRA script; the token is the identifier in the prompts, its embedding is written beside the LoRA and installed in the embeddings folder",
+  },
+  { name: 'ti-steps-fraction', type: 'number', min: 0, max: 1, default: 0.5, describe: "The share of the steps (the first ones) in which the embedding trains, as diffusers' --train_text_encoder_ti_frac", presettable: true },
+  { name: 'ti-lr', type: 'number', above: 0, default: 5e-4, describe: "The embedding's learning rate (invert's default)", presettable: true },
+  { name: 'ti-vectors', type: 'integer', min: 1, default: 1, describe: 'Vectors of the embedding', presettable: true },
+  { name: 'ti-init-token', type: 'string', describe: 'The word the embedding starts from (default: --class when it is one token)', presettable: true },
+  { ...EMBEDDINGS_DIR, describe: 'Where --ti-token\'s embedding is installed (default: $PAINTER_EMBEDDINGS, else ./embeddings)' },
+  { name: 'force', type: 'boolean', default: false, describe: "Install --ti-token's embedding even when the embeddings folder holds another embedding under its name" },
+  { name: 'train-text-encoder', type: 'boolean', default: false, describe: 'Also train the text encoder (full or LoRA, following --mode)', presettable: true },
+  { name: 'format', type: 'string', choices: ['diffusers', 'kohya'], default: 'diffusers', describe: 'Key naming of the LoRA output file', presettable: true },
+  ...TRAINING,
+  // DreamBooth's learning rate depends on --mode, so it has no single static default.
+  { ...LR, default: undefined, describe: "Learning rate (AdamW; default 1e-4 with --mode lora, 5e-6 with --mode full, as diffusers' DreamBooth examples)" },
+  ...TRAINING_AFTER_LR,
+] as const satisfies readonly OptionSpec[];
+
