@@ -81,7 +81,7 @@ interface SceneResult {
 }
 
 /** Mean absolute error (0–255) over the pixels where `where` is 1. */
-function meanError(a: Uint8Array, b: Uint8Array, where: Float32Array): number {
+export function meanError(a: Uint8Array, b: Uint8Array, where: Float32Array): number {
   let sum = 0;
   let n = 0;
   for (let p = 0; p < where.length; p++) {
@@ -92,12 +92,12 @@ function meanError(a: Uint8Array, b: Uint8Array, where: Float32Array): number {
   return n > 0 ? sum / n : 0;
 }
 
-function toUint8(images: tf.Tensor4D): Uint8Array {
+export function toUint8(images: tf.Tensor4D): Uint8Array {
   return tf.tidy(() => Uint8Array.from(tf.round(tf.mul(images, 255)).dataSync()));
 }
 
 /** The object's silhouette grown by `grow` pixels (so its outline is repainted too), 1 = repaint. */
-async function grownMask(scene: Scene, size: number, grow: number): Promise<Float32Array> {
+export async function grownMask(scene: Scene, size: number, grow: number): Promise<Float32Array> {
   const m = await objectMask(scene, size);
   const out = new Float32Array(size * size);
   for (let y = 0; y < size; y++) {
@@ -111,7 +111,7 @@ async function grownMask(scene: Scene, size: number, grow: number): Promise<Floa
 }
 
 /** 1 where a pixel is more than `band` pixels (in both axes) from every masked pixel. */
-function awayFromMask(mask: Float32Array, size: number, band: number): Float32Array {
+export function awayFromMask(mask: Float32Array, size: number, band: number): Float32Array {
   const out = new Float32Array(size * size).fill(1);
   for (let y = 0; y < size; y++) {
     for (let x = 0; x < size; x++) {
@@ -130,7 +130,7 @@ function awayFromMask(mask: Float32Array, size: number, band: number): Float32Ar
  * The VAE's reconstruction of an image as the edit encodes it — a posterior sample with the
  * edit's own first draw (its seeded generator draws the image posterior first) — as 8-bit RGB.
  */
-function reconstruct(model: StableDiffusion, rgb: Uint8Array, size: number, seed: number): Uint8Array {
+export function reconstruct(model: StableDiffusion, rgb: Uint8Array, size: number, seed: number): Uint8Array {
   return tf.tidy(() => {
     const f = vaeLatentFactor(model.vae.config);
     const c = model.vae.config.latent_channels;
@@ -142,6 +142,15 @@ function reconstruct(model: StableDiffusion, rgb: Uint8Array, size: number, seed
 }
 
 async function maskedEdit(model: StableDiffusion, rgb: Uint8Array, mask: Float32Array, prompt: string, seed: number, s: EditBenchSettings): Promise<Uint8Array> {
+  const latents = maskedEditLatents(model, rgb, mask, prompt, seed, s);
+  const image = decodeLatents(model, latents);
+  const out = toUint8(image);
+  tf.dispose([image, latents]);
+  return out;
+}
+
+/** The masked edit's final latents (strength 1, DPM++ 2M, the bench's steps and guidance). */
+export function maskedEditLatents(model: StableDiffusion, rgb: Uint8Array, mask: Float32Array, prompt: string, seed: number, s: Pick<EditBenchSettings, 'steps' | 'guidance'>): tf.Tensor4D {
   const size = modelImageSize(model);
   const req: EditRequest = {
     prompt,
@@ -161,11 +170,8 @@ async function maskedEdit(model: StableDiffusion, rgb: Uint8Array, mask: Float32
   const loop = editLoop(model, req, 0, cond);
   let r = loop.next();
   while (!r.done) r = loop.next();
-  const image = decodeLatents(model, r.value);
-  const out = toUint8(image);
-  tf.dispose([image, r.value]);
   disposeConditioning(cond);
-  return out;
+  return r.value;
 }
 
 async function collect(events: AsyncGenerator<{ kind: string; image?: { pixels: Uint8Array } }>): Promise<Uint8Array[]> {
