@@ -18,7 +18,7 @@ import { loadModel } from '../src/io/load-model.js';
 import { createDreamBooth } from '../src/train/dreambooth.js';
 import { train, type EngineConfig } from '../src/train/engine.js';
 import { createInversion } from '../src/train/textual-inversion.js';
-import { FIXTURES, ROOT, TINY_INVERT_SETTINGS, TINY_SD_A, useBackend } from './helpers.js';
+import { FIXTURES, ROOT, TINY_DREAMBOOTH_SETTINGS, TINY_INVERT_SETTINGS, TINY_SD_A, useBackend } from './helpers.js';
 import { spawnSync } from 'node:child_process';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'painter-buckets-'));
@@ -116,18 +116,9 @@ describe('training on buckets', () => {
     const wide = images.slice(0, 2);
     const classImages = await Promise.all([2, 3].map((n) => readSourceImage(path.join(PHOTOS, `chelsea-${n}.jpg`), 32, { buckets: TINY_BUCKETS })));
     const setup = createDreamBooth(model, wide, classImages, {
-      ...TINY_INVERT_SETTINGS,
-      identifier: 'sks',
-      className: 'cat',
-      instancePrompt: 'a photo of sks cat',
-      classPrompt: 'a photo of a cat',
+      ...TINY_DREAMBOOTH_SETTINGS,
       priorPreservation: true,
       priorWeight: 0.7,
-      mode: 'lora',
-      rank: 2,
-      alpha: 2,
-      trainTextEncoder: false,
-      format: 'diffusers',
     });
     try {
       const b = setup.draw(new Rng(9));

@@ -2,6 +2,7 @@
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
+import type { DreamBoothSettings } from '../src/train/dreambooth.js';
 import type { InvertSettings } from '../src/train/textual-inversion.js';
 import { selectBackend, type BackendName } from '../src/backend/select.js';
 import { loadSafetensors, type HostTensor } from '../src/io/safetensors.js';
@@ -72,6 +73,22 @@ export const TINY_INVERT_SETTINGS: InvertSettings = {
   validationPrompt: 'a photo of <kitty>',
   format: 'diffusers',
   baseModelHash: 'test',
+};
+
+/** DreamBooth-LoRA on tiny-sd-a: "a photo of sks cat", no prior preservation, rank 2. */
+export const TINY_DREAMBOOTH_SETTINGS: DreamBoothSettings = {
+  ...TINY_INVERT_SETTINGS,
+  identifier: 'sks',
+  className: 'cat',
+  instancePrompt: 'a photo of sks cat',
+  classPrompt: 'a photo of a cat',
+  priorPreservation: false,
+  priorWeight: 1,
+  mode: 'lora',
+  rank: 2,
+  alpha: 2,
+  trainTextEncoder: false,
+  format: 'diffusers',
 };
 
 export interface CliRun {

@@ -21,7 +21,7 @@ import { loadSafetensors } from '../src/io/safetensors.js';
 import { createDreamBooth, type DreamBoothSettings } from '../src/train/dreambooth.js';
 import { train, type EngineConfig } from '../src/train/engine.js';
 import { PIVOTAL_VAR } from '../src/train/pivotal.js';
-import { FIXTURES, ROOT, TINY_INVERT_SETTINGS, TINY_SD_A, useBackend } from './helpers.js';
+import { FIXTURES, ROOT, TINY_DREAMBOOTH_SETTINGS, TINY_SD_A, useBackend } from './helpers.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'painter-pivotal-'));
 const PHOTOS = path.join(FIXTURES, 'photos', 'cat');
@@ -31,17 +31,9 @@ beforeAll(() => useBackend());
 const ENGINE: EngineConfig = { steps: 4, gradAccum: 1, lr: 1e-3, lrSchedule: 'constant', warmupSteps: 0, weightDecay: 0.01, maxGradNorm: 1, checkpointEvery: 100, validationEvery: 0, seed: 11 };
 const TOKEN = '<pv>';
 const settings = (format: 'diffusers' | 'kohya'): DreamBoothSettings => ({
-  ...TINY_INVERT_SETTINGS,
+  ...TINY_DREAMBOOTH_SETTINGS,
   identifier: TOKEN,
-  className: 'cat',
   instancePrompt: `a photo of ${TOKEN} cat`,
-  classPrompt: 'a photo of a cat',
-  priorPreservation: false,
-  priorWeight: 1,
-  mode: 'lora',
-  rank: 2,
-  alpha: 2,
-  trainTextEncoder: false,
   format,
   pivotal: { token: TOKEN, vectors: 1, initToken: 'cat', steps: 2, lrScale: 5 },
 });

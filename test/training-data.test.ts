@@ -23,7 +23,7 @@ import { createDreamBooth } from '../src/train/dreambooth.js';
 import { train, type EngineConfig } from '../src/train/engine.js';
 import { maskCropToLatent } from '../src/train/steps.js';
 import { createInversion, type InvertSettings } from '../src/train/textual-inversion.js';
-import { FIXTURES, ROOT, TINY_INVERT_SETTINGS, TINY_SD_A, useBackend } from './helpers.js';
+import { FIXTURES, ROOT, TINY_DREAMBOOTH_SETTINGS, TINY_INVERT_SETTINGS, TINY_SD_A, useBackend } from './helpers.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'painter-data-'));
 const PHOTOS = path.join(FIXTURES, 'photos', 'cat');
@@ -190,7 +190,7 @@ describe('training with caption augmentation and masks', () => {
   it('DreamBooth draws per-step prompts (the empty one with caption dropout 1) and trains on them; without varying captions its cached prompts stay', async () => {
     const model = loadModel(TINY_SD_A);
     const images = (await catImages(2)).map((img) => ({ ...img, caption: 'sofa, window' }));
-    const base = { ...TINY_INVERT_SETTINGS, identifier: 'sks', className: 'cat', instancePrompt: 'a photo of sks cat', classPrompt: 'a photo of a cat', priorPreservation: false, priorWeight: 1, mode: 'lora' as const, rank: 2, alpha: 2, trainTextEncoder: false, format: 'diffusers' as const };
+    const base = TINY_DREAMBOOTH_SETTINGS;
     try {
       for (const [captions, expected] of [
         [SETTINGS({ captionDropout: 1 }), ['']],

@@ -21,7 +21,7 @@ import { loadSafetensors } from '../src/io/safetensors.js';
 import { createDreamBooth, type DreamBoothSettings } from '../src/train/dreambooth.js';
 import { loraTargetKeys } from '../src/train/lora-training.js';
 import { createInversion } from '../src/train/textual-inversion.js';
-import { FIXTURES, ROOT, TINY_INVERT_SETTINGS, TINY_SD_A, useBackend } from './helpers.js';
+import { FIXTURES, ROOT, TINY_DREAMBOOTH_SETTINGS, TINY_INVERT_SETTINGS, TINY_SD_A, useBackend } from './helpers.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'painter-methods-'));
 const PHOTOS = path.join(FIXTURES, 'photos', 'cat');
@@ -117,7 +117,7 @@ describe('validation loss on held-out images', () => {
   it('DreamBooth measures it with the current LoRA weights, the same twice', async () => {
     const model = loadModel(TINY_SD_A);
     const [a, b] = await catImages(2);
-    const base = { ...TINY_INVERT_SETTINGS, identifier: 'sks', className: 'cat', instancePrompt: 'a photo of sks cat', classPrompt: 'a photo of a cat', priorPreservation: false, priorWeight: 1, mode: 'lora' as const, rank: 2, alpha: 2, trainTextEncoder: false, format: 'diffusers' as const, releaseUnused: true };
+    const base = { ...TINY_DREAMBOOTH_SETTINGS, releaseUnused: true };
     const setup = createDreamBooth(model, [a!], [], base, [b!]);
     try {
       const first = await setup.task.validationLoss!();
@@ -152,20 +152,7 @@ describe('validation loss on held-out images', () => {
 });
 
 describe('LoRA targets, LoCon and the text encoder\'s own learning rate', () => {
-  const DB: DreamBoothSettings = {
-    ...TINY_INVERT_SETTINGS,
-    identifier: 'sks',
-    className: 'cat',
-    instancePrompt: 'a photo of sks cat',
-    classPrompt: 'a photo of a cat',
-    priorPreservation: false,
-    priorWeight: 1,
-    mode: 'lora',
-    rank: 2,
-    alpha: 2,
-    trainTextEncoder: false,
-    format: 'kohya',
-  };
+  const DB: DreamBoothSettings = { ...TINY_DREAMBOOTH_SETTINGS, format: 'kohya' };
 
   it('adapts diffusers\' attention set, kohya\'s transformer set, and with a conv rank kohya\'s LoCon modules at their ranks', () => {
     const model = loadModel(TINY_SD_A);
@@ -266,17 +253,10 @@ describe('every training option at once', () => {
       mask: Uint8Array.from({ length: img.width * img.height }, (_, p) => (p % img.width < img.width / 2 ? 255 : 40)),
     }));
     const settings: DreamBoothSettings = {
-      ...TINY_INVERT_SETTINGS,
+      ...TINY_DREAMBOOTH_SETTINGS,
       batch: 2,
       identifier: '<all>',
-      className: 'cat',
       instancePrompt: 'a photo of <all> cat',
-      classPrompt: 'a photo of a cat',
-      priorPreservation: false,
-      priorWeight: 1,
-      mode: 'lora',
-      rank: 2,
-      alpha: 2,
       trainTextEncoder: true,
       textEncoderLrScale: 0.5,
       format: 'kohya',
